@@ -1,0 +1,1 @@
+"""Pure numerics and I/O. Never imports napari or Qt (tested)."""
