@@ -1,0 +1,148 @@
+"""The ``Slide``: a lazy pyramid of (y, x, 3) uint8 dask arrays plus physical metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+
+# A flat image larger than this (on its long side) gets lazily built coarser levels...
+PYRAMID_MIN_SIDE_PX = 4096
+# ...until the coarsest level fits in this many pixels per side.
+PYRAMID_TOP_SIDE_PX = 1024
+BACKGROUND_RGB = 255
+
+
+@dataclass
+class Slide:
+    """An opened slide. Nothing is read until a level is indexed or computed.
+
+    Attributes
+    ----------
+    path : Path
+        The file or folder it was opened from.
+    name : str
+        A display name (file name without slide extensions).
+    levels : list of dask.array.Array
+        (y, x, 3) uint8 RGB, level 0 = full resolution, chunked on the file's tiles.
+    mpp : float or None
+        Level-0 microns per pixel; ``None`` means unknown (never a silent default).
+    magnification : float or None
+        Objective magnification where the file states it.
+    associated : dict
+        Associated images (label, macro, thumbnail) as small numpy arrays.
+    built_levels : int
+        How many of the coarsest levels were built by downsampling (not in the file).
+    notes : str
+        What was converted on reading (greyscale, RGBA, 16-bit), if anything.
+    format : str
+        The detected format ("svs", "ndpi", "ome-tiff", "tiff", "ome-zarr", "png", ...).
+    """
+
+    path: Path
+    name: str
+    levels: list[da.Array]
+    mpp: float | None = None
+    magnification: float | None = None
+    associated: dict[str, np.ndarray] = field(default_factory=dict)
+    built_levels: int = 0
+    notes: str = ""
+    format: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Level-0 (height, width) in pixels."""
+        return tuple(self.levels[0].shape[:2])
+
+    @property
+    def downsamples(self) -> list[float]:
+        """Level-0 pixels per level pixel, per level (from the shapes, averaged over y and x)."""
+        h0, w0 = self.shape
+        return [((h0 / lv.shape[0]) + (w0 / lv.shape[1])) / 2.0 for lv in self.levels]
+
+    def level_mpp(self, level: int) -> float | None:
+        """Microns per pixel at ``level``, or None when the slide's mpp is unknown."""
+        return None if self.mpp is None else self.mpp * self.downsamples[level]
+
+    def best_level_for_mpp(self, mpp: float) -> int:
+        """The coarsest level whose pixels are not coarser than ``mpp`` (level 0 if unknown)."""
+        if self.mpp is None:
+            return 0
+        best = 0
+        for level in range(len(self.levels)):
+            level_mpp = self.level_mpp(level)
+            if level_mpp is not None and level_mpp <= mpp * 1.01:
+                best = level
+        return best
+
+    def read_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Read an (h, w, 3) uint8 region at ``level``; outside the image is white background."""
+        if h <= 0 or w <= 0:
+            raise ValueError(f"region size must be positive, got h={h}, w={w}")
+        arr = self.levels[level]
+        out = np.full((h, w, 3), BACKGROUND_RGB, dtype=np.uint8)
+        y0, x0 = max(y, 0), max(x, 0)
+        y1, x1 = min(y + h, arr.shape[0]), min(x + w, arr.shape[1])
+        if y1 > y0 and x1 > x0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = np.asarray(arr[y0:y1, x0:x1].compute())
+        return out
+
+    def summary(self) -> dict:
+        """A JSON-ready description: levels, shapes, chunks, mpp, magnification, associated."""
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "format": self.format,
+            "mpp": self.mpp,
+            "mpp_known": self.mpp is not None,
+            "magnification": self.magnification,
+            "levels": [
+                {
+                    "level": i,
+                    "shape": list(lv.shape),
+                    "chunks_px": [int(lv.chunksize[0]), int(lv.chunksize[1])],
+                    "downsample": round(self.downsamples[i], 4),
+                    "mpp": None if self.level_mpp(i) is None else round(self.level_mpp(i), 5),
+                    "built": i >= len(self.levels) - self.built_levels,
+                }
+                for i, lv in enumerate(self.levels)
+            ],
+            "associated": {k: list(v.shape) for k, v in self.associated.items()},
+            "notes": self.notes,
+        }
+
+
+def downsample2(level: da.Array) -> da.Array:
+    """Halve a (y, x, 3) uint8 level by 2x2 mean, lazily, chunk-aligned (odd edges trimmed)."""
+    h, w = (level.shape[0] // 2) * 2, (level.shape[1] // 2) * 2
+    level = level[:h, :w]
+    cy, cx = level.chunksize[:2]
+    # coarsen needs even chunks; rechunking to even sizes costs at most one neighbouring tile.
+    level = level.rechunk((max(2, cy - cy % 2), max(2, cx - cx % 2), -1))
+    small = da.coarsen(np.mean, level, {0: 2, 1: 2}, trim_excess=True, dtype=np.float32)
+    return small.round().astype(np.uint8)
+
+
+def complete_pyramid(levels: list[da.Array]) -> tuple[list[da.Array], int]:
+    """Add lazily downsampled levels to a pyramid that is too shallow for smooth viewing.
+
+    Returns the levels and how many were built.
+    """
+    levels = list(levels)
+    built = 0
+    if max(levels[0].shape[:2]) <= PYRAMID_MIN_SIDE_PX:
+        return levels, 0
+    while max(levels[-1].shape[:2]) > PYRAMID_TOP_SIDE_PX:
+        levels.append(downsample2(levels[-1]))
+        built += 1
+    return levels, built
+
+
+def display_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".svs", ".ndpi", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem

@@ -1,0 +1,178 @@
+"""SVS, NDPI, OME-TIFF and generic (pyramidal) TIFF through tifffile's zarr store."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from .errors import SlideReadError
+from .pixels import move_channels_last, to_rgb8
+from .slide import Slide, complete_pyramid, display_name
+
+ASSOCIATED_NAMES = ("label", "macro", "thumbnail", "overview", "map")
+# A generic TIFF's resolution is trusted only when it is plausibly a scanner's (not 72/96 dpi).
+MAX_PLAUSIBLE_MPP = 50.0
+
+
+def open_tiff(path: Path) -> Slide:
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:  # tifffile raises several types for corrupt files
+        raise SlideReadError(path, f"not a readable TIFF ({type(exc).__name__}: {exc})") from exc
+    try:
+        return _slide_from_tiff(tif, path)
+    finally:
+        tif.close()
+
+
+def _slide_from_tiff(tif, path: Path) -> Slide:
+    import tifffile
+
+    if not tif.series:
+        raise SlideReadError(path, "the TIFF holds no image series")
+    main_index = _main_series_index(tif)
+    series = tif.series[main_index]
+    levels_raw = []
+    try:
+        store = tifffile.imread(path, aszarr=True, series=main_index)
+        node = zarr.open(store, mode="r")
+        arrays = (
+            [node]
+            if isinstance(node, zarr.Array)
+            else [node[str(i)] for i in range(len(series.levels))]
+        )
+        for arr, lv in zip(arrays, series.levels, strict=True):
+            levels_raw.append(move_channels_last(da.from_zarr(arr), lv.axes, path))
+        # Touch the first tile so a truncated file fails here, naming the file, not later in napari.
+        levels_raw[-1][:1, :1].compute()
+    except SlideReadError:
+        raise
+    except Exception as exc:
+        raise SlideReadError(
+            path, f"corrupt or truncated image data ({type(exc).__name__}: {exc})"
+        ) from exc
+
+    intensity_max = None
+    if levels_raw[0].dtype == np.uint16:
+        intensity_max = float(np.percentile(np.asarray(levels_raw[-1][::4, ::4].compute()), 99.9))
+    levels, notes = [], ""
+    for lv in levels_raw:
+        rgb, notes = to_rgb8(lv, path, intensity_max)
+        levels.append(rgb)
+    levels, built = complete_pyramid(levels)
+    fmt = "svs" if tif.is_svs else "ndpi" if tif.is_ndpi else "ome-tiff" if tif.is_ome else "tiff"
+    mpp, magnification = _physical_metadata(tif, fmt)
+    return Slide(
+        path=path,
+        name=display_name(path),
+        levels=levels,
+        mpp=mpp,
+        magnification=magnification,
+        associated=_associated_images(tif, main_index),
+        built_levels=built,
+        notes=notes,
+        format=fmt,
+    )
+
+
+def _main_series_index(tif) -> int:
+    """The largest series that is not an associated image."""
+    candidates = [
+        (int(np.prod(s.shape)), i)
+        for i, s in enumerate(tif.series)
+        if (s.name or "").lower() not in ASSOCIATED_NAMES
+    ]
+    if not candidates:
+        candidates = [(int(np.prod(s.shape)), i) for i, s in enumerate(tif.series)]
+    return max(candidates)[1]
+
+
+def _associated_images(tif, main_index: int) -> dict[str, np.ndarray]:
+    out = {}
+    for i, s in enumerate(tif.series):
+        name = (s.name or "").lower()
+        if i == main_index or name not in ASSOCIATED_NAMES:
+            continue
+        try:
+            img = s.asarray()
+        except Exception:  # a broken associated image must not prevent opening the slide
+            continue
+        if img.ndim == 3 and img.shape[-1] in (3, 4) and img.dtype == np.uint8:
+            out[name] = img[..., :3]
+        elif img.ndim == 2 and img.dtype == np.uint8:
+            out[name] = np.stack([img] * 3, axis=-1)
+    return out
+
+
+def _physical_metadata(tif, fmt: str) -> tuple[float | None, float | None]:
+    page = tif.pages[0]
+    if fmt == "svs":
+        return _svs_metadata(page.description)
+    if fmt == "ome-tiff":
+        mpp = _ome_mpp(tif.ome_metadata)
+        if mpp is not None:
+            return mpp, _ome_magnification(tif.ome_metadata)
+    magnification = None
+    if fmt == "ndpi":
+        magnification = page.ndpi_tags.get("Magnification") if page.ndpi_tags else None
+    return _resolution_tag_mpp(page, trust_any_unit=fmt in ("ndpi", "ome-tiff")), magnification
+
+
+def _svs_metadata(description: str) -> tuple[float | None, float | None]:
+    mpp = re.search(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)", description)
+    mag = re.search(r"\|\s*AppMag\s*=\s*([0-9.]+)", description)
+    return (float(mpp.group(1)) if mpp else None, float(mag.group(1)) if mag else None)
+
+
+_UNIT_TO_UM = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def _ome_pixels_attrs(ome_xml: str | None) -> dict:
+    if not ome_xml:
+        return {}
+    match = re.search(r"<(?:\w+:)?Pixels\b([^>]*)>", ome_xml)
+    if not match:
+        return {}
+    return dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+
+
+def _ome_mpp(ome_xml: str | None) -> float | None:
+    attrs = _ome_pixels_attrs(ome_xml)
+    size = attrs.get("PhysicalSizeX")
+    if size is None:
+        return None
+    unit = attrs.get("PhysicalSizeXUnit", "µm")
+    factor = _UNIT_TO_UM.get(unit)
+    if factor is None:
+        return None
+    mpp = float(size) * factor
+    return mpp if mpp > 0 else None
+
+
+def _ome_magnification(ome_xml: str | None) -> float | None:
+    match = re.search(r'NominalMagnification="([0-9.]+)"', ome_xml or "")
+    return float(match.group(1)) if match else None
+
+
+def _resolution_tag_mpp(page, trust_any_unit: bool) -> float | None:
+    tags = page.tags
+    if "XResolution" not in tags:
+        return None
+    num, den = tags["XResolution"].value
+    if not num or not den:
+        return None
+    pixels_per_unit = num / den
+    unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+    um_per_unit = {2: 25400.0, 3: 10000.0}.get(unit)
+    if um_per_unit is None:
+        return None
+    mpp = um_per_unit / pixels_per_unit
+    if not trust_any_unit and not (0 < mpp <= MAX_PLAUSIBLE_MPP):
+        return None  # e.g. 72 dpi written by an image editor, not a physical pixel size
+    return mpp
