@@ -20,6 +20,12 @@ if ! command -v xvfb-run >/dev/null 2>&1; then
   fi
 fi
 
+if ! "$PY" -c "import ensurepip, venv" >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+fi
+
 STAMP="$VENV/.stamp"
 HASH=$(cat pyproject.toml requirements/constraints.txt scripts/setup_env.sh | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ]; then

@@ -122,7 +122,9 @@ def downsample2(level: da.Array) -> da.Array:
     # coarsen needs even chunks; rechunking to even sizes costs at most one neighbouring tile.
     level = level.rechunk((max(2, cy - cy % 2), max(2, cx - cx % 2), -1))
     small = da.coarsen(np.mean, level, {0: 2, 1: 2}, trim_excess=True, dtype=np.float32)
-    return small.round().astype(np.uint8)
+    # Keep the source's chunk size, or chunks would shrink 4x per level and napari would fetch
+    # thousands of tiny tasks at low zoom.
+    return small.round().astype(np.uint8).rechunk((cy, cx, -1))
 
 
 def complete_pyramid(levels: list[da.Array]) -> tuple[list[da.Array], int]:

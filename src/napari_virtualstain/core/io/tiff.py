@@ -38,6 +38,7 @@ def _slide_from_tiff(tif, path: Path) -> Slide:
         raise SlideReadError(path, "the TIFF holds no image series")
     main_index = _main_series_index(tif)
     series = tif.series[main_index]
+    _check_not_truncated(tif, series, path)
     levels_raw = []
     try:
         store = tifffile.imread(path, aszarr=True, series=main_index)
@@ -79,6 +80,21 @@ def _slide_from_tiff(tif, path: Path) -> Slide:
         notes=notes,
         format=fmt,
     )
+
+
+def _check_not_truncated(tif, series, path: Path) -> None:
+    """Every tile of every level must lie inside the file (a cheap metadata-only check)."""
+    size = tif.filehandle.size
+    for level in series.levels:
+        for page in level.pages:
+            if page is None:
+                continue
+            ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
+            if ends and max(ends) > size:
+                raise SlideReadError(
+                    path,
+                    f"truncated: image data ends at byte {max(ends)} but the file has {size} bytes",
+                )
 
 
 def _main_series_index(tif) -> int:

@@ -1,0 +1,104 @@
+"""The "Slide" dock widget: open a slide, show its metadata, add it (or an associated image)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_virtualstain.core.io import Slide, SlideReadError, open_slide
+from napari_virtualstain.core.io.formatting import format_summary
+
+from .._napari.layers import slide_layer_data
+
+FILE_FILTER = "Slides (*.svs *.ndpi *.tif *.tiff *.ome.tif *.png *.jpg);;All files (*)"
+
+
+class SlideWidget(QWidget):
+    """Open a slide (file or OME-Zarr folder), inspect it, add it as a lazy multiscale layer."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.slide: Slide | None = None
+
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("slide path (.svs .ndpi .ome.tif .tif .zarr)")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.open_button = QPushButton("Open")
+        self.open_button.clicked.connect(self.open_path)
+        row = QHBoxLayout()
+        row.addWidget(self.path_edit)
+        row.addWidget(browse)
+
+        self.info = QPlainTextEdit()
+        self.info.setReadOnly(True)
+        self.status = QLabel("")
+        self.add_button = QPushButton("Add to viewer")
+        self.add_button.setEnabled(False)
+        self.add_button.clicked.connect(self.add_to_viewer)
+        self.associated = QComboBox()
+        self.show_associated_button = QPushButton("Show associated image")
+        self.show_associated_button.setEnabled(False)
+        self.show_associated_button.clicked.connect(self.show_associated)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.open_button)
+        layout.addWidget(self.info)
+        layout.addWidget(self.status)
+        layout.addWidget(self.add_button)
+        layout.addWidget(self.associated)
+        layout.addWidget(self.show_associated_button)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open slide", "", FILE_FILTER)
+        if path:
+            self.path_edit.setText(path)
+            self.open_path()
+
+    def open_path(self) -> Slide | None:
+        """Open the slide named in the path box (metadata only) and show its summary."""
+        path = self.path_edit.text().strip()
+        try:
+            slide = open_slide(Path(path))
+        except SlideReadError as exc:
+            self.slide = None
+            self.status.setText(str(exc))
+            self.info.setPlainText("")
+            self.add_button.setEnabled(False)
+            self.show_associated_button.setEnabled(False)
+            return None
+        self.slide = slide
+        self.info.setPlainText(format_summary(slide.summary()))
+        self.status.setText(f"Opened {slide.name}")
+        self.add_button.setEnabled(True)
+        self.associated.clear()
+        self.associated.addItems(sorted(slide.associated))
+        self.show_associated_button.setEnabled(bool(slide.associated))
+        return slide
+
+    def add_to_viewer(self):
+        if self.slide is None:
+            return None
+        data, kwargs, _ = slide_layer_data(self.slide)
+        return self.viewer.add_image(data, **kwargs)
+
+    def show_associated(self):
+        if self.slide is None or not self.associated.currentText():
+            return None
+        key = self.associated.currentText()
+        return self.viewer.add_image(
+            self.slide.associated[key], rgb=True, name=f"{self.slide.name} {key}"
+        )

@@ -1,0 +1,97 @@
+"""Shared fixtures: small real slides written with tifffile / zarr into tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def tissue_like_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A deterministic pink/purple texture with white background corners, (h, w, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack(
+        [
+            200 + 30 * np.sin(xx / 17.0),
+            120 + 40 * np.cos(yy / 23.0),
+            190 + 20 * np.sin((xx + yy) / 31.0),
+        ],
+        axis=-1,
+    )
+    img = (base + rng.normal(0, 6, base.shape)).clip(0, 255).astype(np.uint8)
+    img[: h // 5, : w // 5] = 255
+    return img
+
+
+def write_pyramidal_ome_tiff(
+    path: Path, base: np.ndarray, mpp: float, n_levels: int, tile: int = 128
+) -> Path:
+    import tifffile
+
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
+        meta = {
+            "axes": "YXS",
+            "PhysicalSizeX": mpp,
+            "PhysicalSizeY": mpp,
+            "PhysicalSizeXUnit": "µm",
+        }
+        tif.write(
+            base,
+            subifds=n_levels - 1,
+            tile=(tile, tile),
+            photometric="rgb",
+            compression="zlib",
+            metadata=meta,
+        )
+        level = base
+        for _ in range(n_levels - 1):
+            level = level[::2, ::2]
+            tif.write(
+                level, subfiletype=1, tile=(tile, tile), photometric="rgb", compression="zlib"
+            )
+    return path
+
+
+def write_svs_like(path: Path, base: np.ndarray, mpp: float = 0.5, mag: float = 20.0) -> Path:
+    """A single-level Aperio-style TIFF (tifffile recognises SVS by its ImageDescription)."""
+    import tifffile
+
+    desc = f"Aperio Image Library v12.0.15 \n{base.shape[1]}x{base.shape[0]} (256x256) JPEG/RGB Q=70|AppMag = {mag:g}|MPP = {mpp}"
+    tifffile.imwrite(
+        path, base, tile=(256, 256), photometric="rgb", compression="zlib", description=desc
+    )
+    return path
+
+
+@pytest.fixture
+def rgb_small() -> np.ndarray:
+    return tissue_like_rgb(600, 800)
+
+
+@pytest.fixture
+def ome_pyramid(tmp_path, rgb_small) -> Path:
+    return write_pyramidal_ome_tiff(tmp_path / "pyramid.ome.tif", rgb_small, mpp=0.25, n_levels=3)
+
+
+@pytest.fixture
+def svs_like(tmp_path) -> Path:
+    return write_svs_like(tmp_path / "single.svs", tissue_like_rgb(4608, 4200, seed=1))
+
+
+@pytest.fixture
+def sample_paths() -> dict[str, Path]:
+    from napari_virtualstain.core.samples import SAMPLES, sample_path
+
+    return {key: sample_path(key) for key in SAMPLES}
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is not next to this checkout")
+    return SHARED_DATA
