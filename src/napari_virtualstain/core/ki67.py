@@ -382,21 +382,23 @@ def _cell_fraction(mask: np.ndarray, cell_px: float, grid) -> np.ndarray:
     return cover / (cell_px * cell_px)
 
 
-def write_nuclei_csv(path, nuclei: Nuclei, roi_name: str | None = None) -> Path:
+def write_nuclei_csv(path, nuclei) -> Path:
     """Per-nucleus CSV: label, y, x, area_um2, dab_od_mean, positive, the other measures, roi.
 
-    ``y`` and ``x`` are level-0 pixels.
+    ``nuclei`` is a ``Nuclei`` or a list of (ROI name, ``Nuclei``) pairs (one file for all
+    ROIs). ``y`` and ``x`` are level-0 pixels.
     """
     path = Path(path)
+    groups = [("", nuclei)] if isinstance(nuclei, Nuclei) else list(nuclei)
     first = ["label", "y", "x", "area_um2", "dab_od_mean", "positive"]
-    cols = nuclei.columns()
-    order = first + [c for c in cols if c not in first]
+    order = first + [f.name for f in fields(Nuclei) if f.name not in first]
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(order + (["roi"] if roi_name is not None else []))
-        for i in range(len(nuclei)):
-            row = [_fmt(cols[c][i]) for c in order]
-            writer.writerow(row + ([roi_name] if roi_name is not None else []))
+        writer.writerow([*order, "roi"])
+        for roi_name, group in groups:
+            cols = group.columns()
+            for i in range(len(group)):
+                writer.writerow([_fmt(cols[c][i]) for c in order] + [roi_name])
     return path
 
 

@@ -1,0 +1,191 @@
+"""``virtualstain ratio``: the Ki-67 tumour ratio of ROIs on a slide or tile.
+
+The contract (other tools rely on it)::
+
+    virtualstain ratio IMAGE [--roi ROI.geojson] [--mpp 0.25]
+        [--segmenter builtin|stardist|cellpose] [--model-dir DIR] [--threshold 0.2]
+        [--stains qupath|skimage|estimate] [--json OUT.json] [--labels-out LABELS.tif]
+        [--nuclei-csv NUCLEI.csv] [--geojson-out OUT.geojson]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+JSON_KEYS = (
+    "name",
+    "n_nuclei",
+    "n_positive",
+    "labelling_index",
+    "area_ratio",
+    "h_score",
+    "bin",
+    "who_grade",
+    "nuclei_area_um2",
+    "positive_area_um2",
+)
+
+
+@click.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--roi", "roi_path", type=click.Path(path_type=Path), help="ROIs (QuPath GeoJSON).")
+@click.option("--mpp", type=float, help="µm per pixel; overrides (or supplies) the file's.")
+@click.option(
+    "--segmenter",
+    type=click.Choice(["builtin", "stardist", "cellpose"]),
+    default="builtin",
+    show_default=True,
+)
+@click.option("--model-dir", type=click.Path(path_type=Path), help="Local StarDist/Cellpose model.")
+@click.option(
+    "--threshold",
+    "thresholds",
+    type=float,
+    multiple=True,
+    help="DAB OD threshold (default 0.2); give it three times for 1+/2+/3+.",
+)
+@click.option(
+    "--stains",
+    type=click.Choice(["qupath", "skimage", "estimate"]),
+    default="qupath",
+    show_default=True,
+)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Per-ROI results.")
+@click.option("--labels-out", type=click.Path(path_type=Path), help="uint32 nuclei labels (TIFF).")
+@click.option("--nuclei-csv", type=click.Path(path_type=Path), help="Per-nucleus CSV.")
+@click.option("--geojson-out", type=click.Path(path_type=Path), help="ROIs + nuclei for QuPath.")
+def ratio(
+    image, roi_path, mpp, segmenter, model_dir, thresholds, stains, json_out, labels_out,
+    nuclei_csv, geojson_out,
+) -> None:  # fmt: skip
+    """Measure the Ki-67 labelling index and area ratio of IMAGE (whole image or --roi ROIs)."""
+    from napari_virtualstain.core.io import SlideReadError, open_slide
+    from napari_virtualstain.core.ki67 import Ki67Config
+
+    outputs = [p for p in (json_out, labels_out, nuclei_csv, geojson_out) if p is not None]
+    _refuse_overwriting_input(image, roi_path, outputs)
+    try:
+        slide = open_slide(image)
+    except SlideReadError as err:
+        raise click.ClickException(str(err)) from err
+    mpp = mpp if mpp is not None else slide.mpp
+    if mpp is None or mpp <= 0:
+        raise click.ClickException(f"{image}: the pixel size is unknown; pass --mpp (µm/px)")
+    try:
+        config = Ki67Config(thresholds=tuple(thresholds) or (0.2,))
+        rois = _read_rois(roi_path, mpp)
+        run = _run(slide, mpp, rois, segmenter, model_dir, stains, config)
+    except (ValueError, ImportError) as err:
+        raise click.ClickException(str(err)) from err
+    _echo(run)
+    provenance = {**run.provenance, "image": str(image), "roi_file": _str(roi_path)}
+    if json_out:
+        _write_json(json_out, run, provenance)
+    if labels_out:
+        _write_labels(labels_out, run, provenance)
+    if nuclei_csv:
+        _write_nuclei_csv(nuclei_csv, run)
+    if geojson_out:
+        _write_geojson(geojson_out, run)
+
+
+def _str(p):
+    return None if p is None else str(p)
+
+
+def _refuse_overwriting_input(image: Path, roi_path, outputs: list[Path]) -> None:
+    inputs = {Path(p).resolve() for p in (image, roi_path) if p is not None}
+    for out in outputs:
+        if Path(out).resolve() in inputs:
+            raise click.ClickException(f"refusing to overwrite the input {out}")
+
+
+def _read_rois(roi_path, mpp):
+    if roi_path is None:
+        return None
+    from napari_virtualstain.core.geojson import read_geojson
+
+    rois = read_geojson(roi_path, mpp).rois
+    if not rois:
+        raise ValueError(f"{roi_path}: no annotation polygons to use as ROIs")
+    return rois
+
+
+def _run(slide, mpp, rois, segmenter, model_dir, stains, config):
+    from napari_virtualstain.core.ki67_pipeline import iter_measure_rois
+    from napari_virtualstain.core.segmentation import drain
+
+    seg = segmenter
+    if segmenter != "builtin":
+        # The weight-based backends take their model folder / file as ``model``.
+        from napari_virtualstain.core.segmentation import get_segmenter
+
+        seg = get_segmenter(segmenter, **({"model": str(model_dir)} if model_dir else {}))
+
+    def report(step):
+        if step.message:
+            click.echo(f"[{step.done}/{step.total}] {step.message}", err=True)
+
+    gen = iter_measure_rois(slide, mpp, rois, segmenter=seg, stains=stains, config=config)
+    return drain(gen, report)
+
+
+def _echo(run) -> None:
+    click.echo(f"stains: {json.dumps(run.stains.to_dict())}")
+    for r in run.results:
+        grade = r.who_grade or "n/a"
+        click.echo(
+            f"{r.name}: {r.n_positive}/{r.n_nuclei} positive, labelling index "
+            f"{r.labelling_index:.3f}, area ratio {r.area_ratio:.3f} (bin {r.bin}), "
+            f"H-score {r.h_score:.1f}, WHO {grade}"
+        )
+        for w in r.warnings:
+            click.echo(f"warning: {w}", err=True)
+
+
+def _write_json(path: Path, run, provenance: dict) -> None:
+    rois = []
+    for m in run.measurements:
+        d = m.result.to_dict()
+        rois.append(
+            {**{k: d[k] for k in JSON_KEYS}, **{k: v for k, v in d.items() if k not in JSON_KEYS}}
+        )
+    payload = {"rois": rois, "provenance": provenance}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+
+
+def _write_labels(path: Path, run, provenance: dict) -> None:
+    import tifffile
+
+    labels, (y0, x0) = run.labels_union()
+    meta = {"origin_yx_px": [int(y0), int(x0)], "mpp": run.mpp, "provenance": provenance}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(
+        path, labels.astype("uint32"), compression="zlib", description=json.dumps(meta)
+    )
+
+
+def _write_nuclei_csv(path: Path, run) -> None:
+    from napari_virtualstain.core.ki67 import write_nuclei_csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_nuclei_csv(path, [(m.roi.name, m.nuclei) for m in run.measurements])
+
+
+def _write_geojson(path: Path, run) -> None:
+    from napari_virtualstain.core.geojson import nuclei_features, roi_features, write_geojson
+
+    rois = [m.roi for m in run.measurements]
+    feats = roi_features(rois, run.mpp, run.results)
+    for m in run.measurements:
+        feats += nuclei_features(m.labels, m.nuclei, m.origin_px, m.config.class_names)
+    write_geojson(path, feats)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(ratio())
