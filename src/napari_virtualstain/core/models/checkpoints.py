@@ -1,0 +1,275 @@
+"""Checkpoints: our format (safetensors + model card), junyanz / BCI ``.pth``, safe loading.
+
+Our format is a folder holding ``weights.safetensors`` and ``card.json``. ``.pth`` files are
+read with ``torch.load(weights_only=True)``: a file that needs pickle code execution is refused
+and nothing in it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .card import ModelCard
+from .infer_arch import ArchitectureError, infer_architecture
+
+WEIGHTS_NAME = "weights.safetensors"
+CARD_NAME = "card.json"
+PTH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+# Wrappers that training scripts put around a state dict.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "netG", "netG_A", "G_A", "G", "model")
+_RUNNING = (".running_mean", ".running_var", ".num_batches_tracked")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be loaded (the message names the file and what was wrong)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A generator ready for inference, with its card.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        In eval mode, on the requested device.
+    card : ModelCard
+        The saved card, or one synthesised from the inferred architecture.
+    path : Path
+        The weights file.
+    """
+
+    module: Any
+    card: ModelCard
+    path: Path
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_pth(path: Path) -> Any:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f" (it references {found[1]})" if found else ""
+        raise CheckpointError(
+            f"refused to load {path}: it needs pickle code execution{what}. Only plain tensor "
+            "checkpoints are loaded (torch.load weights_only=True). If you trust the file, "
+            "re-save its state_dict or convert it to safetensors."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint: {err}") from None
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is truncated or not a safetensors file: {err}") from None
+
+
+def unwrap_state_dict(obj: Any, path: Path) -> dict:
+    """Find the tensor dict inside what a training script saved."""
+    import torch
+
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj)
+    if isinstance(obj, dict):
+        for key in _WRAPPER_KEYS:
+            if key in obj:
+                return unwrap_state_dict(obj[key], path)
+    found = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
+    raise CheckpointError(
+        f"{path} holds no state dict of tensors: expected tensors or one of {_WRAPPER_KEYS}, "
+        f"found {found}"
+    )
+
+
+def clean_state_dict(state_dict: dict) -> dict:
+    """Strip DataParallel's ``module.`` prefix and old InstanceNorm running statistics.
+
+    PyTorch < 0.4 saved ``running_mean`` / ``running_var`` for InstanceNorm layers; they are
+    recognised by the absence of a ``.weight`` beside them (BatchNorm always has one).
+    """
+    sd = {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    drop = set()
+    for key in sd:
+        for suffix in _RUNNING:
+            if key.endswith(suffix) and key[: -len(suffix)] + ".weight" not in sd:
+                drop.add(key)
+    return {k: v for k, v in sd.items() if k not in drop}
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """Read and clean the weights of a ``.safetensors`` or ``.pth``-like file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        return clean_state_dict(_read_safetensors(path))
+    if path.suffix in PTH_SUFFIXES:
+        return clean_state_dict(unwrap_state_dict(_read_pth(path), path))
+    raise CheckpointError(
+        f"{path}: unknown checkpoint type {path.suffix!r}; expected .safetensors or {PTH_SUFFIXES}"
+    )
+
+
+def check_state_dict(module, state_dict: dict, path: Path) -> None:
+    """Raise ``CheckpointError`` naming missing, unexpected and mis-shaped keys."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k}: expected {tuple(expected[k].shape)}, found {tuple(state_dict[k].shape)}"
+        for k in expected
+        if k in state_dict and expected[k].shape != state_dict[k].shape
+    ]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{path} does not fit the architecture: missing keys {missing[:6]}"
+            f"{' ...' if len(missing) > 6 else ''}; unexpected keys {unexpected[:6]}"
+            f"{' ...' if len(unexpected) > 6 else ''}; shape mismatches {shapes[:6]}"
+        )
+
+
+def _card_for(path: Path) -> ModelCard | None:
+    for candidate in (path.with_suffix(".json"), path.parent / CARD_NAME):
+        if candidate.is_file():
+            return ModelCard.from_json(candidate)
+    return None
+
+
+def _default_card(path: Path, arch: str, arch_kwargs: dict) -> ModelCard:
+    # junyanz names G_A (A->B) and G_B (B->A); the stains themselves are unknown.
+    direction = "B->A" if "G_B" in path.name else "A->B"
+    name = re.sub(r"[^\w.-]", "_", path.stem)
+    return ModelCard(
+        name=name,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        direction=direction,
+        notes=f"architecture inferred from the weights of {path.name}",
+    )
+
+
+def _weights_in(folder: Path) -> Path:
+    if (folder / WEIGHTS_NAME).is_file():
+        return folder / WEIGHTS_NAME
+    found = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", *PTH_SUFFIXES))
+    if len(found) != 1:
+        raise CheckpointError(
+            f"{folder}: expected {WEIGHTS_NAME} or exactly one weights file, found "
+            f"{[p.name for p in found]}"
+        )
+    return found[0]
+
+
+def resolve_weights(path_or_name: str | Path) -> Path:
+    """The weights file for a path (file, card or folder) or a registry name."""
+    path = Path(path_or_name).expanduser()
+    if not path.exists():
+        from .registry import find_model
+
+        path = find_model(str(path_or_name))
+    if path.is_dir():
+        return _weights_in(path)
+    if path.suffix == ".json":
+        return _weights_in(path.parent)
+    return path
+
+
+def load_model(
+    path_or_name: str | Path,
+    device=None,
+    arch: str | None = None,
+    arch_kwargs: dict | None = None,
+) -> LoadedModel:
+    """Load a generator from our format, a junyanz / BCI ``.pth``, or a registry name.
+
+    Parameters
+    ----------
+    path_or_name : str or Path
+        A model folder, ``card.json``, weights file, or a name listed by ``virtualstain models``.
+    device : torch.device or str, optional
+        Default: ``choose_device()`` (cuda, then mps, then cpu).
+    arch, arch_kwargs : optional
+        Override the card / the architecture inferred from the weights.
+
+    Raises
+    ------
+    CheckpointError
+        Refused, truncated or mismatched files, a wrong sha256, or an unknown layout.
+    """
+    from .build import build_generator
+    from .device import choose_device
+
+    path = resolve_weights(path_or_name)
+    state_dict = read_state_dict(path)
+    card = _card_for(path)
+    if card is not None and card.sha256 is not None:
+        actual = sha256_file(path)
+        if actual != card.sha256:
+            raise CheckpointError(
+                f"{path}: sha256 {actual} does not match the model card's {card.sha256}"
+            )
+    if arch is None and card is None:
+        try:
+            arch, arch_kwargs = infer_architecture(state_dict)
+        except ArchitectureError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+    if card is None:
+        card = _default_card(path, arch, dict(arch_kwargs or {}))
+    elif arch is not None:
+        card = replace(card, arch=arch, arch_kwargs=dict(arch_kwargs or {}))
+    module = build_generator(card.arch, **card.arch_kwargs)
+    check_state_dict(module, state_dict, path)
+    module.load_state_dict(state_dict, strict=True)
+    device = choose_device() if device is None else device
+    return LoadedModel(module.to(device).eval(), card, path)
+
+
+def save_model(module, card: ModelCard, folder: str | Path, overwrite: bool = False) -> Path:
+    """Write ``weights.safetensors`` and ``card.json`` (with the weights' sha256) to ``folder``.
+
+    The card's architecture is rebuilt and compared with the module first, so a card that
+    would not load again is refused now rather than later.
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from .build import build_generator
+
+    folder = Path(folder)
+    if (folder / CARD_NAME).exists() and not overwrite:
+        raise FileExistsError(f"{folder} already holds a model; pass overwrite=True to replace it")
+    with torch.device("meta"):
+        reference = build_generator(card.arch, **card.arch_kwargs)
+    state_dict = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    check_state_dict(reference, state_dict, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / WEIGHTS_NAME
+    save_file(state_dict, str(weights), metadata={"format": "pt", "arch": card.arch})
+    replace(card, sha256=sha256_file(weights)).to_json(folder / CARD_NAME)
+    return folder

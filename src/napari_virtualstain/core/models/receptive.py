@@ -1,0 +1,175 @@
+"""Empirical receptive field: the gradient of one centre output pixel w.r.t. the input.
+
+With per-tile InstanceNorm every output pixel depends on every input pixel (through the
+statistics), so the measurement runs with fixed statistics (see ``normstats``); what remains
+is the convolutional receptive field. Two figures come out:
+
+- ``rf_px``: edge of the box where the gradient is non-zero (the exact support);
+- ``effective_radius_px``: the Chebyshev radius around the centre that holds ``mass``
+  (default 99 %) of the absolute gradient. A ResNet generator's exact support is far larger
+  than where its output actually depends on the input, so tiling halos use this radius.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Result of ``measure_receptive_field``.
+
+    Parameters
+    ----------
+    rf_px : int
+        Edge of the non-zero gradient support, in input pixels.
+    effective_radius_px : int
+        Radius (pixels from the centre) holding ``mass`` of the gradient.
+    size_px : int
+        Input edge used for the measurement.
+    bounded : bool
+        False when the support reached the input border at the largest size tried (e.g.
+        self-attention, which is global); ``rf_px`` is then only a lower bound.
+    mass : float
+        The gradient fraction that defines ``effective_radius_px``.
+    """
+
+    rf_px: int
+    effective_radius_px: int
+    size_px: int
+    bounded: bool
+    mass: float
+
+    @property
+    def radius_px(self) -> int:
+        """Half the exact support, rounded up: the halo that makes tiling exact."""
+        return (self.rf_px + 1) // 2
+
+
+def _gradient_map(module, size_px: int, in_channels: int, seed: int) -> np.ndarray:
+    import torch
+
+    from .normstats import collect_norm_stats, fixed_norm_stats, instance_norms
+
+    device = next(module.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(1, in_channels, size_px, size_px, generator=gen) * 2 - 1).to(device)
+    module.eval()
+    stats = None
+    if instance_norms(module):
+        tile = ((x[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
+        stats = collect_norm_stats(module, tile[None], device)
+    x.requires_grad_(True)
+    with torch.enable_grad():
+        if stats is not None:
+            with fixed_norm_stats(module, stats):
+                y = module(x)
+        else:
+            y = module(x)
+        c = size_px // 2
+        y[0, :, c, c].sum().backward()
+    return x.grad.abs().sum(dim=1)[0].double().cpu().numpy()
+
+
+def _support(grad: np.ndarray) -> tuple[int, bool]:
+    ys, xs = np.nonzero(grad)
+    size = grad.shape[0]
+    touches = ys.min() == 0 or xs.min() == 0 or ys.max() == size - 1 or xs.max() == size - 1
+    return int(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1), bool(touches)
+
+
+def _effective_radius(grad: np.ndarray, mass: float) -> int:
+    c = grad.shape[0] // 2
+    yy, xx = np.indices(grad.shape)
+    dist = np.maximum(np.abs(yy - c), np.abs(xx - c)).ravel()
+    per_radius = np.bincount(dist, weights=grad.ravel())
+    cumulative = np.cumsum(per_radius) / per_radius.sum()
+    return int(np.searchsorted(cumulative, mass))
+
+
+def _has_open_attention(module) -> bool:
+    return any(
+        type(m).__name__ == "SelfAttention" and bool(m.gamma.detach().abs().sum() > 0)
+        for m in module.modules()
+    )
+
+
+def measure_receptive_field(
+    module,
+    start_px: int = 128,
+    max_px: int = 1024,
+    mass: float = 0.99,
+    in_channels: int = 3,
+    seed: int = 0,
+) -> ReceptiveField:
+    """Measure the receptive field of a generator on random input.
+
+    The input size doubles from ``start_px`` until the gradient support no longer touches
+    the border (or ``max_px`` is reached, or the network refuses the size).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The generator, with the weights the figure is wanted for (the exact support hardly
+        depends on the weights; the effective radius does).
+    mass : float
+        Gradient fraction for ``effective_radius_px``.
+
+    Returns
+    -------
+    ReceptiveField
+    """
+    size = start_px
+    result = None
+    if _has_open_attention(module):
+        # Global attention: the support is the whole input at any size; measure once.
+        max_px = start_px
+    while size <= max_px:
+        try:
+            grad = _gradient_map(module, size, in_channels, seed)
+        except RuntimeError:
+            # Too small for the network's downsamplings (U-Nets need >= 2^num_downs).
+            size *= 2
+            continue
+        rf_px, touches = _support(grad)
+        result = ReceptiveField(rf_px, _effective_radius(grad, mass), size, not touches, mass)
+        if not touches:
+            return result
+        size *= 2
+    if result is None:
+        raise ValueError(f"the module accepted no input size between {start_px} and {max_px}")
+    return result
+
+
+def receptive_field_px(module, **kwargs) -> int:
+    """Edge of the exact receptive field in pixels (a lower bound when not bounded)."""
+    return measure_receptive_field(module, **kwargs).rf_px
+
+
+def effective_radius_px(module, mass: float = 0.99, **kwargs) -> int:
+    """Radius in pixels holding ``mass`` of the centre pixel's input gradient."""
+    return measure_receptive_field(module, mass=mass, **kwargs).effective_radius_px
+
+
+def arch_receptive_field(arch: str, **arch_kwargs) -> ReceptiveField:
+    """Exact support of an architecture, measured cheaply on a width-4 copy.
+
+    The support depends on kernel sizes, strides and depth, not on the width, so this is the
+    figure for any ``ngf``; the effective radius of trained weights needs the real module.
+    """
+    import torch
+
+    from .build import build_generator
+
+    kwargs = {**arch_kwargs, "ngf": 4}
+    if arch != "paper":
+        kwargs.setdefault("init", "xavier")
+    torch.manual_seed(0)
+    module = build_generator(arch, **kwargs).float()
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith("gamma"):  # open the self-attention gates (0 at init)
+                param.fill_(0.5)
+    return measure_receptive_field(module)
