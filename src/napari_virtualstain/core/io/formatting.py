@@ -26,8 +26,7 @@ def format_summary(summary: dict) -> str:
             f"downsample {lv['downsample']:g}, {level_mpp}{built}"
         )
     if summary["associated"]:
-        assoc = ", ".join(f"{k} {v[1]}x{v[0]}" for k, v in summary["associated"].items())
-        lines.append(f"associated: {assoc}")
+        lines.append(f"associated: {', '.join(summary['associated'])}")
     if summary["notes"]:
         lines.append(f"notes: {summary['notes']}")
     return "\n".join(lines)

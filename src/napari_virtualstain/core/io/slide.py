@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +32,8 @@ class Slide:
         Level-0 microns per pixel; ``None`` means unknown (never a silent default).
     magnification : float or None
         Objective magnification where the file states it.
-    associated : dict
-        Associated images (label, macro, thumbnail) as small numpy arrays.
+    associated : Mapping
+        Associated images (label, macro, thumbnail) as numpy arrays, decoded on first access.
     built_levels : int
         How many of the coarsest levels were built by downsampling (not in the file).
     notes : str
@@ -46,7 +47,7 @@ class Slide:
     levels: list[da.Array]
     mpp: float | None = None
     magnification: float | None = None
-    associated: dict[str, np.ndarray] = field(default_factory=dict)
+    associated: Mapping[str, np.ndarray] = field(default_factory=dict)
     built_levels: int = 0
     notes: str = ""
     format: str = ""
@@ -109,7 +110,7 @@ class Slide:
                 }
                 for i, lv in enumerate(self.levels)
             ],
-            "associated": {k: list(v.shape) for k, v in self.associated.items()},
+            "associated": sorted(self.associated),
             "notes": self.notes,
         }
 

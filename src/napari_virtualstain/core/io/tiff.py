@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import dask.array as da
@@ -75,7 +76,7 @@ def _slide_from_tiff(tif, path: Path) -> Slide:
         levels=levels,
         mpp=mpp,
         magnification=magnification,
-        associated=_associated_images(tif, main_index),
+        associated=_associated_images(tif, main_index, path),
         built_levels=built,
         notes=notes,
         format=fmt,
@@ -109,21 +110,39 @@ def _main_series_index(tif) -> int:
     return max(candidates)[1]
 
 
-def _associated_images(tif, main_index: int) -> dict[str, np.ndarray]:
-    out = {}
+class LazyAssociated(Mapping):
+    """Associated images (label, macro, thumbnail), decoded on first access, not on open."""
+
+    def __init__(self, path: Path, series_by_name: dict[str, int]) -> None:
+        self._path = path
+        self._series = series_by_name
+        self._decoded: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._decoded:
+            import tifffile
+
+            img = tifffile.imread(self._path, series=self._series[key])
+            if img.ndim == 2:
+                img = np.stack([img] * 3, axis=-1)
+            self._decoded[key] = np.ascontiguousarray(img[..., :3])
+        return self._decoded[key]
+
+    def __iter__(self):
+        return iter(self._series)
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+
+def _associated_images(tif, main_index: int, path: Path) -> LazyAssociated:
+    series_by_name = {}
     for i, s in enumerate(tif.series):
         name = (s.name or "").lower()
-        if i == main_index or name not in ASSOCIATED_NAMES:
-            continue
-        try:
-            img = s.asarray()
-        except Exception:  # a broken associated image must not prevent opening the slide
-            continue
-        if img.ndim == 3 and img.shape[-1] in (3, 4) and img.dtype == np.uint8:
-            out[name] = img[..., :3]
-        elif img.ndim == 2 and img.dtype == np.uint8:
-            out[name] = np.stack([img] * 3, axis=-1)
-    return out
+        is_rgb8 = s.dtype == np.uint8 and (len(s.shape) == 2 or s.shape[-1] in (3, 4))
+        if i != main_index and name in ASSOCIATED_NAMES and is_rgb8:
+            series_by_name[name] = i
+    return LazyAssociated(path, series_by_name)
 
 
 def _physical_metadata(tif, fmt: str) -> tuple[float | None, float | None]:
