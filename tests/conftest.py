@@ -78,9 +78,11 @@ def ome_pyramid(tmp_path, rgb_small) -> Path:
     return write_pyramidal_ome_tiff(tmp_path / "pyramid.ome.tif", rgb_small, mpp=0.25, n_levels=3)
 
 
-@pytest.fixture
-def svs_like(tmp_path) -> Path:
-    return write_svs_like(tmp_path / "single.svs", tissue_like_rgb(4608, 4200, seed=1))
+@pytest.fixture(scope="session")
+def svs_like(tmp_path_factory) -> Path:
+    """A 4608 x 4200 single-level SVS-like file (larger than 4k: needs built levels)."""
+    base = np.tile(tissue_like_rgb(512, 600, seed=1), (9, 7, 1))
+    return write_svs_like(tmp_path_factory.mktemp("svs") / "single.svs", base)
 
 
 @pytest.fixture
