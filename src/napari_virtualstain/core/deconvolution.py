@@ -233,8 +233,10 @@ def estimate_stain_vectors(
     if tissue.shape[0] > max_pixels:
         idx = np.random.default_rng(seed).choice(tissue.shape[0], max_pixels, replace=False)
         tissue = tissue[idx]
-    # The two leading eigenvectors of the OD covariance span the stain plane.
-    _, eigvecs = np.linalg.eigh(np.cov(tissue, rowvar=False))
+    # The two leading eigenvectors of the (uncentred) OD second moment span the stain plane; the
+    # first points along the mean OD, so every pixel projects positively on it and the angles
+    # below never wrap (a centred covariance can point between two stain clusters instead).
+    _, eigvecs = np.linalg.eigh(tissue.T @ tissue / len(tissue))
     plane = eigvecs[:, [2, 1]]
     plane *= np.where(plane.sum(axis=0) < 0, -1.0, 1.0)
     proj = tissue @ plane

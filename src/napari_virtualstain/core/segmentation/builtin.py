@@ -135,7 +135,9 @@ def detect_nuclei(od: np.ndarray, mpp: float, config: WatershedConfig) -> np.nda
     if not mask.any():
         return np.zeros(od.shape, np.uint32)
     min_radius_px = np.sqrt(config.min_area_um2 / np.pi) / mpp
-    labels = _split(mask, smooth, min_radius_px) if config.split_by_shape else ndi.label(mask)[0]
+    # Edges first, then the split: the split needs the necks that the smoothing filled in.
+    mask = _refine_edges(ndi.label(mask)[0], od, config.threshold_od) > 0
+    labels = _split(mask, min_radius_px) if config.split_by_shape else ndi.label(mask)[0]
     return _filter_area(labels, mpp, config.min_area_um2, config.max_area_um2)
 
 
@@ -163,28 +165,39 @@ def _opening_by_reconstruction(image: np.ndarray, radius_px: float) -> np.ndarra
     return np.minimum(background[: image.shape[0], : image.shape[1]], image)
 
 
-def _split(mask: np.ndarray, smooth: np.ndarray, min_radius_px: float) -> np.ndarray:
-    """Watershed on the distance transform, seeded by its (slightly smoothed) maxima."""
-    from scipy import ndimage as ndi
-    from skimage import feature, filters, measure, segmentation
+def _split(mask: np.ndarray, min_radius_px: float, h_px: float = 1.0) -> np.ndarray:
+    """Watershed on the distance transform, one seed per maximum at least ``h_px`` deep.
 
-    dist = filters.gaussian(ndi.distance_transform_edt(mask), sigma=1.0, preserve_range=True)
-    regions = measure.label(mask)
-    peaks = feature.peak_local_max(
-        dist,
-        min_distance=max(1, int(round(min_radius_px))),
-        labels=regions,
-        exclude_border=False,
-    )
-    markers = np.zeros(mask.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    # Regions too small for a peak still get their own marker so they are not lost.
-    missing = np.setdiff1d(np.unique(regions), np.unique(regions[markers > 0]))
-    missing = missing[missing > 0]
-    if missing.size:
-        extra = np.isin(regions, missing)
-        markers[extra] = regions[extra] + len(peaks)
+    h-maxima (rather than peak_local_max) keep one seed per plateau and ignore the ripples that
+    noise puts on a nucleus's distance map, while two round nuclei joined by a neck keep two.
+    """
+    from scipy import ndimage as ndi
+    from skimage import filters, morphology, segmentation
+
+    dist = ndi.distance_transform_edt(mask)
+    dist = filters.gaussian(dist, sigma=max(0.5, min_radius_px / 4), preserve_range=True)
+    markers = ndi.label(morphology.h_maxima(dist, h_px))[0]
     return segmentation.watershed(-dist, markers, mask=mask)
+
+
+def _refine_edges(labels: np.ndarray, od: np.ndarray, threshold_od: float) -> np.ndarray:
+    """Trim each nucleus to where a lightly smoothed OD reaches half its mean.
+
+    The Gaussian that finds nuclei also spreads them, and spreads a dark (DAB-positive) nucleus
+    further than a pale one: thresholding at a fixed OD would then inflate the positive area.
+    A half-of-own-intensity edge is the same for pale and dark nuclei.
+    """
+    from scipy import ndimage as ndi
+    from skimage import filters
+
+    detail = filters.gaussian(od, sigma=1.0, preserve_range=True)
+    flat = labels.ravel()
+    counts = np.maximum(np.bincount(flat), 1)
+    mean = np.bincount(flat, weights=detail.ravel()) / counts
+    cut = np.maximum(threshold_od, 0.5 * mean)
+    keep = (labels > 0) & (detail >= cut[labels])
+    keep = ndi.binary_fill_holes(keep) & (labels > 0)
+    return np.where(keep, labels, 0)
 
 
 def _filter_area(labels: np.ndarray, mpp: float, min_um2: float, max_um2: float) -> np.ndarray:
