@@ -1,0 +1,288 @@
+"""Training tiles from slides: a tile grid at a target pixel size, white cleaning, PNG + index CSV.
+
+The seed-000 default is 288 px tiles with 144 px overlap at 20x (0.5 µm/px). Tiles are read from
+the pyramid level closest to (and not coarser than) the target pixel size and resampled with
+anti-aliasing, so slides scanned at 0.227 µm/px and 0.5 µm/px give tiles of the same scale.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+INDEX_NAME = "index.csv"
+INDEX_FIELDS = ("file", "slide", "level", "y", "x", "read_px", "mpp", "tissue_fraction")
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """How to cut training tiles.
+
+    Parameters
+    ----------
+    tile_px : int
+        Tile side in output pixels.
+    overlap_px : int
+        Overlap between neighbouring tiles in output pixels (stride = tile_px - overlap_px).
+    mpp : float or None
+        Output pixel size in µm/px; None keeps level 0's resolution.
+    min_tissue : float
+        White cleaning: keep a tile only if at least this fraction of it is tissue.
+    white_level : int
+        A pixel whose mean intensity is at least this and whose chroma is low is background.
+    """
+
+    tile_px: int = 288
+    overlap_px: int = 144
+    mpp: float | None = 0.5
+    min_tissue: float = 0.5
+    white_level: int = 220
+
+    def __post_init__(self) -> None:
+        if self.tile_px < 8:
+            raise ValueError(f"tile_px must be >= 8, got {self.tile_px}")
+        if not 0 <= self.overlap_px < self.tile_px:
+            raise ValueError(
+                f"overlap_px must be in [0, tile_px={self.tile_px}), got {self.overlap_px}"
+            )
+        if self.mpp is not None and not self.mpp > 0:
+            raise ValueError(f"mpp must be > 0 µm/px or None, got {self.mpp}")
+        if not 0.0 <= self.min_tissue <= 1.0:
+            raise ValueError(f"min_tissue must be a fraction in [0, 1], got {self.min_tissue}")
+        if not 0 < self.white_level <= 255:
+            raise ValueError(f"white_level must be in (0, 255], got {self.white_level}")
+
+    @property
+    def stride_px(self) -> int:
+        """Step between tile origins in output pixels."""
+        return self.tile_px - self.overlap_px
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """One row of the index CSV; y, x and read_px are in pixels of ``level``."""
+
+    file: str
+    slide: str
+    level: int
+    y: int
+    x: int
+    read_px: int
+    mpp: float | None
+    tissue_fraction: float
+
+
+def tissue_fraction(rgb: np.ndarray, white_level: int = 220, max_chroma: int = 25) -> float:
+    """Fraction of pixels that are tissue rather than bright, grey glass.
+
+    A background pixel is bright (mean >= ``white_level``) and nearly grey (max - min channel <
+    ``max_chroma``); pale eosin is bright too but keeps its pink chroma, so it stays tissue.
+    Pure black (scanner padding) counts as background as well.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB array, found shape {rgb.shape}")
+    if rgb.size == 0:
+        return 0.0
+    as_int = rgb.astype(np.int16)
+    mean = as_int.mean(axis=-1)
+    chroma = as_int.max(axis=-1) - as_int.min(axis=-1)
+    background = ((mean >= white_level) & (chroma < max_chroma)) | (as_int.max(axis=-1) < 10)
+    return float(1.0 - background.mean())
+
+
+def grid_starts(length_px: int, tile_px: int, stride_px: int) -> list[int]:
+    """Tile origins along one axis; the last tile is shifted back so the edge is covered."""
+    if length_px <= tile_px:
+        return [0]
+    starts = list(range(0, length_px - tile_px + 1, stride_px))
+    if starts[-1] + tile_px < length_px:
+        starts.append(length_px - tile_px)
+    return starts
+
+
+def resolve_level(slide, spec: TileSpec, source_mpp: float | None) -> tuple[int, float]:
+    """Pick the level to read and the scale factor (level pixels per output pixel)."""
+    if spec.mpp is None:
+        return 0, 1.0
+    mpp0 = source_mpp if source_mpp is not None else slide.mpp
+    if mpp0 is None:
+        raise ValueError(
+            f"{slide.path}: the slide has no pixel size (mpp) and tiles at {spec.mpp} µm/px were "
+            "asked for; pass source_mpp (CLI: --source-mpp) or mpp=None for native resolution"
+        )
+    if source_mpp is None:
+        level = slide.best_level_for_mpp(spec.mpp)
+        level_mpp = slide.level_mpp(level)
+    else:  # the file's own mpp is wrong or missing: trust the user's and read level 0
+        level, level_mpp = 0, source_mpp
+    return level, spec.mpp / level_mpp
+
+
+def _resample(region: np.ndarray, tile_px: int) -> np.ndarray:
+    if region.shape[:2] == (tile_px, tile_px):
+        return region
+    from skimage.transform import resize
+
+    out = resize(region, (tile_px, tile_px), order=1, anti_aliasing=True, preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def read_tile(
+    slide, level: int, scale: float, ty: int, tx: int, tile_px: int
+) -> tuple[int, int, np.ndarray]:
+    """Read the output-grid tile at (ty, tx); returns its level origin (y, x) and the tile."""
+    y, x = int(round(ty * scale)), int(round(tx * scale))
+    read_px = int(round(tile_px * scale))
+    region = np.asarray(slide.read_region(level, y, x, read_px, read_px))
+    return y, x, _resample(region, tile_px)
+
+
+def output_shape(slide, level: int, scale: float) -> tuple[int, int]:
+    """(height, width) of ``level`` in output pixels."""
+    height, width = slide.levels[level].shape[:2]
+    return int(round(height / scale)), int(round(width / scale))
+
+
+def iter_slide_tiles(
+    slide, spec: TileSpec, source_mpp: float | None = None
+) -> Iterator[tuple[TileRecord, np.ndarray]]:
+    """Yield ``(record, tile)`` for every grid position of ``slide`` (white tiles included).
+
+    ``record.file`` is the PNG name the tile would get; ``tissue_fraction`` is filled in.
+    """
+    level, scale = resolve_level(slide, spec, source_mpp)
+    out_h, out_w = output_shape(slide, level, scale)
+    read_px = int(round(spec.tile_px * scale))
+    for ty in grid_starts(out_h, spec.tile_px, spec.stride_px):
+        for tx in grid_starts(out_w, spec.tile_px, spec.stride_px):
+            y, x, tile = read_tile(slide, level, scale, ty, tx, spec.tile_px)
+            record = TileRecord(
+                file=f"{slide.name}_L{level}_y{y}_x{x}.png",
+                slide=str(slide.path),
+                level=level,
+                y=y,
+                x=x,
+                read_px=read_px,
+                mpp=spec.mpp if spec.mpp is not None else slide.level_mpp(0),
+                tissue_fraction=round(tissue_fraction(tile, spec.white_level), 4),
+            )
+            yield record, tile
+
+
+def count_grid_tiles(slide, spec: TileSpec, source_mpp: float | None = None) -> int:
+    """Number of grid positions ``iter_slide_tiles`` visits (before white cleaning)."""
+    level, scale = resolve_level(slide, spec, source_mpp)
+    out_h, out_w = output_shape(slide, level, scale)
+    ny = len(grid_starts(out_h, spec.tile_px, spec.stride_px))
+    nx = len(grid_starts(out_w, spec.tile_px, spec.stride_px))
+    return ny * nx
+
+
+def save_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 array as PNG."""
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB").save(path)
+
+
+def load_png(path: str | Path) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB, with a clear error for anything else."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tile not found: {path}")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
+    out_dir = Path(out_dir)
+    index = out_dir / INDEX_NAME
+    if index.exists() and not overwrite:
+        raise FileExistsError(f"{index} exists; choose another --out or pass overwrite=True")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return index
+
+
+def iter_extract_tiles(
+    slides: Sequence,
+    out_dir: str | Path,
+    spec: TileSpec = TileSpec(),
+    source_mpp: float | None = None,
+    overwrite: bool = False,
+) -> Iterator[tuple[int, int, list[TileRecord]]]:
+    """Cut tiles from ``slides`` (paths or opened ``Slide`` objects) into ``out_dir``.
+
+    Long work as a generator: yields ``(done, total, kept_records)`` after each grid position, so
+    a caller can show progress and cancel by closing the generator. The index CSV is written row
+    by row, so a cancelled run leaves a consistent, partial folder.
+    """
+    from napari_virtualstain.core.io import open_slide
+
+    opened = [open_slide(s) if isinstance(s, str | Path) else s for s in slides]
+    index = _prepare_out_dir(Path(out_dir), overwrite)
+    total = sum(count_grid_tiles(s, spec, source_mpp) for s in opened)
+    kept: list[TileRecord] = []
+    done = 0
+    with open(index, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=INDEX_FIELDS)
+        writer.writeheader()
+        for slide in opened:
+            for record, tile in iter_slide_tiles(slide, spec, source_mpp):
+                done += 1
+                if record.tissue_fraction >= spec.min_tissue:
+                    save_png(Path(out_dir) / record.file, tile)
+                    writer.writerow(asdict(record))
+                    handle.flush()
+                    kept.append(record)
+                yield done, total, kept
+
+
+def extract_tiles(
+    slides: Sequence,
+    out_dir: str | Path,
+    spec: TileSpec = TileSpec(),
+    source_mpp: float | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[TileRecord]:
+    """Blocking twin of :func:`iter_extract_tiles`; returns the kept tiles' records."""
+    result: list[TileRecord] = []
+    for done, total, kept in iter_extract_tiles(slides, out_dir, spec, source_mpp, overwrite):
+        result = kept
+        if progress is not None:
+            progress(done, total)
+    return result
+
+
+def read_index(path: str | Path) -> list[TileRecord]:
+    """Read an index CSV written by :func:`extract_tiles`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"tile index not found: {path}")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = set(INDEX_FIELDS) - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: not a tile index, missing columns {sorted(missing)}")
+        return [
+            TileRecord(
+                file=row["file"],
+                slide=row["slide"],
+                level=int(row["level"]),
+                y=int(row["y"]),
+                x=int(row["x"]),
+                read_px=int(row["read_px"]),
+                mpp=float(row["mpp"]) if row["mpp"] not in ("", "None") else None,
+                tissue_fraction=float(row["tissue_fraction"]),
+            )
+            for row in reader
+        ]
