@@ -48,8 +48,20 @@ class Detection:
 
     @property
     def centroid_px(self) -> tuple[float, float]:
-        """Vertex mean (y, x), enough to place a nucleus."""
-        return tuple(float(v) for v in self.polygon_px.mean(axis=0))
+        """Area centroid (y, x) of the outline, in QuPath's continuous pixel coordinates.
+
+        Pixel (i, j) spans [i, i + 1); napari and our tables put its centre at (i, j), so
+        subtract 0.5 to compare with them.
+        """
+        y, x = self.polygon_px[:, 0], self.polygon_px[:, 1]
+        yn, xn = np.roll(y, -1), np.roll(x, -1)
+        cross = x * yn - xn * y
+        area = cross.sum() / 2
+        if abs(area) < 1e-12:
+            return float(y.mean()), float(x.mean())
+        return float(((y + yn) * cross).sum() / (6 * area)), float(
+            ((x + xn) * cross).sum() / (6 * area)
+        )
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,11 @@ class RatioRun:
         return [m.result for m in self.measurements]
 
     def labels_union(self) -> tuple[np.ndarray, tuple[int, int]]:
-        """One uint32 label image over the bounding box of all ROIs, and its origin (y, x)."""
+        """One uint32 label image over the bounding box of all ROIs, and its origin (y, x).
+
+        A nucleus inside two overlapping ROIs is measured in each under two ids; here the
+        first ROI's id is kept.
+        """
         y0 = min(m.origin_px[0] for m in self.measurements)
         x0 = min(m.origin_px[1] for m in self.measurements)
         y1 = max(m.origin_px[0] + m.labels.shape[0] for m in self.measurements)
@@ -74,7 +78,8 @@ class RatioRun:
         for m in self.measurements:
             oy, ox = m.origin_px[0] - y0, m.origin_px[1] - x0
             view = out[oy : oy + m.labels.shape[0], ox : ox + m.labels.shape[1]]
-            view[m.labels > 0] = m.labels[m.labels > 0]
+            paste = (m.labels > 0) & (view == 0)
+            view[paste] = m.labels[paste]
         return out, (y0, x0)
 
     def replace_measurement(self, index: int, measurement: RoiMeasurement) -> RatioRun:
