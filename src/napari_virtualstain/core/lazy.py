@@ -109,7 +109,9 @@ class VirtualStain:
                 "this VirtualStain was built from an in-memory slide or model; open it from "
                 "a slide path and a model name/path to send it to dask.distributed workers"
             )
-        return _restore, (self.spec,)
+        # Workers (and the scheduler, which only deserialises) get a light handle that opens
+        # the virtual stain on first use, once per process.
+        return VirtualStainHandle, (self.spec,)
 
     # -- tiles -----------------------------------------------------------------------------
     def key(self, row: int, col: int) -> TileKey:
@@ -170,7 +172,8 @@ class VirtualStain:
                     b = self.grid.contribution(*t)
                     fill = np.empty((b.h, b.w, 3), np.uint8)
                     fill[:] = self.engine.config.background_rgb
-                    self.cache.put(self.key(*t), fill)
+                    # Memory only: painting is cheaper than a disk round trip.
+                    self.cache.memory.put(self.key(*t), fill)
                     self.tiles_skipped += 1
                 return
             boxes = [self.grid.padded(*t) for t in tiles]
@@ -253,12 +256,36 @@ class VirtualStain:
         return da.Array(dsk, name, chunks=(*grid.chunks, (3,)), dtype=np.uint8)
 
 
+class VirtualStainHandle:
+    """The pickled form of a :class:`VirtualStain`: a spec, opened once per process on use."""
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+
+    def __reduce__(self):
+        return VirtualStainHandle, (self.spec,)
+
+    def block(self, row: int, col: int) -> np.ndarray:
+        return _restore(self.spec).block(row, col)
+
+    def coarse_region(self, index: int, box: Box) -> np.ndarray:
+        return _restore(self.spec).coarse_region(index, box)
+
+
 def _base_block(vs: VirtualStain, row: int, col: int) -> np.ndarray:
-    return vs.block(row, col)
+    import dask
+
+    # Reads inside a task stay in this thread: on a cluster the default scheduler would be
+    # the worker's client, which would ship the slide's file handles over the network.
+    with dask.config.set(scheduler="synchronous"):
+        return vs.block(row, col)
 
 
 def _coarse_block(vs: VirtualStain, index: int, box: Box) -> np.ndarray:
-    return vs.coarse_region(index, box)
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return vs.coarse_region(index, box)
 
 
 def _restore(spec: dict) -> VirtualStain:

@@ -1,0 +1,95 @@
+"""``virtualstain stain SLIDE --model NAME --out OUT.zarr``: a whole slide to OME-Zarr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("slide", type=click.Path(exists=True, path_type=Path))
+@click.option("--model", "-m", required=True, help="Registry name or checkpoint path.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="OUT.zarr")
+@click.option("--mpp", type=float, help="Level-0 µm/px; required when the slide does not state it.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--tile-px", type=int, help="Tile side at the model's mpp (default: model card).")
+@click.option("--halo-px", type=int, help="Context per side (default: from the receptive field).")
+@click.option("--blend", type=click.Choice(["auto", "crop", "blend"]), default="auto")
+@click.option("--norm", type=click.Choice(["slide", "tile"]), default="slide", show_default=True)
+@click.option("--no-tissue-mask", is_flag=True, help="Stain background tiles too.")
+@click.option("--preview-level", type=int, help="Run on this coarser level (labelled preview).")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), help="Tile cache folder.")
+@click.option("--keep-cache", is_flag=True, help="Keep OUT.tiles after success.")
+@click.option("--scheduler", help="dask.distributed address, or local:N for N local processes.")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the generator.")
+@click.option("--overwrite", is_flag=True, help="Replace a finished OUT.zarr.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def stain(
+    slide: Path,
+    model: str,
+    out: Path,
+    mpp: float | None,
+    device: str,
+    precision: str,
+    batch_size: int,
+    tile_px: int | None,
+    halo_px: int | None,
+    blend: str,
+    norm: str,
+    no_tissue_mask: bool,
+    preview_level: int | None,
+    cache_dir: Path | None,
+    keep_cache: bool,
+    scheduler: str | None,
+    use_compile: bool,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Stain every tissue tile of SLIDE and write an OME-Zarr pyramid with provenance.
+
+    An interrupted run resumes from the tiles already computed (kept in OUT.tiles).
+    """
+    from tqdm import tqdm
+
+    from napari_virtualstain.core.distributed import stain_slide
+    from napari_virtualstain.core.stain import MppUnknownError, StainConfig
+    from napari_virtualstain.core.tissue import TissueConfig
+
+    try:
+        config = StainConfig(
+            device=device, precision=precision, batch_size=batch_size, tile_px=tile_px,
+            halo_px=halo_px, blend=blend, norm=norm, compile=use_compile,
+            tissue=None if no_tissue_mask else TissueConfig(), preview_level=preview_level,
+        )  # fmt: skip
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    bar = None if quiet else tqdm(total=0, unit="chunk", desc="staining")
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    try:
+        result = stain_slide(
+            slide, model, out, config=config, mpp=mpp, cache_dir=cache_dir,
+            keep_cache=keep_cache, scheduler=scheduler, overwrite=overwrite,
+            progress=progress, on_event=lambda msg: click.echo(f"warning: {msg}", err=True),
+        )  # fmt: skip
+    except MppUnknownError as err:
+        raise click.UsageError(str(err)) from err
+    except (FileExistsError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        if bar is not None:
+            bar.close()
+    click.echo(result.summary())
