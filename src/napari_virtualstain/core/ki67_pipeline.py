@@ -268,6 +268,14 @@ class VirtualVsReal:
         return rows
 
 
+def index_differences(real: RatioRun, virtual: RatioRun) -> dict[str, float]:
+    """Virtual minus real labelling index, per ROI name present in both runs."""
+    real_li = {r.name: r.labelling_index for r in real.results}
+    return {
+        r.name: r.labelling_index - real_li[r.name] for r in virtual.results if r.name in real_li
+    }
+
+
 def ratio_virtual_vs_real(
     real_ki67,
     mpp: float,

@@ -1,0 +1,125 @@
+"""The Ki-67 dock widget in a shown viewer: compute, labels overlay pixels, flip, cancel, export."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+from _ki67_synthetic import grid_of_nuclei  # noqa: E402
+
+from napari_virtualstain._qt.ki67_widget import Ki67Widget  # noqa: E402
+from napari_virtualstain.core.geojson import read_geojson  # noqa: E402
+
+
+def _run(qtbot, widget):
+    worker = widget.compute()
+    assert worker is not None, widget.status.text()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    return worker
+
+
+@pytest.fixture
+def scene(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    syn = grid_of_nuclei(n_rows=8, n_cols=8, positive_fraction=0.5, seed=7)
+    viewer.add_image(syn.rgb, rgb=True, name="ki67", scale=(0.5, 0.5), metadata={"mpp": 0.5})
+    widget = Ki67Widget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget, syn
+
+
+def test_compute_adds_coloured_labels_and_table(qtbot, scene, tmp_path):
+    viewer, widget, syn = scene
+    assert widget.image_combo.currentText() == "ki67" and widget.mpp_spin.value() == 0.5
+    widget.points_check.setChecked(True)
+    _run(qtbot, widget)
+    assert widget.status.text().startswith("Done"), widget.status.text()
+    labels = viewer.layers["Nuclei (ki67)"]
+    assert labels.data.max() == 64 and tuple(labels.scale) == (0.5, 0.5)
+    assert len(viewer.layers["Centroids (ki67)"].data) == 64
+    (row,) = widget.table_rows()
+    assert row[:4] == ["ki67", "whole image", "64", str(int(syn.positive.sum()))]
+    # Real pixels: the overlay shows red (positive) and blue (negative) nuclei.
+    viewer.layers["Centroids (ki67)"].visible = False
+    viewer.reset_view()
+    shot = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(int)
+    reddish = (shot[..., 0] > shot[..., 1] + 60) & (shot[..., 0] > shot[..., 2] + 60)
+    bluish = (shot[..., 2] > shot[..., 0] + 60) & (shot[..., 2] > shot[..., 1] + 20)
+    assert reddish.sum() > 200 and bluish.sum() > 200
+    labels.visible = False
+    plain = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(int)
+    plain_red = (plain[..., 0] > plain[..., 1] + 60) & (plain[..., 0] > plain[..., 2] + 60)
+    assert plain_red.sum() < reddish.sum() / 4
+    # Exports.
+    geo = widget.export_geojson(tmp_path / "k.geojson")
+    assert len(read_geojson(geo, 0.5).detections) == 64
+    widget.export_csv(tmp_path / "n.csv", tmp_path / "r.csv")
+    assert len((tmp_path / "n.csv").read_text().splitlines()) == 65
+
+
+def test_double_click_flip_updates_counts(qtbot, scene):
+    viewer, widget, syn = scene
+    _run(qtbot, widget)
+    labels = viewer.layers["Nuclei (ki67)"]
+    run = widget.runs["ki67"]
+    nuclei = run.measurements[0].nuclei
+    i = int(np.flatnonzero(~nuclei.positive)[0])
+    world = (nuclei.y[i] * 0.5, nuclei.x[i] * 0.5)
+    before = int(widget.table_rows()[0][3])
+    assert widget.flip_at(labels, world) == int(nuclei.label[i])
+    assert int(widget.table_rows()[0][3]) == before + 1
+    color = labels.colormap.map(np.array([nuclei.label[i]]))[0]
+    assert color[0] > 0.8 and color[2] < 0.3  # now drawn red
+    assert widget.flip_at(labels, (0.0, 0.0)) is None  # background: nothing to flip
+
+
+def test_rois_from_shapes_and_virtual_beside_real(qtbot, scene):
+    viewer, widget, syn = scene
+    viewer.add_shapes(
+        [np.array([[0, 0], [0, 64], [128, 64], [128, 0]])],  # µm (world): the left half
+        shape_type="rectangle",
+        name="rois",
+        features={"name": ["left"]},
+    )
+    widget.shapes_combo.setCurrentText("rois")
+    _run(qtbot, widget)
+    virtual = grid_of_nuclei(n_rows=8, n_cols=8, positive_fraction=0.25, seed=8)
+    viewer.add_image(virtual.rgb, rgb=True, name="virtual ki67", scale=(0.5, 0.5))
+    widget.image_combo.setCurrentText("virtual ki67")
+    widget.mpp_spin.setValue(0.5)
+    _run(qtbot, widget)
+    rows = widget.table_rows()
+    assert [r[:3] for r in rows] == [["ki67", "left", "32"], ["virtual ki67", "left", "32"]]
+    real_li, virtual_li = float(rows[0][4]), float(rows[1][4])
+    assert float(rows[1][9]) == pytest.approx(virtual_li - real_li, abs=0.11)
+
+
+def test_cancel_adds_nothing(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    syn = grid_of_nuclei(n_rows=24, n_cols=24)
+    viewer.add_image(syn.rgb, rgb=True, name="big", metadata={"mpp": 0.5})
+    shapes = viewer.add_shapes(name="many rois")
+    for k in range(40):
+        shapes.add_rectangles(np.array([[k * 4, 0], [k * 4 + 60, 60]]))
+    widget = Ki67Widget(viewer)
+    widget.shapes_combo.setCurrentText("many rois")
+    worker = widget.compute()
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert worker.abort_requested
+    assert widget.status.text().startswith("Cancelled")
+    assert "Nuclei (big)" not in viewer.layers and widget.table_rows() == []
+
+
+def test_bad_input_is_reported(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.full((32, 32, 3), 200, np.uint8), rgb=True, name="no mpp")
+    widget = Ki67Widget(viewer)
+    assert widget.compute() is None and "pixel size" in widget.status.text()
+    widget.mpp_spin.setValue(0.5)
+    widget.threshold_edit.setText("0.2 0.4")
+    assert widget.compute() is None and "three" in widget.status.text()
