@@ -6,7 +6,8 @@ Run from the repository root::
 
 Steps: (1) cut 256 px tiles at 0.5 µm/px from the redistributable samples in /work/shared/data
 (H&E: OS-1 crop, CMU-1 small region, the TCGA slide, stardist's histo.jpg; Ki-67: OS-2 crop) and
-hold out the bottom 20 % of each slide (tiles touching that band are not trained on); (2) train
+hold out the bottom 20 % of each slide (tiles touching that band are not trained on;
+slides too small for such a band, OS-1 and histo.jpg, are all training data); (2) train
 the paper's generator at reduced width (skip + SSIM variant) on random 128 px crops, one CPU
 thread, until the epochs or the time budget run out; (3) export the best epoch (held-out
 reconstruction SSIM) as fp16 safetensors + model cards into --export, with the measured metrics.
@@ -67,6 +68,8 @@ def split_band(records, slide, source_mpp, cap, rng) -> tuple[list, list]:
     band = (1 - HOLDOUT) * level_h
     test = [r for r in records if r.y >= band]
     train = [r for r in records if r.y + r.read_px <= band]
+    if not test:  # too small for a held-out band (OS-1, histo.jpg): all of it trains
+        train = list(records)
     if cap is not None and len(train) > cap:
         train = [train[i] for i in sorted(rng.choice(len(train), cap, replace=False))]
     return train, test

@@ -35,6 +35,32 @@ class TrainProgress:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def crop_and_augment(
+    tiles: Sequence[np.ndarray], crop_px: int, rng: np.random.Generator | None, what: str = ""
+) -> list[np.ndarray]:
+    """The same crop, flip and 90° turn for every tile (a pair stays aligned).
+
+    ``rng`` None gives the centre crop without augmentation.
+    """
+    height, width = tiles[0].shape[:2]
+    if height < crop_px or width < crop_px:
+        raise ValueError(f"{what}: tile is {height}x{width} px, smaller than the {crop_px} px crop")
+    if any(t.shape[:2] != (height, width) for t in tiles):
+        raise ValueError(f"{what}: paired tiles differ in size {[t.shape for t in tiles]}")
+    if rng is None:
+        y, x, flip, turns = (height - crop_px) // 2, (width - crop_px) // 2, False, 0
+    else:
+        y = int(rng.integers(0, height - crop_px + 1))
+        x = int(rng.integers(0, width - crop_px + 1))
+        flip, turns = bool(rng.random() < 0.5), int(rng.integers(0, 4))
+    out = []
+    for tile in tiles:
+        tile = tile[y : y + crop_px, x : x + crop_px]
+        tile = np.rot90(tile[:, ::-1] if flip else tile, k=turns)
+        out.append(np.ascontiguousarray(tile))
+    return out
+
+
 class TileSource:
     """Tiles from files, cropped and augmented (flips, 90° turns) with the caller's RNG.
 
@@ -54,23 +80,8 @@ class TileSource:
     def read(self, index: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """Tile ``index`` as (crop_px, crop_px, 3) uint8: random crop/augment, or centre crop."""
         tile = load_png(self.files[index])
-        height, width = tile.shape[:2]
-        if height < self.crop_px or width < self.crop_px:
-            raise ValueError(
-                f"{self.files[index]}: tile is {height}x{width} px, smaller than the "
-                f"{self.crop_px} px training crop"
-            )
-        if rng is None or not self.augment:
-            y, x = (height - self.crop_px) // 2, (width - self.crop_px) // 2
-        else:
-            y = int(rng.integers(0, height - self.crop_px + 1))
-            x = int(rng.integers(0, width - self.crop_px + 1))
-        tile = tile[y : y + self.crop_px, x : x + self.crop_px]
-        if rng is not None and self.augment:
-            if rng.random() < 0.5:
-                tile = tile[:, ::-1]
-            tile = np.rot90(tile, k=int(rng.integers(0, 4)))
-        return np.ascontiguousarray(tile)
+        return crop_and_augment([tile], self.crop_px, rng if self.augment else None,
+                                str(self.files[index]))[0]  # fmt: skip
 
     def batch(self, indices: Sequence[int], rng: np.random.Generator | None) -> np.ndarray:
         """(N, crop_px, crop_px, 3) uint8."""

@@ -198,7 +198,7 @@ def load_png(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"tile not found: {path}")
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))  # a writable copy (torch warns on read-only)
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
