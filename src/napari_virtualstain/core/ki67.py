@@ -156,13 +156,16 @@ def measure_nuclei(
     bg = estimate_background(rgb) if background_rgb is None else background_rgb
     dab = stain_channel(rgb, stains, "dab", bg)
     hema = stain_channel(rgb, stains, "hematoxylin", bg)
-    flat = labels.ravel().astype(np.intp)
+    # Only labelled pixels matter; nuclei cover a fraction of the region.
+    pix = np.flatnonzero(labels)
+    flat = labels.ravel()[pix].astype(np.intp)
+    dab_v, hema_v = dab.ravel()[pix], hema.ravel()[pix]
     counts = np.bincount(flat)
-    yy, xx = np.indices(labels.shape)
-    cy = np.bincount(flat, yy.ravel(), counts.size)[ids] / counts[ids]
-    cx = np.bincount(flat, xx.ravel(), counts.size)[ids] / counts[ids]
-    dab_mean = np.bincount(flat, dab.ravel(), counts.size)[ids] / counts[ids]
-    dab_median, dab_max = _label_median_max(dab, flat, ids)
+    yy, xx = np.divmod(pix, labels.shape[1])
+    cy = np.bincount(flat, yy, counts.size)[ids] / counts[ids]
+    cx = np.bincount(flat, xx, counts.size)[ids] / counts[ids]
+    dab_mean = np.bincount(flat, dab_v, counts.size)[ids] / counts[ids]
+    dab_median, dab_max = _label_median_max(dab_v, flat, ids)
     positive = classify(dab_mean, config.thresholds) >= 1
     return Nuclei(
         label=ids.astype(np.uint32),
@@ -172,7 +175,7 @@ def measure_nuclei(
         dab_od_mean=dab_mean,
         dab_od_max=dab_max,
         dab_od_median=dab_median,
-        hematoxylin_od_mean=np.bincount(flat, hema.ravel(), counts.size)[ids] / counts[ids],
+        hematoxylin_od_mean=np.bincount(flat, hema_v, counts.size)[ids] / counts[ids],
         intensity_class=classify(dab_mean, config.hscore_thresholds),
         positive=positive,
         flipped=np.zeros(ids.size, bool),

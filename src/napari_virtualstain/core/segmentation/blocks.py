@@ -77,6 +77,12 @@ def iter_segment_in_blocks(
     h, w = rgb.shape[:2]
     out = np.zeros((h, w), np.uint32)
     cores = block_grid((h, w), block_px)
+    if len(cores) == 1:
+        # One block: no borders to reconcile.
+        yield Progress(0, 1, "segmenting")
+        labels = _checked(segmenter, np.asarray(rgb), mpp)
+        yield Progress(1, 1, "segmentation done")
+        return _relabel(labels)
     next_label = 1
     for i, core in enumerate(cores):
         yield Progress(i, len(cores), f"segmenting block {i + 1}/{len(cores)}")
@@ -102,13 +108,7 @@ def _segment_block(segmenter, rgb, mpp, core, overlap_px, out, next_label) -> in
     h, w = out.shape
     ey0, ey1 = max(0, y0 - overlap_px), min(h, y1 + overlap_px)
     ex0, ex1 = max(0, x0 - overlap_px), min(w, x1 + overlap_px)
-    block = np.asarray(rgb[ey0:ey1, ex0:ex1])
-    labels = np.asarray(segmenter.segment(block, mpp))
-    if labels.shape != block.shape[:2]:
-        raise ValueError(
-            f"segmenter {getattr(segmenter, 'name', segmenter)!r} returned labels of shape "
-            f"{labels.shape} for a block of shape {block.shape[:2]}"
-        )
+    labels = _checked(segmenter, np.asarray(rgb[ey0:ey1, ex0:ex1]), mpp)
     ids, cy, cx = _centroids(labels)
     owned = (cy + ey0 >= y0) & (cy + ey0 < y1) & (cx + ex0 >= x0) & (cx + ex0 < x1)
     if not owned.any():
@@ -124,17 +124,28 @@ def _segment_block(segmenter, rgb, mpp, core, overlap_px, out, next_label) -> in
     return next_label + int(owned.sum())
 
 
+def _checked(segmenter, block: np.ndarray, mpp: float) -> np.ndarray:
+    labels = np.asarray(segmenter.segment(block, mpp))
+    if labels.shape != block.shape[:2]:
+        raise ValueError(
+            f"segmenter {getattr(segmenter, 'name', segmenter)!r} returned labels of shape "
+            f"{labels.shape} for a block of shape {block.shape[:2]}"
+        )
+    return labels
+
+
 def _centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Label ids (> 0) present and their centroid (y, x), via bincount (fast, no Python loop)."""
-    flat = labels.ravel().astype(np.intp)
+    pix = np.flatnonzero(labels)  # nuclei cover a fraction of the block: skip the rest
+    if pix.size == 0:
+        return np.zeros(0, np.intp), np.zeros(0), np.zeros(0)
+    flat = labels.ravel()[pix].astype(np.intp)
     counts = np.bincount(flat)
     ids = np.nonzero(counts)[0]
     ids = ids[ids > 0]
-    if ids.size == 0:
-        return ids, np.zeros(0), np.zeros(0)
-    yy, xx = np.indices(labels.shape)
-    sy = np.bincount(flat, weights=yy.ravel(), minlength=counts.size)
-    sx = np.bincount(flat, weights=xx.ravel(), minlength=counts.size)
+    yy, xx = np.divmod(pix, labels.shape[1])
+    sy = np.bincount(flat, weights=yy, minlength=counts.size)
+    sx = np.bincount(flat, weights=xx, minlength=counts.size)
     return ids, sy[ids] / counts[ids], sx[ids] / counts[ids]
 
 

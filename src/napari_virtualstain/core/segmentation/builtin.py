@@ -145,19 +145,17 @@ def _opening_by_reconstruction(image: np.ndarray, radius_px: float) -> np.ndarra
     """QuPath's background: an opening by reconstruction with a disk of ``radius_px``.
 
     It removes objects smaller than the disk and keeps the shape of everything larger. It runs
-    at half resolution when the disk is large: the background is smooth at that scale and the
+    on a grid coarsened until the disk is ~4 px: the background is smooth at that scale and the
     reconstruction is the slowest step of the detection.
     """
     from scipy import ndimage as ndi
     from skimage import morphology
 
-    half = radius_px >= 8 and min(image.shape) >= 16
-    work = image[::2, ::2] if half else image
-    radius = radius_px / 2 if half else radius_px
-    footprint = morphology.disk(max(1, int(round(radius))), decomposition="sequence")
-    seed = morphology.erosion(work, footprint)
-    background = morphology.reconstruction(seed, work, method="dilation")
-    if not half:
+    step = max(1, min(int(radius_px // 4), min(image.shape) // 8))
+    work = image[::step, ::step] if step > 1 else image
+    footprint = morphology.disk(max(1, int(round(radius_px / step))), decomposition="sequence")
+    background = morphology.reconstruction(morphology.erosion(work, footprint), work)
+    if step == 1:
         return background
     zoom = (image.shape[0] / work.shape[0], image.shape[1] / work.shape[1])
     background = ndi.zoom(background, zoom, order=1, mode="nearest", grid_mode=True)
