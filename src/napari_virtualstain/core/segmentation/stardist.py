@@ -7,8 +7,8 @@ next to napari's OpenGL it crashes (see ``_tf_safe``). Downloading a pretrained 
 stardist's own code in a child process.
 
 Pixel size: ``2D_versatile_he`` was trained on 40x H&E crops (MoNuSeg 2018, TNBC) and is known
-to work best at about 0.5 µm/px (QuPath's StarDist documentation runs its H&E model at
-``pixelSize(0.5)``). That is an assumption, not a published property of the model:
+to work best at about 0.5 µm/px (QuPath's StarDist documentation and common QuPath scripts
+run its H&E model at ``pixelSize(0.5)``). That is an assumption, not a published property of the model:
 ``model_mpp`` sets it. Regions are resampled from their ``mpp`` to ``model_mpp``, and the star
 polygons are scaled back and drawn at the input resolution.
 """
