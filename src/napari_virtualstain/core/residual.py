@@ -114,7 +114,9 @@ def as_rgb_function(model, mpp: float | None = None) -> Callable[[np.ndarray], n
     if hasattr(model, "card") and hasattr(model, "module"):  # models.LoadedModel
         from .stain import stain_image
 
-        return lambda rgb: stain_image(model, rgb, mpp=mpp)
+        # without a stated pixel size the image is taken to be at the model's own resolution
+        run_mpp = mpp if mpp is not None else model.card.mpp
+        return lambda rgb: stain_image(model, rgb, mpp=run_mpp)
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
