@@ -119,3 +119,46 @@ def test_summary_of_a_region(ki67):
     assert R.summarise(ki67, shifted, mask=mask)["mean_abs_rgb"] != s["mean_abs_rgb"]
     with pytest.raises(ValueError, match="non-empty"):
         R.summarise(ki67, shifted, mask=np.zeros_like(mask))
+
+
+def test_iter_qa_builds_every_map_and_reports_progress(ki67):
+    from napari_virtualstain.core.registration import Registration, run_to_end
+
+    real = ki67
+    virtual = np.roll(ki67, 2, axis=1)
+    labels = np.zeros((100, 120), np.int32)
+    labels[10:30, 10:30] = 1
+    req = R.QARequest(
+        virtual,
+        real,
+        0.227,
+        (50, 40, 150, 160),
+        labels=labels,
+        source=virtual,
+        forward=lambda x: 255 - x,
+        backward=lambda x: 255 - x,
+    )
+    gen = R.iter_qa(req)
+    fractions = [next(gen)[0] for _ in range(3)]
+    assert fractions == sorted(fractions)
+    result = run_to_end(gen)
+    assert set(result.seconds) == {*R.RESIDUAL_KINDS, "cycle", "disagreement"}
+    assert result.maps["dab residual"][0].shape == (100, 120)
+    assert np.abs(result.maps["cycle error (source - reconstruction)"][0]).max() == 0
+    assert result.summary["nuclei_n_nuclei"] == 1 and result.summary["ssim"] < 1
+    # with an identity registration the real slide is warped onto the virtual grid
+    ident = Registration(
+        ((1, 0, 0), (0, 1, 0), (0, 0, 1)), 0.227, 0.227, real.shape[:2], real.shape[:2], 1.0
+    )
+    warped = run_to_end(
+        R.iter_qa(
+            R.QARequest(
+                virtual, real, 0.227, (50, 40, 150, 160), kinds=("rgb",), registration=ident
+            )
+        )
+    )
+    assert np.allclose(warped.maps["rgb residual"][0], result.maps["rgb residual"][0], atol=1e-6)
+    with pytest.raises(ValueError, match="not on one grid"):
+        R.QARequest(virtual, real[:100], 0.227, (0, 0, 10, 10))
+    with pytest.raises(ValueError, match="not inside"):
+        R.QARequest(virtual, real, 0.227, (0, 0, 10, 10**6))

@@ -246,3 +246,111 @@ def summarise(
     out["psnr_db"] = psnr(a, b)
     out["mae"] = mae(a[sel], b[sel])
     return out
+
+
+# ----------------------------------------------------------------------------- QA entry point
+
+
+@dataclass(frozen=True)
+class QARequest:
+    """What the QA widget (or a script) asks for: residual layers of one region.
+
+    ``virtual`` defines the frame: ``box_px`` = (y0, x0, y1, x1) in its pixels of size ``mpp``.
+    ``real`` is either on the same pixel grid, or (with ``registration``, virtual = fixed) the
+    moving slide's pixels of size ``real_mpp``, warped here. ``source`` (same grid as virtual)
+    with ``forward`` / ``backward`` adds the cycle error; ``labels`` (box-sized nuclei) adds the
+    DAB disagreement; ``mask`` (box-sized, an ROI) restricts the summary means.
+    """
+
+    virtual: object
+    real: object
+    mpp: float
+    box_px: tuple[int, int, int, int]
+    kinds: tuple[str, ...] = RESIDUAL_KINDS
+    real_mpp: float | None = None
+    registration: object | None = None
+    mask: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    source: object | None = None
+    forward: object | None = None
+    backward: object | None = None
+
+    def __post_init__(self) -> None:
+        y0, x0, y1, x1 = self.box_px
+        h, w = self.virtual.shape[:2]
+        if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
+            raise ValueError(f"box {self.box_px} is not inside the virtual image ({h}, {w})")
+        if bad := [k for k in self.kinds if k not in RESIDUAL_KINDS]:
+            raise ValueError(f"unknown residual kinds {bad}; expected some of {RESIDUAL_KINDS}")
+        if self.registration is None and tuple(self.real.shape) != tuple(self.virtual.shape):
+            raise ValueError(
+                f"real {self.real.shape} and virtual {self.virtual.shape} are not on one grid: "
+                "register them first"
+            )
+        if (self.forward is None) != (self.backward is None) or (
+            self.forward is not None and self.source is None
+        ):
+            raise ValueError("the cycle error needs source, forward and backward together")
+
+
+@dataclass(frozen=True)
+class QAResult:
+    """Residual maps of the box (name -> (array, kind)), summary numbers and seconds per map."""
+
+    maps: dict
+    summary: dict
+    seconds: dict
+    box_px: tuple[int, int, int, int]
+    mpp: float
+
+
+def _crop(arr, box) -> np.ndarray:
+    y0, x0, y1, x1 = box
+    return np.asarray(arr[y0:y1, x0:x1])
+
+
+def iter_qa(request: QARequest):
+    """Build the requested maps for the box. Yields (fraction, message); returns a QAResult."""
+    import time
+
+    r, box = request, request.box_px
+    virtual = _crop(r.virtual, box)
+    yield 0.02, "reading the real stain"
+    real = r.real
+    if r.registration is not None:
+        shape = r.virtual.shape[:2]
+        real = r.registration.warp(real, shape, out_mpp=r.mpp, moving_mpp=r.real_mpp or r.mpp)
+    real = _crop(real, box)
+    steps = (
+        list(r.kinds)
+        + (["cycle"] if r.forward is not None else [])
+        + (["disagreement"] if r.labels is not None else [])
+    )
+    maps, seconds = {}, {}
+    backgrounds = (estimate_background(virtual), estimate_background(real))
+    for i, step in enumerate(steps):
+        yield 0.05 + 0.9 * i / len(steps), f"building {step}"
+        t0 = time.perf_counter()
+        if step == "cycle":
+            source = _crop(r.source, box)
+            recon = reconstruct(source, r.forward, r.backward)
+            maps["cycle error (source - reconstruction)"] = (
+                residual_map("rgb", source, recon),
+                "rgb",
+            )
+            maps["cycle local SSIM"] = (residual_map("ssim", source, recon), "ssim")
+        elif step == "disagreement":
+            d = dab_disagreement(np.asarray(r.labels), virtual, real, r.mpp)
+            maps["DAB disagreement"] = (d.layer, "disagreement")
+            counts = d.to_dict()
+        else:
+            maps[f"{step} residual" if step != "ssim" else "local SSIM"] = (
+                residual_map(step, virtual, real, backgrounds=backgrounds),
+                step,
+            )
+        seconds[step] = time.perf_counter() - t0
+    yield 0.97, "summarising"
+    summary = summarise(virtual, real, mask=r.mask)
+    if "disagreement" in steps:
+        summary.update({f"nuclei_{k}": v for k, v in counts.items()})
+    return QAResult(maps, summary, seconds, tuple(box), r.mpp)
