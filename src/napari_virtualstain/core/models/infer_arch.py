@@ -6,7 +6,7 @@ most common failure users report with those repositories. The layout rules (upst
 
 - ResNet: ``model.1`` is the 7x7 stem; residual blocks are ``model.<i>.conv_block``; the second
   block convolution sits at index 5, or 6 when dropout is on (the Dropout shifts it).
-- U-Net: nested ``model.model.1.model.1...``; the nesting depth is ``num_downs``.
+- U-Net: nested ``model.model.1.model.3.model.3...``; the nesting depth is ``num_downs``.
 - Norm: convolutions have a bias only with instance norm; batch norm has ``.weight`` and
   running statistics; ``none`` has neither.
 """
@@ -82,9 +82,10 @@ def _index(key: str) -> int:
 
 
 def _infer_unet(sd: dict) -> tuple[str, dict[str, Any]]:
-    prefix, depth = "model.model", 1
-    while f"{prefix}.1.model.1.weight" in sd:
-        prefix, depth = f"{prefix}.1.model", depth + 1
+    # the outermost block holds its submodule at index 1, the inner ones at index 3
+    prefix, depth = "model.model.1.model", 1
+    while f"{prefix}.1.weight" in sd:
+        prefix, depth = f"{prefix}.3.model", depth + 1
     archs = {8: "unet_256", 7: "unet_128"}
     if depth not in archs:
         raise ArchitectureError(

@@ -4,7 +4,8 @@ With per-tile InstanceNorm every output pixel depends on every input pixel (thro
 statistics), so the measurement runs with fixed statistics (see ``normstats``); what remains
 is the convolutional receptive field. Two figures come out:
 
-- ``rf_px``: edge of the box where the gradient is non-zero (the exact support);
+- ``rf_px`` / ``radius_px``: the box where the gradient is non-zero (the exact support) and
+  the farthest input pixel from the output pixel; ``radius_px`` is the halo for exact tiling;
 - ``effective_radius_px``: the Chebyshev radius around the centre that holds ``mass``
   (default 99 %) of the absolute gradient. A ResNet generator's exact support is far larger
   than where its output actually depends on the input, so tiling halos use this radius.
@@ -12,6 +13,7 @@ is the convolutional receptive field. Two figures come out:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,31 +26,32 @@ class ReceptiveField:
     Parameters
     ----------
     rf_px : int
-        Edge of the non-zero gradient support, in input pixels.
+        Edge of the non-zero gradient support of one output pixel, in input pixels (the
+        largest over the output phases of the network's stride).
+    radius_px : int
+        Largest distance from an output pixel to an input pixel it depends on: the halo that
+        makes tiling exact (tile origins on multiples of the stride).
     effective_radius_px : int
-        Radius (pixels from the centre) holding ``mass`` of the gradient.
+        Radius (pixels from the centre) holding ``mass`` of the centre pixel's gradient.
     size_px : int
         Input edge used for the measurement.
     bounded : bool
         False when the support reached the input border at the largest size tried (e.g.
-        self-attention, which is global); ``rf_px`` is then only a lower bound.
+        self-attention, which is global); the figures are then only lower bounds.
     mass : float
         The gradient fraction that defines ``effective_radius_px``.
     """
 
     rf_px: int
+    radius_px: int
     effective_radius_px: int
     size_px: int
     bounded: bool
     mass: float
 
-    @property
-    def radius_px(self) -> int:
-        """Half the exact support, rounded up: the halo that makes tiling exact."""
-        return (self.rf_px + 1) // 2
 
-
-def _gradient_map(module, size_px: int, in_channels: int, seed: int) -> np.ndarray:
+def _gradient_maps(module, size_px: int, in_channels: int, seed: int, phases: int):
+    """|d out[c+k, c+k] / d input| summed over channels, for k in range(phases)."""
     import torch
 
     from .normstats import collect_norm_stats, fixed_norm_stats, instance_norms
@@ -62,22 +65,25 @@ def _gradient_map(module, size_px: int, in_channels: int, seed: int) -> np.ndarr
         tile = ((x[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
         stats = collect_norm_stats(module, tile[None], device)
     x.requires_grad_(True)
-    with torch.enable_grad():
-        if stats is not None:
-            with fixed_norm_stats(module, stats):
-                y = module(x)
-        else:
-            y = module(x)
+    fixed = fixed_norm_stats(module, stats) if stats is not None else contextlib.nullcontext()
+    maps = []
+    with torch.enable_grad(), fixed:
+        y = module(x)
         c = size_px // 2
-        y[0, :, c, c].sum().backward()
-    return x.grad.abs().sum(dim=1)[0].double().cpu().numpy()
+        for k in range(phases):
+            (grad,) = torch.autograd.grad(y[0, :, c + k, c + k].sum(), x, retain_graph=True)
+            maps.append(grad.abs().sum(dim=1)[0].double().cpu().numpy())
+    return maps
 
 
-def _support(grad: np.ndarray) -> tuple[int, bool]:
+def _extent(grad: np.ndarray, centre: int) -> tuple[int, int, bool]:
+    """(support edge, farthest distance from ``centre``, touches the border)."""
     ys, xs = np.nonzero(grad)
-    size = grad.shape[0]
-    touches = ys.min() == 0 or xs.min() == 0 or ys.max() == size - 1 or xs.max() == size - 1
-    return int(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1), bool(touches)
+    last = grad.shape[0] - 1
+    touches = bool(ys.min() == 0 or xs.min() == 0 or ys.max() == last or xs.max() == last)
+    edge = int(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1)
+    reach = int(max(centre - ys.min(), ys.max() - centre, centre - xs.min(), xs.max() - centre))
+    return edge, reach, touches
 
 
 def _effective_radius(grad: np.ndarray, mass: float) -> int:
@@ -96,6 +102,21 @@ def _has_open_attention(module) -> bool:
     )
 
 
+def _measure_at(module, size: int, in_channels: int, seed: int, phases: int, mass: float):
+    maps = _gradient_maps(module, size, in_channels, seed, phases)
+    c = size // 2
+    extents = [_extent(g, c + k) for k, g in enumerate(maps)]
+    touches = any(t for _, _, t in extents)
+    return ReceptiveField(
+        rf_px=max(e for e, _, _ in extents),
+        radius_px=max(r for _, r, _ in extents),
+        effective_radius_px=_effective_radius(maps[0], mass),
+        size_px=size,
+        bounded=not touches,
+        mass=mass,
+    )
+
+
 def measure_receptive_field(
     module,
     start_px: int = 128,
@@ -103,6 +124,7 @@ def measure_receptive_field(
     mass: float = 0.99,
     in_channels: int = 3,
     seed: int = 0,
+    phases: int = 8,
 ) -> ReceptiveField:
     """Measure the receptive field of a generator on random input.
 
@@ -116,6 +138,9 @@ def measure_receptive_field(
         depends on the weights; the effective radius does).
     mass : float
         Gradient fraction for ``effective_radius_px``.
+    phases : int
+        Output pixels ``(c + k, c + k)``, k < phases, are probed: a strided network's
+        support depends on the pixel's phase, so probe at least its total stride.
 
     Returns
     -------
@@ -128,14 +153,12 @@ def measure_receptive_field(
         max_px = start_px
     while size <= max_px:
         try:
-            grad = _gradient_map(module, size, in_channels, seed)
+            result = _measure_at(module, size, in_channels, seed, phases, mass)
         except RuntimeError:
             # Too small for the network's downsamplings (U-Nets need >= 2^num_downs).
             size *= 2
             continue
-        rf_px, touches = _support(grad)
-        result = ReceptiveField(rf_px, _effective_radius(grad, mass), size, not touches, mass)
-        if not touches:
+        if result.bounded:
             return result
         size *= 2
     if result is None:
@@ -154,22 +177,24 @@ def effective_radius_px(module, mass: float = 0.99, **kwargs) -> int:
 
 
 def arch_receptive_field(arch: str, **arch_kwargs) -> ReceptiveField:
-    """Exact support of an architecture, measured cheaply on a width-4 copy.
+    """Exact support of an architecture, measured cheaply on a width-2 copy.
 
     The support depends on kernel sizes, strides and depth, not on the width, so this is the
     figure for any ``ngf``; the effective radius of trained weights needs the real module.
+    Self-attention gates are opened (they start closed), so attention models come out
+    unbounded, as they are once trained.
     """
     import torch
 
-    from .build import build_generator
+    from .build import STRIDE_PX, build_generator
 
-    kwargs = {**arch_kwargs, "ngf": 4}
+    kwargs = {**arch_kwargs, "ngf": 2}
     if arch != "paper":
         kwargs.setdefault("init", "xavier")
     torch.manual_seed(0)
     module = build_generator(arch, **kwargs).float()
     with torch.no_grad():
         for name, param in module.named_parameters():
-            if name.endswith("gamma"):  # open the self-attention gates (0 at init)
+            if name.endswith("gamma"):
                 param.fill_(0.5)
-    return measure_receptive_field(module)
+    return measure_receptive_field(module, phases=min(STRIDE_PX[arch], 8))

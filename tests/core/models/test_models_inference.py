@@ -1,0 +1,101 @@
+"""uint8 in / uint8 out inference, precision, device choice, progress and cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_virtualstain.core.models import (
+    build_generator,
+    choose_device,
+    infer_tiles,
+    precision_difference,
+)
+
+
+class Passthrough(nn.Module):
+    """Returns its input: inference must give back the very same uint8 pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def test_uint8_round_trip_through_the_network_range():
+    tiles = np.arange(256, dtype=np.uint8).repeat(3).reshape(1, 16, 16, 3)
+    np.testing.assert_array_equal(infer_tiles(Passthrough(), tiles, "cpu"), tiles)
+    np.testing.assert_array_equal(
+        infer_tiles(Passthrough(), tiles, "cpu", normalisation="[0,1]"), tiles
+    )
+
+
+def test_outputs_are_clipped_not_wrapped():
+    class Bright(Passthrough):
+        def forward(self, x):
+            return x + 3.0
+
+    out = infer_tiles(Bright(), np.zeros((1, 4, 4, 3), np.uint8), "cpu")
+    assert out.dtype == np.uint8 and (out == 255).all()
+
+
+def test_bad_tiles_are_named():
+    with pytest.raises(ValueError, match=r"uint8 tiles of shape \(N, H, W, 3\)"):
+        infer_tiles(Passthrough(), np.zeros((4, 4, 3), np.uint8), "cpu")
+    with pytest.raises(ValueError, match="float32"):
+        infer_tiles(Passthrough(), np.zeros((1, 4, 4, 3), np.float32), "cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        infer_tiles(Passthrough(), np.zeros((1, 4, 4, 3), np.uint8), "cpu", precision="int8")
+
+
+@pytest.mark.slow
+def test_bf16_is_close_to_fp32_and_batches_agree():
+    torch.manual_seed(0)
+    g = build_generator("resnet_6blocks", ngf=4, init="xavier")
+    tiles = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    one_by_one = infer_tiles(g, tiles, batch_size=1)
+    np.testing.assert_array_equal(one_by_one, infer_tiles(g, tiles, batch_size=3))
+    delta = precision_difference(g, tiles, "bf16")
+    assert 0 < delta["mean_abs_diff"] < 3
+    assert delta["max_abs_diff"] < 40
+
+
+def test_progress_and_cancel():
+    calls = []
+    tiles = np.zeros((5, 8, 8, 3), np.uint8)
+    infer_tiles(
+        Passthrough(), tiles, "cpu", batch_size=2, progress=lambda d, t: calls.append((d, t))
+    )
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+    with pytest.raises(InterruptedError):
+        infer_tiles(
+            Passthrough(),
+            tiles,
+            "cpu",
+            batch_size=2,
+            should_stop=lambda: len(calls) > 3,
+            progress=lambda d, t: calls.append((d, t)),
+        )
+    assert len(calls) == 4  # stopped after one more batch
+
+
+def test_choose_device(monkeypatch):
+    monkeypatch.delenv("NAPARI_VIRTUALSTAIN_DEVICE", raising=False)
+    expected = (
+        "cuda"
+        if torch.cuda.is_available()
+        else ("mps" if torch.backends.mps.is_available() else "cpu")
+    )
+    assert choose_device().type == expected
+    assert choose_device("cpu").type == "cpu"
+    monkeypatch.setenv("NAPARI_VIRTUALSTAIN_DEVICE", "cpu")
+    assert choose_device().type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            choose_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        choose_device("tpu9")
