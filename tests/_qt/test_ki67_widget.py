@@ -102,9 +102,10 @@ def test_cancel_adds_nothing(qtbot, make_napari_viewer):
     viewer = make_napari_viewer(show=True)
     syn = grid_of_nuclei(n_rows=24, n_cols=24)
     viewer.add_image(syn.rgb, rgb=True, name="big", metadata={"mpp": 0.5})
-    shapes = viewer.add_shapes(name="many rois")
-    for k in range(40):
-        shapes.add_rectangles(np.array([[k * 4, 0], [k * 4 + 60, 60]]))
+    rects = [
+        np.array([[k * 4, 0], [k * 4, 60], [k * 4 + 60, 60], [k * 4 + 60, 0]]) for k in range(40)
+    ]
+    viewer.add_shapes(rects, shape_type="rectangle", name="many rois")
     widget = Ki67Widget(viewer)
     widget.shapes_combo.setCurrentText("many rois")
     worker = widget.compute()

@@ -49,10 +49,13 @@ def render(
     seed: int = 0,
 ) -> SyntheticNuclei:
     """Discs at ``centres_px`` (later ones drawn over earlier ones where they touch)."""
-    yy, xx = np.indices(shape)
     truth = np.zeros(shape, int)
     for i, ((cy, cx), r) in enumerate(zip(centres_px, radii_px, strict=True)):
-        truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i + 1
+        # Draw within the disc's box only: whole-image masks cost seconds for hundreds of discs.
+        y0, y1 = max(0, int(cy - r) - 1), min(shape[0], int(cy + r) + 2)
+        x0, x1 = max(0, int(cx - r) - 1), min(shape[1], int(cx + r) + 2)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        truth[y0:y1, x0:x1][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i + 1
     positive = np.asarray(positive, bool)
     idx = truth - 1
     inside = truth > 0
