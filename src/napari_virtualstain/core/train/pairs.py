@@ -80,16 +80,45 @@ def filter_pairs(
             yield name, he, ihc, score
 
 
-def _common_grid(he_slide, ihc_slide, spec: TileSpec):
-    """Level and scale per slide, and the output-pixel grid of their common extent."""
+def _common_grid(he_slide, ihc_slide, spec: TileSpec, registered: bool):
+    """Level and scale per slide, and the output-pixel grid the pairs are cut on.
+
+    Registered: the H&E grid (the IHC is warped onto it). As given: the common extent.
+    """
     he_level, he_scale = resolve_level(he_slide, spec, None)
     ihc_level, ihc_scale = resolve_level(ihc_slide, spec, None)
-    he_shape = output_shape(he_slide, he_level, he_scale)
-    ihc_shape = output_shape(ihc_slide, ihc_level, ihc_scale)
-    out_h, out_w = min(he_shape[0], ihc_shape[0]), min(he_shape[1], ihc_shape[1])
+    out_h, out_w = output_shape(he_slide, he_level, he_scale)
+    if not registered:
+        ihc_h, ihc_w = output_shape(ihc_slide, ihc_level, ihc_scale)
+        out_h, out_w = min(out_h, ihc_h), min(out_w, ihc_w)
     ys = grid_starts(out_h, spec.tile_px, spec.stride_px)
     xs = grid_starts(out_w, spec.tile_px, spec.stride_px)
-    return (he_level, he_scale), (ihc_level, ihc_scale), [(y, x) for y in ys for x in xs]
+    grid = [(y, x) for y in ys for x in xs]
+    return (he_level, he_scale), (ihc_level, ihc_scale), (out_h, out_w), grid
+
+
+def _ihc_reader(ihc_slide, ihc_at, registration, spec: TileSpec, out_shape):
+    """A function (ty, tx) -> IHC tile on the H&E output grid (warped when registered)."""
+    tile_px = spec.tile_px
+    if registration is None:
+        return lambda ty, tx: read_tile(ihc_slide, *ihc_at, ty, tx, tile_px)[2]
+    level = ihc_at[0]
+    warped = registration.warp(
+        ihc_slide.levels[level], out_shape, spec.mpp, ihc_slide.level_mpp(level), cval=255
+    )
+    return lambda ty, tx: np.asarray(warped[ty : ty + tile_px, tx : tx + tile_px].compute())
+
+
+def register_for_pairs(he_slide, ihc_slide):
+    """Register the IHC slide onto the H&E slide (the residual-map registration).
+
+    Returns None, i.e. pairs as given, when either slide has no pixel size.
+    """
+    if he_slide.mpp is None or ihc_slide.mpp is None:
+        return None
+    from napari_virtualstain.core.registration import register_slides
+
+    return register_slides(he_slide, ihc_slide)
 
 
 def iter_make_pairs(
@@ -97,12 +126,15 @@ def iter_make_pairs(
     ihc_slide,
     out_dir: str | Path,
     spec: PairSpec = PairSpec(),
+    registration=None,
 ) -> Iterator[tuple[int, int, int]]:
     """Cut same-position tiles of two slides, filter by SSIM and write a BCI layout.
 
-    The slides are taken as registered (same physical origin and pixel size after resampling to
-    ``spec.tiles.mpp``). Yields ``(done, total, kept)``; close the generator to cancel. Writes
-    ``out_dir/HE/{train,test}``, ``out_dir/IHC/{train,test}`` and ``out_dir/pairs.csv``.
+    With a ``registration`` (from :func:`register_for_pairs`, IHC = moving) the IHC slide is
+    warped onto the H&E grid; without one the slides are taken as given (same origin, same
+    physical pixel size after resampling to ``spec.tiles.mpp``). Yields ``(done, total, kept)``;
+    close the generator to cancel. Writes ``out_dir/HE/{train,test}``, ``out_dir/IHC/{train,
+    test}`` and ``out_dir/pairs.csv``.
     """
     from napari_virtualstain.core.io import open_slide
 
@@ -114,7 +146,12 @@ def iter_make_pairs(
         raise FileExistsError(f"{index} exists; choose another output folder")
     for sub in ("HE/train", "HE/test", "IHC/train", "IHC/test"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    he_at, ihc_at, grid = _common_grid(he_slide, ihc_slide, spec.tiles)
+    if registration is not None and spec.tiles.mpp is None:
+        raise ValueError("registered pairs need an output mpp (spec.tiles.mpp)")
+    he_at, ihc_at, out_shape, grid = _common_grid(
+        he_slide, ihc_slide, spec.tiles, registration is not None
+    )
+    read_ihc = _ihc_reader(ihc_slide, ihc_at, registration, spec.tiles, out_shape)
     tile_px, kept = spec.tiles.tile_px, 0
     with open(index, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -123,7 +160,7 @@ def iter_make_pairs(
             _, _, he = read_tile(he_slide, *he_at, ty, tx, tile_px)
             fraction = tissue_fraction(he, spec.tiles.white_level)
             if fraction >= spec.tiles.min_tissue:
-                _, _, ihc = read_tile(ihc_slide, *ihc_at, ty, tx, tile_px)
+                ihc = read_ihc(ty, tx)
                 score = pair_ssim(he, ihc)
                 if score > spec.ssim_min:
                     name = f"{he_slide.name}_y{ty}_x{tx}.png"

@@ -1,0 +1,175 @@
+"""``virtualstain train cyclegan|pix2pix``: train seed models on your own tiles.
+
+A run folder holds ``epochs/``, ``best/`` and ``last/`` (safetensors + model card per generator,
+``last/state.pt`` to resume), ``metrics.csv`` and ``metrics.png``. Re-running the same command
+on the same ``--out`` resumes where it stopped. At the end the best checkpoint is registered
+under its card name, so the viewer and ``virtualstain stain --model`` can pick it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_COMMON = [
+    click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder."),
+    click.option("--epochs", type=int, default=10, show_default=True),
+    click.option("--steps-per-epoch", type=int, help="Default: one pass over the training tiles."),
+    click.option("--lr", type=float, default=2e-4, show_default=True),
+    click.option("--ngf", type=int, help="Generator width (default: the architecture's)."),
+    click.option("--n-blocks", type=int, help="Residual blocks (default: the architecture's)."),
+    click.option("--ndf", type=int, default=64, show_default=True, help="Discriminator width."),
+    click.option("--mpp", type=float, default=0.5, show_default=True, help="Tiles' µm/px."),
+    click.option("--name", help="Model name prefix (default: the run folder's name)."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps."),
+    click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        default="auto",
+        show_default=True,
+        help="auto = mixed precision on a GPU, fp32 on the CPU.",
+    ),  # fmt: skip
+    click.option(
+        "--register/--no-register",
+        default=True,
+        show_default=True,
+        help="Register the best checkpoint as a named model at the end.",
+    ),  # fmt: skip
+    click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+]
+
+
+def common_options(func):
+    for option in reversed(_COMMON):
+        func = option(func)
+    return func
+
+
+def _widths(ngf: int | None, n_blocks: int | None) -> dict:
+    """Only the widths the user gave: the configs keep each architecture's defaults."""
+    given = {"ngf": ngf, "n_blocks": n_blocks}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _precision(precision: str, device: str) -> tuple[str, object]:
+    from napari_virtualstain.core.models import best_precision, choose_device
+
+    dev = choose_device(device)
+    if precision != "auto":
+        return precision, dev
+    return (best_precision(dev) if dev.type == "cuda" else "fp32"), dev
+
+
+def _run(trainer, out: Path, register: bool, quiet: bool) -> None:
+    """Drive ``trainer.fit()`` with a progress bar, then register the best checkpoint."""
+    from tqdm import tqdm
+
+    from napari_virtualstain.core.train.publish import register_best
+
+    if trainer.resume_if_possible():
+        click.echo(f"resuming {out} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    bar = None
+    for p in trainer.fit():
+        if p.phase == "train" and not quiet:
+            if bar is None:
+                bar = tqdm(total=p.steps_per_epoch, desc=f"epoch {p.epoch + 1}/{p.epochs}")
+            bar.n = p.step
+            bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items()}, refresh=False)
+            bar.refresh()
+        elif p.phase == "epoch":
+            if bar is not None:
+                bar.close()
+                bar = None
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in p.metrics.items() if k != "epoch")
+            click.echo(f"epoch {p.epoch + 1}: {shown}")
+    click.echo(f"run folder: {out} (metrics.csv, metrics.png, best/, last/)")
+    if register and (out / "best").is_dir():
+        try:
+            for path in register_best(out):
+                click.echo(f"registered {path.name} -> {path}")
+        except FileExistsError as err:
+            raise click.ClickException(f"{err} (or pass --no-register)") from err
+
+
+@click.group()
+def train() -> None:
+    """Train the seed generators (CycleGAN, Pyramid pix2pix) on tile folders."""
+
+
+@train.command()
+@click.option("--a", "a_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="H&E tile folder (held-out tiles split off by --test-fraction).")  # fmt: skip
+@click.option("--b", "b_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="IHC tile folder.")  # fmt: skip
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Instead of --a/--b: a root with trainA/ trainB/ testA/ testB/.")  # fmt: skip
+@click.option("--variant", type=click.Choice(["plain", "skip", "ssim", "skip+ssim"]),
+              default="skip+ssim", show_default=True, help="Ablation of the paper's Fig. 3.")  # fmt: skip
+@click.option("--tile-px", type=int, default=288, show_default=True, help="Training crop.")
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--lambda-cycle", type=float, default=5.0, show_default=True)
+@click.option("--beta-ssim", type=float, default=5.0, show_default=True)
+@click.option("--lambda-identity", type=float, default=0.0, show_default=True)
+@click.option("--test-fraction", type=float, default=0.1, show_default=True)
+@click.option("--phash-weights", default="imagenet", show_default=True,
+              help="ResNet-18 weights for the P-hash when held-out B references exist.")  # fmt: skip
+@common_options
+def cyclegan(a_dir, b_dir, data, variant, tile_px, batch_size, lambda_cycle, beta_ssim,
+             lambda_identity, test_fraction, phash_weights, out, epochs, steps_per_epoch, lr, ngf,
+             n_blocks, ndf, mpp, name, seed, device, precision, register, quiet) -> None:  # fmt: skip
+    """Unpaired H&E <-> IHC CycleGAN (seed 000: skip connections + SSIM loss, λ = β = 5)."""
+    from napari_virtualstain.core.train.cyclegan import CycleGANConfig, CycleGANTrainer
+    from napari_virtualstain.core.train.layouts import load_unpaired_layout, unpaired_from_folders
+
+    if (data is None) == (a_dir is None or b_dir is None):
+        raise click.UsageError("give either --data ROOT or both --a DIR and --b DIR")
+    try:
+        split = (
+            load_unpaired_layout(data)
+            if data
+            else unpaired_from_folders(a_dir, b_dir, test_fraction)
+        )
+        precision, dev = _precision(precision, device)
+        config = CycleGANConfig(
+            variant=variant, tile_px=tile_px, batch_size=batch_size, lambda_cycle=lambda_cycle,
+            beta_ssim=beta_ssim, lambda_identity=lambda_identity, epochs=epochs,
+            steps_per_epoch=steps_per_epoch, lr=lr, mpp=mpp, seed=seed, precision=precision,
+            name=name or out.name, phash_weights=phash_weights, ndf=ndf, **_widths(ngf, n_blocks),
+        )  # fmt: skip
+        trainer = CycleGANTrainer(config, split, out, dev)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        raise click.UsageError(str(err)) from err
+    _run(trainer, out, register, quiet)
+
+
+@train.command()
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="BCI root: HE/train, HE/test, IHC/train, IHC/test (matched by name).")  # fmt: skip
+@click.option("--attention/--no-attention", default=False, show_default=True,
+              help="Self-attention in the generator.")  # fmt: skip
+@click.option("--tile-px", type=int, default=256, show_default=True, help="Training crop.")
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--pyramid-weights", default="25,25,25,25", show_default=True,
+              help="L1 weight per Gaussian-pyramid level, full resolution first.")  # fmt: skip
+@common_options
+def pix2pix(data, attention, tile_px, batch_size, pyramid_weights, out, epochs, steps_per_epoch,
+            lr, ngf, n_blocks, ndf, mpp, name, seed, device, precision, register, quiet) -> None:  # fmt: skip
+    """Paired Pyramid pix2pix (BCI), with or without self-attention."""
+    from napari_virtualstain.core.train.layouts import load_bci_layout
+    from napari_virtualstain.core.train.pix2pix import Pix2PixConfig, Pix2PixTrainer
+
+    try:
+        weights = tuple(float(w) for w in pyramid_weights.split(","))
+        split = load_bci_layout(data)
+        precision, dev = _precision(precision, device)
+        config = Pix2PixConfig(
+            attention=attention, tile_px=tile_px, batch_size=batch_size, pyramid_weights=weights,
+            epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, mpp=mpp, seed=seed,
+            precision=precision, name=name or out.name, ndf=ndf, **_widths(ngf, n_blocks),
+        )  # fmt: skip
+        trainer = Pix2PixTrainer(config, split, out, dev)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.UsageError(str(err)) from err
+    _run(trainer, out, register, quiet)
