@@ -32,6 +32,7 @@ def scene(make_napari_viewer):
     return viewer, widget, syn
 
 
+@pytest.mark.slow
 def test_compute_adds_coloured_labels_and_table(qtbot, scene, tmp_path):
     viewer, widget, syn = scene
     assert widget.image_combo.currentText() == "ki67" and widget.mpp_spin.value() == 0.5

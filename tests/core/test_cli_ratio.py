@@ -103,3 +103,54 @@ def test_errors_are_clear(tmp_path, tile):
     )
     outside = runner.invoke(main, ["ratio", str(path), "--mpp", "0.5", "--roi", str(far)])
     assert outside.exit_code != 0 and "'far'" in outside.output and "outside" in outside.output
+
+
+@pytest.mark.slow
+def test_stardist_backend_through_the_cli(tmp_path):
+    """The real 2D_versatile_he architecture, with weights designed to find dark discs."""
+    pytest.importorskip("torch")
+    from _stardist_models import write_disc_model
+
+    syn = grid_of_nuclei(n_rows=6, n_cols=6, positive_fraction=0.5, seed=4, jitter_radius=0.0)
+    path = tmp_path / "tile.png"
+    Image.fromarray(syn.rgb).save(path)
+    model = write_disc_model(tmp_path / "sd_model", radius_px=8.0, threshold=0.35)
+    out = tmp_path / "sd.json"
+    args = ["ratio", str(path), "--mpp", "0.5", "--segmenter", "stardist"]
+    result = CliRunner().invoke(main, [*args, "--model-dir", str(model), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["provenance"]["segmenter"] == "stardist"
+    (roi,) = doc["rois"]
+    assert roi["n_nuclei"] == 36 and roi["labelling_index"] == pytest.approx(0.5)
+
+
+@pytest.mark.slow  # mostly importing cellpose, which its own tests pay in the same run
+def test_cellpose_backend_through_the_cli(tmp_path, tile):
+    """Cellpose 3's nuclei network, random weights from a local file: the wiring, not accuracy."""
+    pytest.importorskip("cellpose")
+    import torch
+    from cellpose.resnet_torch import CPnet
+
+    path, _ = tile
+    torch.manual_seed(0)
+    model = tmp_path / "cellpose_random"
+    CPnet([2, 32, 64, 128, 256], 3, sz=3, mkldnn=False, diam_mean=17.0).save_model(str(model))
+    out, nuclei = tmp_path / "cp.json", tmp_path / "cp.csv"
+    args = [
+        "ratio",
+        str(path),
+        "--mpp",
+        "0.5",
+        "--segmenter",
+        "cellpose",
+        "--model-dir",
+        str(model),
+    ]
+    result = CliRunner().invoke(main, [*args, "--json", str(out), "--nuclei-csv", str(nuclei)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["provenance"]["segmenter"] == "cellpose"
+    (roi,) = doc["rois"]
+    assert roi["n_nuclei"] == len(nuclei.read_text().splitlines()) - 1
+    assert 0.0 <= roi["labelling_index"] <= 1.0
