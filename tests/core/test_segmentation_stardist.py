@@ -61,7 +61,7 @@ def test_receptive_radius_bounds_the_real_dependency():
     cfg = StarDistNetConfig.from_json(HE_CONFIG_DIR / "config.json")
     torch.manual_seed(1)
     net = build_stardist_unet(cfg).eval()
-    size, mid = 512, 256
+    size, mid = 384, 192
     x = torch.zeros(1, 3, size, size)
     x1 = x.clone()
     x1[0, :, mid, mid] = 10.0
@@ -135,10 +135,10 @@ def test_invalid_options_are_rejected():
 
 
 def test_tiled_prediction_equals_whole_prediction(random_model):
-    image = np.random.default_rng(0).random((150, 200, 3), dtype=np.float32)
+    image = np.random.default_rng(0).random((90, 130, 3), dtype=np.float32)
     whole = StarDistSegmenter(model=random_model, tile_px=1024).predict(image)
-    tiled = StarDistSegmenter(model=random_model, tile_px=64).predict(image)
-    assert whole[0].shape == (75, 100) and whole[1].shape == (75, 100, 32)
+    tiled = StarDistSegmenter(model=random_model, tile_px=64).predict(image)  # 2 x 3 tiles
+    assert whole[0].shape == (45, 65) and whole[1].shape == (45, 65, 32)
     np.testing.assert_allclose(tiled[0], whole[0], atol=1e-5)
     np.testing.assert_allclose(tiled[1], whole[1], atol=1e-4)
 
@@ -164,6 +164,7 @@ def test_finds_each_disc_once_with_its_size_at_any_mpp(disc_model, mpp):
     assert np.abs(np.median(areas) / expected - 1) < 0.08
 
 
+@pytest.mark.slow
 def test_large_roi_in_blocks_counts_discs_on_block_borders_once(disc_model):
     centres = [(y, x) for y in (60, 128, 190) for x in (64, 128, 200)]  # on the 128-px borders
     img = disc_image((256, 256), centres, RADIUS_MODEL_PX)
@@ -201,13 +202,13 @@ def test_tissue_without_nuclei_gives_zero_labels(disc_model):
 
 
 def test_progress_reports_every_tile_and_stopping_cancels(disc_model):
-    img = disc_image((256, 256), [(100, 100)], RADIUS_MODEL_PX)
+    img = disc_image((128, 128), [(60, 70)], RADIUS_MODEL_PX)
     # One nucleus is under 1 % of the pixels: fix the range, percentiles would call it glass.
     seg = StarDistSegmenter(model=disc_model, tile_px=64, norm_range=(40.0, 240.0))
     steps: list[Progress] = []
     seg.segment(img, 0.5, progress=steps.append)
     tiles = [s for s in steps if s.message.startswith("StarDist tile")]
-    assert len(tiles) == 16 and [s.done for s in tiles] == list(range(16))
+    assert len(tiles) == 4 and [s.done for s in tiles] == list(range(4))
     gen = seg.iter_segment(img, 0.5)
     next(gen), next(gen)
     gen.close()  # cancel after two tiles: the generator ends without finishing
