@@ -28,13 +28,15 @@ def test_local_cluster_result_equals_single_process(tmp_path):
                      tile_px=64, receptive_field_px=117)  # fmt: skip
     model = save_model(module, card, tmp_path / "tiny-dist")
     slide = write_slide(tmp_path / "he.ome.tif")
-    single = stain_slide(slide, str(model), tmp_path / "single.zarr", device="cpu")
+    single = stain_slide(
+        slide, str(model), tmp_path / "single.zarr", device="cpu", precision="fp32"
+    )
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     )
     client = distributed.Client(cluster)
     try:
-        multi = stain_slide(slide, str(model), tmp_path / "multi.zarr", device="cpu",
+        multi = stain_slide(slide, str(model), tmp_path / "multi.zarr", device="cpu", precision="fp32",
                             scheduler=cluster.scheduler_address)  # fmt: skip
         loads = worker_model_loads(client)
     finally:

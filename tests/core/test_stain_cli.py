@@ -47,7 +47,7 @@ def test_cli_writes_ome_zarr_with_provenance_equal_to_the_api(tmp_path, model_di
     slide = write_slide(tmp_path / "he.ome.tif")
     out = tmp_path / "virtual.zarr"
     res = CliRunner().invoke(main, ["stain", str(slide), "--model", str(model_dir),
-                                    "--out", str(out), "--device", "cpu", "-q"])  # fmt: skip
+                                    "--out", str(out), "--device", "cpu", "--precision", "fp32", "-q"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "background skipped" in res.output
     written = open_slide(out)
@@ -58,7 +58,7 @@ def test_cli_writes_ome_zarr_with_provenance_equal_to_the_api(tmp_path, model_di
     assert prov["model"]["name"] == "tiny-cli" and len(prov["model"]["sha256"]) == 64
     assert prov["plan"]["halo_px"] == 60 and prov["device"] == "cpu"
     assert not (tmp_path / "virtual.zarr.tiles").exists()  # own cache removed after success
-    api = open_virtual_stain(open_slide(slide), str(model_dir), device="cpu")
+    api = open_virtual_stain(open_slide(slide), str(model_dir), device="cpu", precision="fp32")
     np.testing.assert_array_equal(np.asarray(written.levels[0]), api.levels[0].compute())
 
 
@@ -68,7 +68,19 @@ def test_cli_refuses_overwriting_input_or_finished_output(tmp_path, model_dir):
     res = runner.invoke(main, ["stain", str(slide), "-m", str(model_dir), "-o", str(slide), "-q"])
     assert res.exit_code != 0 and "overwrite" in res.output
     out = tmp_path / "v.zarr"
-    args = ["stain", str(slide), "-m", str(model_dir), "-o", str(out), "-q", "--device", "cpu"]
+    args = [
+        "stain",
+        str(slide),
+        "-m",
+        str(model_dir),
+        "-o",
+        str(out),
+        "-q",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    ]
     assert runner.invoke(main, args).exit_code == 0
     res = runner.invoke(main, args)
     assert res.exit_code != 0 and "already exists" in res.output
@@ -80,7 +92,9 @@ def test_cli_asks_for_mpp_when_unknown(tmp_path, model_dir):
     args = ["stain", str(slide), "-m", str(model_dir), "-o", str(tmp_path / "o.zarr"), "-q"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2 and "--mpp" in res.output
-    res = CliRunner().invoke(main, [*args, "--mpp", "0.25", "--device", "cpu"])
+    res = CliRunner().invoke(
+        main, [*args, "--mpp", "0.25", "--device", "cpu", "--precision", "fp32"]
+    )
     assert res.exit_code == 0, res.output
 
 
@@ -100,14 +114,17 @@ def test_interrupted_run_resumes_from_written_tiles(tmp_path, model_dir, monkeyp
 
     monkeypatch.setattr(StainEngine, "stain_batch", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
-        stain_slide(slide, str(model_dir), out, device="cpu", batch_size=1)
+        stain_slide(slide, str(model_dir), out, device="cpu", precision="fp32", batch_size=1)
     monkeypatch.undo()
     assert (tmp_path / "v.zarr.tiles").exists()
-    resumed = stain_slide(slide, str(model_dir), out, device="cpu", batch_size=1)
+    resumed = stain_slide(slide, str(model_dir), out, device="cpu", precision="fp32", batch_size=1)
     tissue = resumed.tiles_total - resumed.tiles_background
-    assert resumed.tiles_cached_before == 2
-    assert resumed.tiles_inferred == tissue - 2 > 0
-    fresh = stain_slide(slide, str(model_dir), tmp_path / "fresh.zarr", device="cpu")
+    # two batches finished before the crash (a third thread may have finished one more)
+    assert 2 <= resumed.tiles_cached_before < tissue
+    assert resumed.tiles_inferred == tissue - resumed.tiles_cached_before
+    fresh = stain_slide(
+        slide, str(model_dir), tmp_path / "fresh.zarr", device="cpu", precision="fp32"
+    )
     assert fresh.tiles_inferred == tissue
     a = np.asarray(open_slide(out).levels[0])
     b = np.asarray(open_slide(tmp_path / "fresh.zarr").levels[0])

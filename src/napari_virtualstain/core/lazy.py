@@ -77,9 +77,11 @@ class VirtualStain:
             tuple(slide.levels[plan.level].shape[:2]), plan.tile_px, plan.halo_px, plan.blend_px
         )
         bg = engine.config.background_rgb
-        self.namespace = plan.namespace(slide_identity(slide), bg)
+        # Precision changes pixels (bf16 vs fp32); the device only by float rounding, so tiles
+        # from a GPU batch run are served to a CPU viewer.
+        self.namespace = plan.namespace(slide_identity(slide), bg, engine.precision)
         self.side_px = plan.tile_px + 2 * plan.blend_px
-        self.tiles_skipped = 0
+        self._skipped: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
         self.source_levels = list(range(plan.level, len(slide.levels)))
         self.downsamples = [float(slide.downsamples[k]) for k in self.source_levels]
@@ -120,9 +122,18 @@ class VirtualStain:
     def is_tissue(self, row: int, col: int) -> bool:
         return self.tissue is None or bool(self.tissue[row, col])
 
+    @property
+    def tiles_skipped(self) -> int:
+        """Background tiles served so far without the generator."""
+        return len(self._skipped)
+
+    def _available(self, row: int, col: int) -> bool:
+        # Background is painted on demand, never cached: it costs nothing to redo.
+        return not self.is_tissue(row, col) or self.cache.contains(self.key(row, col))
+
     def block_ready(self, row: int, col: int) -> bool:
-        """Whether every tile contributing to this block is cached."""
-        return all(self.cache.contains(self.key(*n)) for n in self.grid.neighbours(row, col))
+        """Whether every tile contributing to this block is cached (or background)."""
+        return all(self._available(*n) for n in self.grid.neighbours(row, col))
 
     def compute(
         self,
@@ -136,7 +147,8 @@ class VirtualStain:
         """
         pending = list(dict.fromkeys(tiles))
         needed = list(dict.fromkeys(n for t in pending for n in self.grid.neighbours(*t)))
-        missing = [t for t in needed if not self.cache.contains(self.key(*t))]
+        self._skipped.update(t for t in needed if not self.is_tissue(*t))
+        missing = [t for t in needed if not self._available(*t)]
         for batch in self._batches(missing):
             if should_stop is not None and should_stop():
                 raise InterruptedError("virtual staining cancelled")
@@ -153,7 +165,7 @@ class VirtualStain:
         run: list[tuple[int, int]] = []
         shape = None
         for t in tiles:
-            s = ("bg",) if not self.is_tissue(*t) else self.grid.padded(*t)[2:]
+            s = self.grid.padded(*t)[2:]
             if run and (s != shape or len(run) >= self.engine.batch_size):
                 yield run
                 run = []
@@ -164,17 +176,8 @@ class VirtualStain:
 
     def _predict(self, tiles: list[tuple[int, int]], should_stop=None) -> None:
         with self._lock:  # two dask threads wanting one tile compute it once
-            tiles = [t for t in tiles if not self.cache.contains(self.key(*t))]
+            tiles = [t for t in tiles if not self._available(*t)]
             if not tiles:
-                return
-            if not self.is_tissue(*tiles[0]):
-                for t in tiles:
-                    b = self.grid.contribution(*t)
-                    fill = np.empty((b.h, b.w, 3), np.uint8)
-                    fill[:] = self.engine.config.background_rgb
-                    # Memory only: painting is cheaper than a disk round trip.
-                    self.cache.memory.put(self.key(*t), fill)
-                    self.tiles_skipped += 1
                 return
             boxes = [self.grid.padded(*t) for t in tiles]
             h, w = boxes[0].h, boxes[0].w
@@ -201,6 +204,11 @@ class VirtualStain:
         core = self.grid.core(row, col)
         if self.plan.blend_px == 0:
             return np.asarray(self._get(row, col))
+        # Blended blocks are kept too (memory only), so panning back costs no re-blending.
+        bkey = TileKey(self.namespace + ":block", self.plan.level, row, col, self.plan.tile_px)
+        done = self.cache.memory.get(bkey)
+        if done is not None:
+            return done
         acc = np.zeros((core.h, core.w, 3), np.float32)
         wsum = np.zeros((core.h, core.w, 1), np.float32)
         for n in self.grid.neighbours(row, col):
@@ -211,9 +219,17 @@ class VirtualStain:
             wts = blend_weights(self.grid, *n)[inter.relative_to(cb)][..., None]
             acc[inter.relative_to(core)] += wts * self._get(*n)[inter.relative_to(cb)]
             wsum[inter.relative_to(core)] += wts
-        return np.clip(np.round(acc / wsum), 0, 255).astype(np.uint8)
+        out = np.clip(np.round(acc / wsum), 0, 255).astype(np.uint8)
+        self.cache.memory.put(bkey, out)
+        return out
 
     def _get(self, row: int, col: int) -> np.ndarray:
+        if not self.is_tissue(row, col):
+            self._skipped.add((row, col))
+            b = self.grid.contribution(row, col)
+            fill = np.empty((b.h, b.w, 3), np.uint8)
+            fill[:] = self.engine.config.background_rgb
+            return fill
         tile = self.cache.get(self.key(row, col))
         if tile is None:  # evicted between the readiness check and now
             self._predict([(row, col)])

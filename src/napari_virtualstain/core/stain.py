@@ -139,10 +139,13 @@ class StainPlan:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def namespace(self, slide_identity: str, background_rgb=(255, 255, 255)) -> str:
+    def namespace(
+        self, slide_identity: str, background_rgb=(255, 255, 255), precision: str = "fp32"
+    ) -> str:
         """Cache namespace: every input that changes a tile's pixels."""
         parts = {k: v for k, v in self.to_dict().items() if k != "statement"}
         parts["slide"] = slide_identity
+        parts["precision"] = precision
         parts["background_rgb"] = list(background_rgb)
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
