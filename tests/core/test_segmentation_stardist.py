@@ -209,6 +209,7 @@ def test_progress_reports_every_tile_and_stopping_cancels(disc_model):
     seg.segment(img, 0.5, progress=steps.append)
     tiles = [s for s in steps if s.message.startswith("StarDist tile")]
     assert len(tiles) == 4 and [s.done for s in tiles] == list(range(4))
+    assert {s.total for s in steps} == {5} and steps[-1].done == 4  # the NMS comes last
     gen = seg.iter_segment(img, 0.5)
     next(gen), next(gen)
     gen.close()  # cancel after two tiles: the generator ends without finishing

@@ -142,8 +142,16 @@ class StarDistSegmenter:
             return np.zeros(shape, np.uint32)
         image = normalize(rgb, value_range)
         image = _resample(image, mpp / self.config.model_mpp)
-        prob, dist = yield from self.iter_predict(image)
-        yield Progress(0, 1, "StarDist non-maximum suppression")
+        prediction, n_steps = self.iter_predict(image), 1
+        while True:  # re-yield the tiles with one more step to come: the NMS
+            try:
+                step = next(prediction)
+            except StopIteration as done:
+                prob, dist = done.value
+                break
+            n_steps = step.total + 1
+            yield Progress(step.done, n_steps, step.message)
+        yield Progress(n_steps - 1, n_steps, "StarDist non-maximum suppression")
         return self._labels_from_prediction(prob, dist, shape, image.shape[:2])
 
     def iter_predict(self, image: np.ndarray) -> Generator[Progress, None, tuple]:
