@@ -125,3 +125,31 @@ def test_bad_input_is_reported(make_napari_viewer):
     widget.mpp_spin.setValue(0.5)
     widget.threshold_edit.setText("0.2 0.4")
     assert widget.compute() is None and "three" in widget.status.text()
+
+
+def test_geojson_rois_in_and_hot_spot(qtbot, scene, tmp_path):
+    from napari_virtualstain.core.geojson import roi_features, write_geojson
+    from napari_virtualstain.core.roi import ROI
+
+    viewer, widget, syn = scene
+    rois = [ROI.rectangle("top", 0, 0, 64, 128), ROI.ellipse("centre", 64, 64, 30, 30)]
+    rois.append(ROI.rectangle("all", 0, 0, 128, 128))
+    path = write_geojson(tmp_path / "qupath.geojson", roi_features(rois, 0.5))
+    shapes = widget.import_rois(path)
+    assert widget.shapes_combo.currentText() == shapes.name and len(shapes.data) == 3
+    _run(qtbot, widget)
+    counts = {r[1]: int(r[2]) for r in widget.table_rows()}
+    assert counts == {"all": 64, "centre": 12, "top": 32}  # centres within 30 µm
+    widget.hotspot_spin.setValue(80.0)
+    spot = widget.find_hotspot()
+    assert spot is not None and "Hot spot (ki67)" in viewer.layers
+    # Brute force over the same 20 µm steps: no window inside "all" has a higher index.
+    nuc = widget.runs["ki67"].measurements[2].nuclei
+    y_um, x_um = (nuc.y + 0.5) * 0.5, (nuc.x + 0.5) * 0.5
+    best = 0.0
+    for wy in np.arange(0, 128 - 80 + 1, 20):
+        for wx in np.arange(0, 128 - 80 + 1, 20):
+            inside = (y_um >= wy) & (y_um < wy + 80) & (x_um >= wx) & (x_um < wx + 80)
+            if inside.sum() >= 20:
+                best = max(best, nuc.positive[inside].mean())
+    assert spot.labelling_index == pytest.approx(best)

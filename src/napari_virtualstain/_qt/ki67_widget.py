@@ -85,8 +85,21 @@ class Ki67Widget(QWidget):
         self.status.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.hotspot_spin = QDoubleSpinBox()
+        self.hotspot_spin.setRange(20.0, 5000.0)
+        self.hotspot_spin.setValue(200.0)
+        self.hotspot_spin.setSuffix(" µm")
+        hot_button = QPushButton("Find hot spot")
+        hot_button.clicked.connect(self.find_hotspot)
+        hot = QHBoxLayout()
+        hot.addWidget(self.hotspot_spin)
+        hot.addWidget(hot_button)
         export = QHBoxLayout()
-        for text, slot in (("Export GeoJSON…", self._ask_geojson), ("Export CSV…", self._ask_csv)):
+        for text, slot in (
+            ("Import ROIs…", self._ask_import),
+            ("Export GeoJSON…", self._ask_geojson),
+            ("Export CSV…", self._ask_csv),
+        ):
             button = QPushButton(text)
             button.clicked.connect(slot)
             export.addWidget(button)
@@ -97,6 +110,7 @@ class Ki67Widget(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.table)
+        layout.addLayout(hot)
         layout.addLayout(export)
 
     def _refresh_layers(self, event=None) -> None:
@@ -309,6 +323,72 @@ class Ki67Widget(QWidget):
         run = self.runs[image_name or next(reversed(self.runs))]
         write_nuclei_csv(nuclei_path, [(m.roi.name, m.nuclei) for m in run.measurements])
         write_results_csv(rois_path, run.results)
+
+    def find_hotspot(self, image_name: str | None = None):
+        """Add the square (side from the spin box) of highest labelling index as a Shapes layer.
+
+        The search covers each measured ROI; the best window over all ROIs wins.
+        """
+        from napari_virtualstain.core.ki67 import find_hotspot
+
+        from .._napari.ki67_layers import roi_shapes_layer_data
+
+        if not self.runs:
+            self.status.setText("Compute first: the hot spot is searched among measured nuclei")
+            return None
+        name = image_name or next(reversed(self.runs))
+        run, size_um = self.runs[name], self.hotspot_spin.value()
+        best = None
+        for m in run.measurements:
+            mask = m.roi.mask(run.mpp, m.origin_px, m.labels.shape)
+            spot = find_hotspot(m.nuclei, size_um, run.mpp, mask, m.origin_px)
+            if spot is not None and (best is None or spot.labelling_index > best.labelling_index):
+                best = spot
+        if best is None:
+            self.status.setText(f"No {size_um:.0f} µm window with enough nuclei inside the ROIs")
+            return None
+        layer = self.viewer.layers[name]
+        roi = best.to_roi(f"hot spot {100 * best.labelling_index:.1f} %")
+        data, kwargs, _ = roi_shapes_layer_data([roi], run.mpp, layer.scale, layer.translate,
+                                                f"Hot spot ({name})")  # fmt: skip
+        if kwargs["name"] in self.viewer.layers:
+            self.viewer.layers.remove(kwargs["name"])
+        self.viewer.add_shapes(data, **kwargs)
+        self.status.setText(
+            f"Hot spot: {best.n_positive}/{best.n_nuclei} positive "
+            f"({100 * best.labelling_index:.1f} %) in {size_um:.0f} µm"
+        )
+        return best
+
+    def import_rois(self, path):
+        """Read QuPath GeoJSON annotations as a Shapes layer on the chosen image; select it."""
+        from napari_virtualstain.core.geojson import read_geojson
+
+        from .._napari.ki67_layers import roi_shapes_layer_data
+
+        name, mpp = self.image_combo.currentText(), self.mpp_spin.value()
+        if name not in self.viewer.layers or mpp <= 0:
+            self.status.setText("Choose the image layer and its pixel size before importing ROIs")
+            return None
+        try:
+            rois = read_geojson(path, mpp).rois
+        except ValueError as err:
+            self.status.setText(str(err))
+            return None
+        if not rois:
+            self.status.setText(f"{path}: no annotations to use as ROIs")
+            return None
+        layer = self.viewer.layers[name]
+        data, kwargs, _ = roi_shapes_layer_data(rois, mpp, layer.scale, layer.translate,
+                                                f"ROIs ({Path(path).name})")  # fmt: skip
+        shapes = self.viewer.add_shapes(data, **kwargs)
+        self.shapes_combo.setCurrentText(shapes.name)
+        return shapes
+
+    def _ask_import(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import ROIs", "", "GeoJSON (*.geojson *.json)")
+        if path:
+            self.import_rois(path)
 
     def _ask_geojson(self) -> None:
         if not self.runs:
