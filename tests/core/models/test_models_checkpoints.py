@@ -171,3 +171,17 @@ def test_explicit_arch_overrides_inference(tmp_path):
         arch_kwargs={"ngf": 2, "n_blocks": 3, "skip": False},
     )
     assert explicit.module.skip is False
+
+
+def test_save_can_measure_precision_and_receptive_field(tmp_path):
+    torch.manual_seed(0)
+    module = build_generator("resnet_6blocks", ngf=2, init="xavier")
+    card = ModelCard(name="m", arch="resnet_6blocks", arch_kwargs={"ngf": 2}, notes="demo")
+    tiles = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    folder = save_model(
+        module, card, tmp_path / "m", precision_tiles=tiles, measure_receptive_field=True
+    )
+    saved = ModelCard.from_json(folder / "card.json")
+    assert saved.receptive_field_px == 121
+    assert 0 < saved.effective_radius_px < 60
+    assert saved.notes.startswith("demo; bf16 vs fp32 on 2 tiles (cpu): mean ")

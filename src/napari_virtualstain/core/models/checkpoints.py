@@ -245,11 +245,56 @@ def load_model(
     return LoadedModel(module.to(device).eval(), card, path)
 
 
-def save_model(module, card: ModelCard, folder: str | Path, overwrite: bool = False) -> Path:
+def _measured_card(module, card: ModelCard, precision_tiles, measure_rf: bool) -> ModelCard:
+    """Fill in the receptive field and the bf16 vs fp32 difference when asked to."""
+    changes: dict[str, Any] = {}
+    if measure_rf:
+        from .receptive import arch_receptive_field, measure_receptive_field
+
+        rf = arch_receptive_field(card.arch, **card.arch_kwargs)
+        changes["receptive_field_px"] = rf.rf_px
+        if rf.bounded:
+            size = 1 << max(rf.rf_px, 64).bit_length()  # smallest power of two > the support
+            real = measure_receptive_field(module, start_px=size, max_px=size, phases=1)
+            changes["effective_radius_px"] = real.effective_radius_px
+    if precision_tiles is not None:
+        from .device import best_precision
+        from .inference import precision_difference
+
+        device = next(module.parameters()).device
+        delta = precision_difference(module, precision_tiles, best_precision(device), device)
+        note = (
+            f"{delta['precision']} vs fp32 on {len(precision_tiles)} tiles ({device.type}): "
+            f"mean {delta['mean_abs_diff']:.2f}, max {delta['max_abs_diff']} grey levels"
+        )
+        changes["notes"] = f"{card.notes}; {note}" if card.notes else note
+    return replace(card, **changes)
+
+
+def save_model(
+    module,
+    card: ModelCard,
+    folder: str | Path,
+    overwrite: bool = False,
+    precision_tiles=None,
+    measure_receptive_field: bool = False,
+) -> Path:
     """Write ``weights.safetensors`` and ``card.json`` (with the weights' sha256) to ``folder``.
 
     The card's architecture is rebuilt and compared with the module first, so a card that
     would not load again is refused now rather than later.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    card : ModelCard
+    folder : str or Path
+        Created if needed; an existing model there is only replaced with ``overwrite=True``.
+    precision_tiles : np.ndarray, optional
+        (N, H, W, 3) uint8 tiles: the bf16 (or fp16) vs fp32 difference on them is appended
+        to the card's notes.
+    measure_receptive_field : bool
+        Fill ``receptive_field_px`` and ``effective_radius_px`` (seconds to tens of seconds).
 
     Returns
     -------
@@ -268,6 +313,7 @@ def save_model(module, card: ModelCard, folder: str | Path, overwrite: bool = Fa
         reference = build_generator(card.arch, **card.arch_kwargs)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     check_state_dict(reference, state_dict, folder)
+    card = _measured_card(module, card, precision_tiles, measure_receptive_field)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_NAME
     save_file(state_dict, str(weights), metadata={"format": "pt", "arch": card.arch})

@@ -14,6 +14,7 @@ is the convolutional receptive field. Two figures come out:
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,10 +185,22 @@ def arch_receptive_field(arch: str, **arch_kwargs) -> ReceptiveField:
     Self-attention gates are opened (they start closed), so attention models come out
     unbounded, as they are once trained.
     """
+    import json
+
+    # Measuring costs seconds (the paper generator needs a 512 px input); cache per arch.
+    shape_kwargs = {k: v for k, v in arch_kwargs.items() if k not in ("ngf", "init")}
+    return _cached_arch_rf(arch, json.dumps(shape_kwargs, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_arch_rf(arch: str, arch_kwargs_json: str) -> ReceptiveField:
+    import json
+
     import torch
 
     from .build import STRIDE_PX, build_generator
 
+    arch_kwargs = json.loads(arch_kwargs_json)
     kwargs = {**arch_kwargs, "ngf": 2}
     if arch != "paper":
         kwargs.setdefault("init", "xavier")

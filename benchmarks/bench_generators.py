@@ -1,0 +1,127 @@
+"""Generator throughput: the junyanz ``test.py`` way vs our fastest inference mode.
+
+For each architecture at its native tile size:
+
+- baseline: fp32, batch 1, ``torch.no_grad``, per-tile numpy <-> tensor conversion as in
+  junyanz ``test.py`` + ``util.tensor2im``;
+- fast: ``infer_tiles`` with the device's best autocast precision (bf16 on CPU), inference
+  mode, and optionally ``torch.compile`` (``--compile``; ~18 s per shape on CPU).
+
+Both run in the same process on the same tiles; the ratio is fast / baseline tiles/s. The
+fast output's mean difference from fp32 (grey levels) is printed as well. Runs on every
+device present (CPU, and CUDA / MPS when available).
+
+    python benchmarks/bench_generators.py [--tiles 4] [--archs paper resnet_9blocks] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from napari_virtualstain.core.models import (
+    NATIVE_TILE_PX,
+    best_precision,
+    build_generator,
+    infer_tiles,
+)
+
+ARCHS = {
+    "paper": {},
+    "resnet_9blocks": {},
+    "resnet_6blocks": {},
+    "unet_256": {},
+    "unet_128": {},
+    "pyramid_pix2pix": {"attention": True},
+}
+
+
+def junyanz_way(module, tiles: np.ndarray, device) -> np.ndarray:
+    """One tile at a time, fp32, like junyanz test.py (``model.test()`` + ``tensor2im``)."""
+    out = []
+    for tile in tiles:
+        x = torch.from_numpy(tile).permute(2, 0, 1).float().div(255.0)
+        x = ((x - 0.5) / 0.5).unsqueeze(0).to(device)  # transforms.Normalize((0.5,) * 3, ...)
+        with torch.no_grad():
+            y = module(x)
+        image = (np.transpose(y[0].cpu().float().numpy(), (1, 2, 0)) + 1) / 2.0 * 255.0
+        out.append(image.astype(np.uint8))
+    return np.stack(out)
+
+
+def timed(fn, n_tiles: int, device) -> float:
+    fn()  # warm-up: allocator, oneDNN primitives, compilation
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return n_tiles / (time.perf_counter() - start)
+
+
+def bench(arch: str, device, n_tiles: int, compile_: bool) -> dict:
+    torch.manual_seed(0)
+    module = build_generator(arch, **ARCHS[arch]).to(device).eval()
+    if arch == "pyramid_pix2pix":
+        with torch.no_grad():  # open the attention gates (0 at init) so attention costs
+            for name, p in module.named_parameters():
+                if name.endswith("gamma"):
+                    p.fill_(0.1)
+    size = NATIVE_TILE_PX[arch]
+    tiles = np.random.default_rng(0).integers(0, 256, (n_tiles, size, size, 3), dtype=np.uint8)
+    precision = best_precision(device)
+    base = timed(lambda: junyanz_way(module, tiles, device), n_tiles, device)
+    fast = timed(
+        lambda: infer_tiles(module, tiles, device, precision, batch_size=1, compile=compile_),
+        n_tiles,
+        device,
+    )
+    ref = infer_tiles(module, tiles[:1], device, "fp32").astype(int)
+    low = infer_tiles(module, tiles[:1], device, precision, compile=compile_).astype(int)
+    return {
+        "arch": arch,
+        "tile_px": size,
+        "device": device.type,
+        "precision": precision + ("+compile" if compile_ else ""),
+        "base_tiles_s": base,
+        "fast_tiles_s": fast,
+        "ratio": fast / base,
+        "mean_diff": float(np.abs(ref - low).mean()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiles", type=int, default=4, help="tiles timed per mode")
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
+    parser.add_argument("--compile", action="store_true", help="add torch.compile to fast mode")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        devices.append(torch.device("mps"))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.tiles} tiles")
+    header = f"{'arch':<16}{'tile':>6} {'device':<6}{'fast mode':<14}"
+    header += f"{'junyanz t/s':>12}{'fast t/s':>10}{'ratio':>8}{'Δ fp32':>8}"
+    print(header)
+    for device in devices:
+        for arch in args.archs:
+            r = bench(arch, device, args.tiles, args.compile)
+            print(
+                f"{r['arch']:<16}{r['tile_px']:>6} {r['device']:<6}{r['precision']:<14}"
+                f"{r['base_tiles_s']:>12.2f}{r['fast_tiles_s']:>10.2f}{r['ratio']:>7.2f}x"
+                f"{r['mean_diff']:>8.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
