@@ -73,3 +73,17 @@ def test_bad_segmenter_output_and_arguments_are_reported():
         segment_in_blocks(Wrong(), rgb, 0.5, block_px=20)
     with pytest.raises(ValueError, match="block_px"):
         segment_in_blocks(ThresholdSegmenter(), rgb, 0.5, block_px=0)
+
+
+def test_per_tile_progress_of_the_segmenter_is_forwarded():
+    class Tiled(ThresholdSegmenter):
+        def iter_segment(self, rgb, mpp):
+            for k in range(3):
+                yield Progress(k, 3, f"tile {k}")
+            return self.segment(rgb, mpp)
+
+    syn = grid_of_nuclei(n_rows=4, n_cols=4)
+    reports = []
+    labels = segment_in_blocks(Tiled(), syn.rgb, 0.5, block_px=32, progress=reports.append)
+    assert labels.max() == 16
+    assert sum(r.message.startswith("tile") for r in reports) == 3 * 4  # 4 blocks x 3 tiles

@@ -80,13 +80,16 @@ def iter_segment_in_blocks(
     if len(cores) == 1:
         # One block: no borders to reconcile.
         yield Progress(0, 1, "segmenting")
-        labels = _checked(segmenter, np.asarray(rgb), mpp)
+        labels = yield from _segment(segmenter, np.asarray(rgb), mpp)
         yield Progress(1, 1, "segmentation done")
         return _relabel(labels)
     next_label = 1
-    for i, core in enumerate(cores):
+    for i, (y0, y1, x0, x1) in enumerate(cores):
         yield Progress(i, len(cores), f"segmenting block {i + 1}/{len(cores)}")
-        next_label = _segment_block(segmenter, rgb, mpp, core, overlap_px, out, next_label)
+        ey0, ey1 = max(0, y0 - overlap_px), min(h, y1 + overlap_px)
+        ex0, ex1 = max(0, x0 - overlap_px), min(w, x1 + overlap_px)
+        labels = yield from _segment(segmenter, np.asarray(rgb[ey0:ey1, ex0:ex1]), mpp)
+        next_label = _paste_owned(labels, (y0, y1, x0, x1), (ey0, ex0), out, next_label)
     yield Progress(len(cores), len(cores), "segmentation done")
     return _relabel(out)
 
@@ -103,12 +106,10 @@ def segment_in_blocks(
     return drain(iter_segment_in_blocks(segmenter, rgb, mpp, block_px, overlap_px), progress)
 
 
-def _segment_block(segmenter, rgb, mpp, core, overlap_px, out, next_label) -> int:
+def _paste_owned(labels, core, origin, out, next_label) -> int:
+    """Copy the nuclei whose centroid lies in ``core`` into ``out`` under fresh ids."""
     y0, y1, x0, x1 = core
-    h, w = out.shape
-    ey0, ey1 = max(0, y0 - overlap_px), min(h, y1 + overlap_px)
-    ex0, ex1 = max(0, x0 - overlap_px), min(w, x1 + overlap_px)
-    labels = _checked(segmenter, np.asarray(rgb[ey0:ey1, ex0:ex1]), mpp)
+    ey0, ex0 = origin
     ids, cy, cx = _centroids(labels)
     owned = (cy + ey0 >= y0) & (cy + ey0 < y1) & (cx + ex0 >= x0) & (cx + ex0 < x1)
     if not owned.any():
@@ -117,15 +118,24 @@ def _segment_block(segmenter, rgb, mpp, core, overlap_px, out, next_label) -> in
     lut = np.zeros(int(labels.max()) + 1, np.uint32)
     lut[ids[owned]] = np.arange(next_label, next_label + owned.sum(), dtype=np.uint32)
     mapped = lut[labels]
-    region = out[ey0:ey1, ex0:ex1]
+    region = out[ey0 : ey0 + labels.shape[0], ex0 : ex0 + labels.shape[1]]
     # Pixels already claimed by a neighbour's nucleus stay with it: no pixel has two owners.
     free = (mapped > 0) & (region == 0)
     region[free] = mapped[free]
     return next_label + int(owned.sum())
 
 
-def _checked(segmenter, block: np.ndarray, mpp: float) -> np.ndarray:
-    labels = np.asarray(segmenter.segment(block, mpp))
+def _segment(segmenter, block: np.ndarray, mpp: float):
+    """Labels of one block; a segmenter with ``iter_segment`` reports (and can stop) per tile."""
+    if hasattr(segmenter, "iter_segment"):
+        labels = yield from segmenter.iter_segment(block, mpp)
+        labels = np.asarray(labels)
+    else:
+        labels = np.asarray(segmenter.segment(block, mpp))
+    return _checked(segmenter, block, labels)
+
+
+def _checked(segmenter, block: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if labels.shape != block.shape[:2]:
         raise ValueError(
             f"segmenter {getattr(segmenter, 'name', segmenter)!r} returned labels of shape "
