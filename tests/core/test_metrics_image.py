@@ -88,6 +88,7 @@ def test_bad_input_is_named():
         psnr(np.zeros((20, 20)), np.ones((20, 20)))
 
 
+@pytest.mark.slow
 def test_torch_matches_numpy_and_is_differentiable(pair):
     torch = pytest.importorskip("torch")
     from napari_virtualstain.core.metrics import ms_ssim_torch, ssim_torch
