@@ -3,6 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python scripts/train_demo_model.py --work /tmp/demo_train --minutes 35
+    .venv/bin/python scripts/train_demo_model.py --work /tmp/demo_train --export
 
 Steps: (1) cut 256 px tiles at 0.5 µm/px from the redistributable samples in /work/shared/data
 (H&E: OS-1 crop, CMU-1 small region, the TCGA slide, stardist's histo.jpg; Ki-67: OS-2 crop) and
@@ -10,7 +11,9 @@ hold out the bottom 20 % of each slide (tiles touching that band are not trained
 slides too small for such a band, OS-1 and histo.jpg, are all training data); (2) train
 the paper's generator at reduced width (skip + SSIM variant) on random 128 px crops, one CPU
 thread, until the epochs or the time budget run out; (3) export the best epoch (held-out
-reconstruction SSIM) as fp16 safetensors + model cards into --export, with the measured metrics.
+reconstruction SSIM) as fp16 safetensors + model cards into the package (``--export``), with the
+held-out metrics and Ki-67 labelling indices measured on the fp16 weights, and preview PNGs
+(sample | translated | reconstructed) in --work/previews (scripts/_demo_export.py).
 
 Seed, tile lists and the config are written to the run folder, so a rerun with the same
 ``--epochs`` gives the same model on the same torch build.
@@ -102,9 +105,10 @@ def train(work: Path, args) -> Path:
     from napari_virtualstain.core.train.layouts import load_unpaired_layout
 
     config = CycleGANConfig(
-        variant="skip+ssim", ngf=args.ngf, n_blocks=10, ndf=32, tile_px=CROP_PX, batch_size=4,
-        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, max_eval_tiles=24,
-        seed=args.seed, mpp=MPP, name="demo",
+        variant="skip+ssim", ngf=args.ngf, n_blocks=10, ndf=16, tile_px=CROP_PX,
+        batch_size=args.batch_size, lambda_identity=0.5, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, max_eval_tiles=24, seed=args.seed, mpp=MPP,
+        name="demo",
     )  # fmt: skip
     data = load_unpaired_layout(work / "layout")
     run = work / "run"
@@ -140,15 +144,28 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--ngf", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-prepare", action="store_true")
+    parser.add_argument("--export", action="store_true",
+                        help="Only export the best epoch of --work/run to --export-to.")  # fmt: skip
+    parser.add_argument("--export-to", type=Path, help="Default: the package's data/models.")
     args = parser.parse_args()
     import torch
 
     # one thread: on a shared 2-core machine two threads spin-wait on each other (10x slower)
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.export:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from _demo_export import PACKAGE_MODELS, export
+
+        summary = export(args.work, args.work / "run", args.export_to or PACKAGE_MODELS)
+        print(json.dumps(summary, indent=2))
+        return
     if not args.skip_prepare:
         counts = prepare(args.work, np.random.default_rng(args.seed))
         (args.work / "tile_counts.json").write_text(json.dumps(counts, indent=2))

@@ -117,3 +117,33 @@ def test_bci_layout_matches_by_name_and_reports_orphans(tmp_path):
         load_bci_layout(tmp_path / "bci")
     with pytest.raises(FileNotFoundError, match="HE/train"):
         load_bci_layout(tmp_path / "he")
+
+
+@pytest.mark.slow
+def test_registered_pairs_keep_more_than_pairs_taken_as_given(tmp_path):
+    """A shifted adjacent 'section': registration (residual-map issue) realigns the IHC."""
+    import tifffile
+
+    from napari_virtualstain.core.io import open_slide
+    from napari_virtualstain.core.train.pairs import register_for_pairs
+
+    from .conftest import colour_transform, texture
+
+    he = np.full((400, 400, 3), 245, np.uint8)
+    he[40:360, 40:360] = texture(3, 320)
+    ihc = colour_transform(np.roll(he, (10, -14), axis=(0, 1)))
+    meta = {"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}
+    for name, img in (("he", he), ("ihc", ihc)):
+        tifffile.imwrite(
+            tmp_path / f"{name}.ome.tif", img, photometric="rgb", ome=True, metadata=meta
+        )
+    he_slide, ihc_slide = open_slide(tmp_path / "he.ome.tif"), open_slide(tmp_path / "ihc.ome.tif")
+    registration = register_for_pairs(he_slide, ihc_slide)
+    spec = PairSpec(TileSpec(64, 0, 0.5, 0.5), ssim_min=0.4, test_fraction=0.0)
+    kept = {}
+    for label, reg in (("registered", registration), ("as_given", None)):
+        progress = list(iter_make_pairs(he_slide, ihc_slide, tmp_path / label, spec, reg))
+        kept[label] = progress[-1][2]
+    assert kept["registered"] >= 4 * max(kept["as_given"], 1)
+    split = load_bci_layout(tmp_path / "registered")
+    assert all(pair_ssim(load_png(h), load_png(i)) > 0.4 for h, i in split.train)
