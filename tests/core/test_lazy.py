@@ -162,3 +162,17 @@ def test_preview_is_labelled_and_provenance_is_complete(he, model):
     assert meta["device"] == "cpu" and meta["precision"] in ("bf16", "fp32")
     assert meta["plan"]["tile_px"] == 64 and meta["plan"]["halo_px"] == 60
     assert meta["norm_stats"]["sha256"] and "torch" in meta["versions"]
+
+
+def test_the_same_engine_serves_ihc_to_virtual_he(model):
+    ki67 = tifffile.imread(DATA / "OS-2-ndpi_Ki67.ome.tif")[:256, :256]
+    from dataclasses import replace
+
+    card = replace(model.card, direction="ki67->he", name="tiny-rev")
+    reverse = LoadedModel(module=model.module, card=card, path=None)
+    vs = open_virtual_stain(make_slide(ki67), reverse, device="cpu", precision="fp32",
+                            cache=fresh_cache())  # fmt: skip
+    assert vs.name == "virtual he (tiny-rev)"
+    assert vs.metadata["model"]["direction"] == "ki67->he"
+    out = vs.levels[0].compute()
+    assert out.shape == ki67.shape and np.abs(out.astype(int) - ki67).mean() > 10
