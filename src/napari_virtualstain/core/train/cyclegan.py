@@ -276,6 +276,7 @@ class CycleGANTrainer(Trainer):
                     phash.append(phash_metric(self.hasher, fake_b[0], reference))
         metrics = mean_metrics(rows, prefix="rec_a_")
         metrics["eval_tiles"] = float(len(rows))
+        metrics["eval_on_train"] = float(not self.data.test_a)  # no held-out tiles were given
         if phash:
             metrics["fake_b_phash"] = float(np.mean(phash))
         return metrics

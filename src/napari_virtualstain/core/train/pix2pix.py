@@ -209,6 +209,7 @@ class Pix2PixTrainer(Trainer):
             values["test_ssim"].append(ssim(real, fake))
         out = {k: float(np.mean(v)) for k, v in values.items()}
         out["eval_pairs"] = float(len(pairs))
+        out["eval_on_train"] = float(not self.data.test)  # no test pairs were given
         return out
 
 
