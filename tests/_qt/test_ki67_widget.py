@@ -71,11 +71,18 @@ def test_double_click_flip_updates_counts(qtbot, scene):
     i = int(np.flatnonzero(~nuclei.positive)[0])
     world = (nuclei.y[i] * 0.5, nuclei.x[i] * 0.5)
     before = int(widget.table_rows()[0][3])
-    assert widget.flip_at(labels, world) == int(nuclei.label[i])
+    # A double-click event through napari's own callback dispatch, as the canvas sends it.
+    from napari.utils._test_utils import read_only_mouse_event
+    from napari.utils.interactions import mouse_double_click_callbacks
+
+    event = read_only_mouse_event(type="mouse_double_click", button=1, position=world)
+    mouse_double_click_callbacks(labels, event)
     assert int(widget.table_rows()[0][3]) == before + 1
     color = labels.colormap.map(np.array([nuclei.label[i]]))[0]
     assert color[0] > 0.8 and color[2] < 0.3  # now drawn red
     assert widget.flip_at(labels, (0.0, 0.0)) is None  # background: nothing to flip
+    assert widget.flip_at(labels, world) == int(nuclei.label[i])  # and back
+    assert int(widget.table_rows()[0][3]) == before
 
 
 def test_rois_from_shapes_and_virtual_beside_real(qtbot, scene):
