@@ -142,6 +142,18 @@ def test_register_shows_real_slide_and_maps_rois(make_napari_viewer, qtbot):
     assert widget.registration is not None, widget.status.text()
     assert widget.registration.score > 0.5
     assert "real (registered)" in viewer.layers
+    shown = viewer.layers["real (registered)"]
+    reg = widget.registration
+    if reg.is_affine:  # shown through the layer's affine: no resampling
+        assert np.allclose(shown.affine.affine_matrix, reg.layer_affine())
+    else:  # lazily warped onto the virtual slide's grid
+        assert shown.data.shape == he.shape
+        from napari_virtualstain.core.metrics import ssim
+
+        warped = np.asarray(shown.data)
+        assert ssim(warped[100:400, 100:400], he[100:400, 100:400]) > ssim(
+            moving[100:400, 100:400], he[100:400, 100:400]
+        )
     roi = np.array([[100, 100], [100, 300], [300, 300], [300, 100]], float) * mpp
     viewer.add_shapes([roi], shape_type="polygon", name="ROI")
     widget.combos["roi"].setCurrentText("ROI")
