@@ -163,3 +163,29 @@ def test_register_shows_real_slide_and_maps_rois(make_napari_viewer, qtbot):
     centre_moving = mapped.data[0].mean(axis=0)
     # the mapped ROI is the fixed one rotated about the image centre: its centre moved
     assert np.linalg.norm(centre_moving - centre_fixed) > 5 * mpp
+
+
+def test_registered_layer_data_affine_and_warped():
+    import dask.array as da
+
+    from napari_virtualstain._napari.residual_layers import registered_layer_data
+    from napari_virtualstain.core.registration import Registration
+
+    levels = [da.zeros((400, 300, 3), np.uint8, chunks=128), da.zeros((200, 150, 3), np.uint8)]
+    tup = (levels, {"name": "real", "rgb": True, "scale": (0.5, 0.5), "multiscale": True}, "image")
+    m = ((1.0, 0.0, 5.0), (0.0, -1.0, 140.0), (0.0, 0.0, 1.0))  # a flip and a shift, µm
+    affine = Registration(m, 0.25, 0.5, (600, 560), (400, 300), 0.9)
+    data, kwargs, _ = registered_layer_data(tup, affine)
+    assert data is levels and "scale" not in kwargs
+    assert np.allclose(kwargs["affine"], affine.layer_affine())
+    field = np.ones((2, 4, 4), np.float32)
+    warped = Registration(
+        m, 0.25, 0.5, (600, 560), (400, 300), 0.9, field_spacing_um=50.0, displacement_um=field
+    )
+    data, kwargs, _ = registered_layer_data(
+        tup, warped, [(600, 560, 3), (300, 280, 3)], [0.25, 0.5]
+    )
+    assert [d.shape for d in data] == [(600, 560, 3), (300, 280, 3)]
+    assert kwargs["scale"] == (0.25, 0.25) and kwargs["name"] == "real (registered)"
+    with pytest.raises(ValueError, match="level shapes"):
+        registered_layer_data(tup, warped)

@@ -25,6 +25,8 @@ from .transform import Registration
 MIN_FOOTPRINT_TISSUE = 0.3
 # Powell evaluations of the affine refinement (each warps one refine-level image)
 MAX_REFINE_EVALS = 400
+# NCC gain the non-rigid field must bring to be kept
+MIN_FIELD_GAIN = 0.005
 
 
 class RegistrationError(ValueError):
@@ -275,7 +277,8 @@ def iter_register(
         flow_px = _flow_field(f_sig, warped, smooth_px, step_px)
         foot = _warp_affine(np.ones(m_sig.shape, np.float32), m_ref, f_sig.shape, order=0) > 0.5
         nonrigid_score = _ncc(f_sig, _apply_flow(warped, flow_px, step_px), foot)
-        if nonrigid_score > score:  # keep the field only if it helps
+        # keep the field only if it clearly helps: an affine pair then stays exactly affine
+        if nonrigid_score > score + MIN_FIELD_GAIN:
             field_kw = dict(
                 field_spacing_um=step_px * r_mpp,
                 displacement_um=(flow_px * r_mpp).astype(np.float32),
