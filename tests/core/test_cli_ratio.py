@@ -123,34 +123,3 @@ def test_stardist_backend_through_the_cli(tmp_path):
     assert doc["provenance"]["segmenter"] == "stardist"
     (roi,) = doc["rois"]
     assert roi["n_nuclei"] == 36 and roi["labelling_index"] == pytest.approx(0.5)
-
-
-@pytest.mark.slow  # mostly importing cellpose, which its own tests pay in the same run
-def test_cellpose_backend_through_the_cli(tmp_path, tile):
-    """Cellpose 3's nuclei network, random weights from a local file: the wiring, not accuracy."""
-    pytest.importorskip("cellpose")
-    import torch
-    from cellpose.resnet_torch import CPnet
-
-    path, _ = tile
-    torch.manual_seed(0)
-    model = tmp_path / "cellpose_random"
-    CPnet([2, 32, 64, 128, 256], 3, sz=3, mkldnn=False, diam_mean=17.0).save_model(str(model))
-    out, nuclei = tmp_path / "cp.json", tmp_path / "cp.csv"
-    args = [
-        "ratio",
-        str(path),
-        "--mpp",
-        "0.5",
-        "--segmenter",
-        "cellpose",
-        "--model-dir",
-        str(model),
-    ]
-    result = CliRunner().invoke(main, [*args, "--json", str(out), "--nuclei-csv", str(nuclei)])
-    assert result.exit_code == 0, result.output
-    doc = json.loads(out.read_text())
-    assert doc["provenance"]["segmenter"] == "cellpose"
-    (roi,) = doc["rois"]
-    assert roi["n_nuclei"] == len(nuclei.read_text().splitlines()) - 1
-    assert 0.0 <= roi["labelling_index"] <= 1.0

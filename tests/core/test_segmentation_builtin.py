@@ -76,3 +76,15 @@ def test_config_validates_and_factory_builds_by_name():
     with pytest.raises(ValueError, match="unknown segmenter"):
         get_segmenter("magic")
     assert "builtin" in available_segmenters()
+
+
+def test_factory_builds_the_weight_based_backends_by_name(tmp_path):
+    """``--model-dir`` / the widget's model box reach both backends as ``model``."""
+    stardist = get_segmenter("stardist", model=str(tmp_path / "sd"))
+    cellpose = get_segmenter("cellpose", model=str(tmp_path / "cp.pth"))
+    assert (stardist.name, cellpose.name) == ("stardist", "cellpose")
+    assert str(stardist.config.model).endswith("sd") and str(cellpose.config.model).endswith(
+        "cp.pth"
+    )
+    assert isinstance(stardist, Segmenter) and isinstance(cellpose, Segmenter)
+    assert available_segmenters() == ["builtin", "stardist", "cellpose"]
