@@ -189,3 +189,34 @@ def test_registered_layer_data_affine_and_warped():
     assert kwargs["scale"] == (0.25, 0.25) and kwargs["name"] == "real (registered)"
     with pytest.raises(ValueError, match="level shapes"):
         registered_layer_data(tup, warped)
+
+
+def test_whole_slide_lazy_pyramids(make_napari_viewer, qtbot, pair):
+    import dask.array as da
+
+    virtual, real = pair
+    viewer = make_napari_viewer(show=True)
+    pyramid = {
+        name: [
+            da.from_array(img, chunks=(128, 128, 3)),
+            da.from_array(img[::2, ::2].copy(), chunks=(128, 128, 3)),
+        ]
+        for name, img in (("real", real), ("virtual", virtual))
+    }
+    for name, levels in pyramid.items():
+        viewer.add_image(
+            levels, name=name, rgb=True, multiscale=True, scale=(MPP, MPP), metadata={"mpp": MPP}
+        )
+    widget = QAWidget(viewer)
+    widget.combos["virtual"].setCurrentText("virtual")
+    widget.combos["real"].setCurrentText("real")
+    widget.region.setCurrentIndex(2)
+    for kind, box in widget.kind_boxes.items():
+        box.setChecked(kind in ("dab", "ssim"))
+    widget.build()
+    _wait(qtbot, widget)
+    layer = viewer.layers["dab residual"]
+    assert layer.multiscale and isinstance(layer.data[0], da.Array)  # level 0 stays lazy
+    full = np.asarray(layer.data[0])
+    assert full.shape == real.shape[:2] and full[50:130, 50:130].min() < -0.3
+    assert "local SSIM" in viewer.layers and "summary_level_mpp" in widget.summary.toPlainText()

@@ -162,3 +162,28 @@ def test_iter_qa_builds_every_map_and_reports_progress(ki67):
         R.QARequest(virtual, real[:100], 0.227, (0, 0, 10, 10))
     with pytest.raises(ValueError, match="not inside"):
         R.QARequest(virtual, real, 0.227, (0, 0, 10, 10**6))
+
+
+def test_iter_lazy_qa_pyramids_match_eager_maps(ki67):
+    from napari_virtualstain.core.registration import Registration, run_to_end
+
+    virtual = np.roll(ki67, 3, axis=0)
+    levels_v = [da.from_array(virtual, chunks=(128, 128, 3)), virtual[::2, ::2].copy()]
+    levels_r = [da.from_array(ki67, chunks=(128, 128, 3)), ki67[::2, ::2].copy()]
+    result = run_to_end(R.iter_lazy_qa(levels_v, levels_r, 0.5, kinds=("rgb", "ssim")))
+    rgb_levels, kind = result.maps["rgb residual"]
+    assert kind == "rgb" and isinstance(rgb_levels[0], da.Array)
+    assert isinstance(rgb_levels[1], np.ndarray)  # the coarsest level is computed up front
+    assert np.allclose(rgb_levels[0].compute(), R.residual_map("rgb", virtual, ki67))
+    assert result.summary["summary_level_mpp"] == 1.0
+    ident = Registration(
+        ((1, 0, 0), (0, 1, 0), (0, 0, 1)), 0.5, 0.5, ki67.shape[:2], ki67.shape[:2], 1.0
+    )
+    warped = run_to_end(
+        R.iter_lazy_qa(levels_v, levels_r, 0.5, kinds=("rgb",), registration=ident, real_mpp=0.5)
+    )
+    assert np.allclose(
+        warped.maps["rgb residual"][0][0].compute(), rgb_levels[0].compute(), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="not on one grid"):
+        run_to_end(R.iter_lazy_qa(levels_v, [levels_r[0][:100]], 0.5))

@@ -42,9 +42,12 @@ def qa_layer_data(result, world_mpp: float | None = None) -> list[tuple]:
 
     px = result.mpp if world_mpp is None else result.mpp / world_mpp
     y0, x0 = result.box_px[:2]
-    placed = {"scale": (px, px), "translate": (y0 * px, x0 * px)}
     out = []
     for name, (data, kind) in result.maps.items():
+        multiscale = isinstance(data, list)
+        # a pyramid's coarsest level is already computed: display limits come from it
+        sample = data[-1] if multiscale else data
+        placed = {"scale": (px, px), "translate": (y0 * px, x0 * px), "multiscale": multiscale}
         meta = {
             "napari_virtualstain": {
                 "qa_kind": kind,
@@ -84,7 +87,7 @@ def qa_layer_data(result, world_mpp: float | None = None) -> list[tuple]:
                     {
                         "name": name,
                         "colormap": _diverging_colormap(),
-                        "contrast_limits": symmetric_limits(data),
+                        "contrast_limits": symmetric_limits(sample),
                         "metadata": meta,
                         **placed,
                     },

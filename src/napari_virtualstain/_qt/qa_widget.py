@@ -66,7 +66,7 @@ class QAWidget(QWidget):
         form.addRow("G forward", self.forward_edit)
         form.addRow("G back", self.backward_edit)
         self.region = QComboBox()
-        self.region.addItems(["current view", "ROI (first shape)"])
+        self.region.addItems(["current view", "ROI (first shape)", "whole slide (lazy)"])
         form.addRow("region", self.region)
         self.kind_boxes = {k: QCheckBox(k) for k in RESIDUAL_KINDS}
         kinds_row = QHBoxLayout()
@@ -329,12 +329,40 @@ class QAWidget(QWidget):
         """Compute the residual layers off the GUI thread; layers are added when done."""
         from napari_virtualstain.core.residual import iter_qa
 
+        if self.region.currentIndex() == 2:
+            return self.build_lazy()
         try:
             request = self.build_request()
         except Exception as err:  # bad choices, unreadable models: shown, never raised in Qt
             self.status.setText(f"error: {err}")
             return None
         return self._start(iter_qa, self._add_result, request)
+
+    def build_lazy(self):
+        """Whole-slide residual pyramids, computed chunk by chunk as napari displays them."""
+        from napari_virtualstain.core.residual import iter_lazy_qa
+
+        virtual, real = self._layer("virtual"), self._layer("real")
+        if virtual is None or real is None or virtual is real:
+            self.status.setText("choose two different layers for virtual and real stains")
+            return None
+        kinds = tuple(k for k, b in self.kind_boxes.items() if b.isChecked())
+        # a whole pyramid must be built before the worker starts, so check the grid here
+        if self.registration is None and [lv.shape for lv in _levels(real)] != [
+            lv.shape for lv in _levels(virtual)
+        ]:
+            self.status.setText("error: real and virtual are not on one grid: register them first")
+            return None
+        return self._start(
+            iter_lazy_qa,
+            self._add_result,
+            _levels(virtual),
+            _levels(real),
+            _mpp0(virtual),
+            kinds,
+            self.registration,
+            _mpp0(real),
+        )
 
     def _add_result(self, result):
         from .._napari.residual_layers import qa_layer_data

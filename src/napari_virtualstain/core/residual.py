@@ -354,3 +354,56 @@ def iter_qa(request: QARequest):
     if "disagreement" in steps:
         summary.update({f"nuclei_{k}": v for k, v in counts.items()})
     return QAResult(maps, summary, seconds, tuple(box), r.mpp)
+
+
+def iter_lazy_qa(
+    virtual_levels: list,
+    real_levels: list,
+    mpp: float,
+    kinds: tuple[str, ...] = RESIDUAL_KINDS,
+    registration=None,
+    real_mpp: float | None = None,
+    chunk_px: int = 512,
+):
+    """Whole-slide residual pyramids as lazy dask levels (computed as the viewer asks).
+
+    Level ``i`` of each map is built from level ``i`` of the virtual pyramid (pixel size
+    ``mpp * downsample``) and the real stain on the same grid: its own level ``i``, or with
+    ``registration`` its finest level not finer than needed, warped lazily. Only the coarsest
+    level is computed here (for the summary and display limits; it replaces the lazy one).
+    Yields (fraction, message); returns a :class:`QAResult` whose maps hold lists of levels.
+    """
+    import time
+
+    mpps = [mpp * virtual_levels[0].shape[0] / v.shape[0] for v in virtual_levels]
+    if registration is not None:
+        r0 = real_mpp or mpp
+        r_mpps = [r0 * real_levels[0].shape[0] / r.shape[0] for r in real_levels]
+        pick = [
+            max((j for j, m in enumerate(r_mpps) if m <= out * 1.01), default=0) for out in mpps
+        ]
+        real_levels = [
+            registration.warp(real_levels[j], v.shape[:2], out, r_mpps[j], chunk_px=chunk_px)
+            for j, v, out in zip(pick, virtual_levels, mpps, strict=True)
+        ]
+    elif len(real_levels) < len(virtual_levels) or any(
+        tuple(r.shape) != tuple(v.shape) for r, v in zip(real_levels, virtual_levels, strict=False)
+    ):
+        raise ValueError("real and virtual pyramids are not on one grid: register them first")
+    coarse_v, coarse_r = np.asarray(virtual_levels[-1]), np.asarray(real_levels[-1])
+    backgrounds = (estimate_background(coarse_v), estimate_background(coarse_r))
+    maps, seconds = {}, {}
+    for i, kind in enumerate(kinds):
+        yield 0.05 + 0.9 * i / len(kinds), f"building the lazy {kind} pyramid"
+        t0 = time.perf_counter()
+        levels = [
+            lazy_residual_map(kind, v, r, chunk_px=chunk_px, backgrounds=backgrounds)
+            for v, r in zip(virtual_levels[:-1], real_levels, strict=False)
+        ]
+        levels.append(residual_map(kind, coarse_v, coarse_r, backgrounds=backgrounds))
+        maps[f"{kind} residual" if kind != "ssim" else "local SSIM"] = (levels, kind)
+        seconds[kind] = time.perf_counter() - t0
+    summary = summarise(coarse_v, coarse_r)
+    summary["summary_level_mpp"] = mpps[-1]
+    h, w = virtual_levels[0].shape[:2]
+    return QAResult(maps, summary, seconds, (0, 0, h, w), mpp)
