@@ -160,6 +160,8 @@ def test_pyramid_attention_after_each_down_and_up_step():
         isinstance(m, SelfAttention)
         for m in build_generator("pyramid_pix2pix", ngf=4, attention=False).modules()
     )
+    lighter = build_generator("pyramid_pix2pix", ngf=4, full_res_attention=False)
+    assert sum(isinstance(m, SelfAttention) for m in lighter.modules()) == 3
 
 
 def test_self_attention_is_softmax_qk_v():
@@ -174,6 +176,12 @@ def test_self_attention_is_softmax_qk_v():
         weights = torch.softmax(q @ k / q.shape[-1] ** 0.5, dim=-1)
         expected = x + 0.7 * (weights @ v).transpose(1, 2).reshape(x.shape)
         assert torch.allclose(att(x), expected, atol=1e-5)
+        # the query-blocked evaluation gives the same result
+        from napari_virtualstain.core.models.pyramid import chunked_attention
+
+        q, kt = att.query(x).flatten(2).transpose(1, 2), att.key(x).flatten(2).transpose(1, 2)
+        blocked = chunked_attention(q, kt, v, q.shape[-1] ** -0.5, chunk=7)
+        assert torch.allclose(blocked, weights @ v, atol=1e-5)
 
 
 def test_patchgan_has_70px_patches_and_junyanz_layout():

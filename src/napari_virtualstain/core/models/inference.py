@@ -11,8 +11,6 @@ import numpy as np
 
 from .device import autocast_dtype
 
-_COMPILED: dict[int, object] = {}
-
 
 def to_network(tiles_uint8: np.ndarray, device, normalisation: str = "[-1,1]"):
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 tensor in the network range."""
@@ -42,13 +40,18 @@ def from_network(y, normalisation: str = "[-1,1]") -> np.ndarray:
 
 
 def compile_module(module):
-    """``torch.compile`` a module once (cached per module); costs ~18 s per shape on CPU."""
+    """``torch.compile`` a module once; costs ~18 s per tile shape on CPU.
+
+    The compiled wrapper is kept on the module itself (not registered as a submodule), so
+    it lives exactly as long as the module.
+    """
     import torch
 
-    key = id(module)
-    if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(module, dynamic=False)
-    return _COMPILED[key]
+    compiled = module.__dict__.get("_nvs_compiled")
+    if compiled is None:
+        compiled = torch.compile(module, dynamic=False)
+        object.__setattr__(module, "_nvs_compiled", compiled)
+    return compiled
 
 
 def infer_tiles(
