@@ -228,3 +228,25 @@ def test_real_ki67_sample_is_plausible_and_stable(shared_data):
     for other in (rotated, jpeg):
         assert other.labelling_index == pytest.approx(base.labelling_index, abs=0.02)
         assert other.area_ratio == pytest.approx(base.area_ratio, abs=0.02)
+
+
+def test_large_rois_are_measured_block_by_block_without_a_label_image(monkeypatch):
+    import dask.array as da
+
+    from napari_virtualstain.core import ki67_pipeline
+
+    syn = grid_of_nuclei(n_rows=8, n_cols=8, positive_fraction=0.4, seed=11)
+    whole = measure_rois(syn.rgb, 0.5).results[0]
+    # Pretend the ROI is too large for a label image; read the image lazily, in 48 px blocks.
+    monkeypatch.setattr(ki67_pipeline, "MAX_LABEL_PIXELS", 100)
+    lazy = da.from_array(syn.rgb, chunks=(64, 64, 3))
+    run = measure_rois(lazy, 0.5, block_px=48)
+    m = run.measurements[0]
+    assert m.labels is None
+    assert (m.result.n_nuclei, m.result.n_positive) == (whole.n_nuclei, whole.n_positive) == (
+        64, int(syn.positive.sum())
+    )  # fmt: skip
+    assert m.result.area_ratio == pytest.approx(whole.area_ratio, abs=0.01)
+    assert sorted(m.nuclei.label.tolist()) == list(range(1, 65))
+    with pytest.raises(ValueError, match="too large"):
+        run.labels_union()

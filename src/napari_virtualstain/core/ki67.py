@@ -102,6 +102,15 @@ class Nuclei:
             np.zeros(0, np.uint32), f, f, f, f, f, f, f, np.zeros(0, int), *[np.zeros(0, bool)] * 2
         )
 
+    @classmethod
+    def concat(cls, parts: list[Nuclei]) -> Nuclei:
+        """All nuclei of ``parts`` in order (e.g. measured block by block)."""
+        if not parts:
+            return cls.empty()
+        return cls(
+            **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
+        )
+
     def select(self, keep: np.ndarray) -> Nuclei:
         """The nuclei where ``keep`` is True."""
         return Nuclei(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})

@@ -30,6 +30,8 @@ from .segmentation.blocks import DEFAULT_BLOCK_PX, default_overlap_px
 OVERVIEW_SIDE_PX = 2048
 # Below this fraction of tissue pixels an ROI "has no tissue".
 MIN_TISSUE_FRACTION = 0.01
+# ROIs whose (grown) box has more pixels than this are measured without a label image (1 GiB).
+MAX_LABEL_PIXELS = 16384 * 16384
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class RoiMeasurement:
     roi: ROI
     result: Ki67Result
     nuclei: Nuclei
-    labels: np.ndarray
+    labels: np.ndarray | None  # None for ROIs too large to hold a label image
     origin_px: tuple[int, int]
     config: Ki67Config = field(default_factory=Ki67Config)
 
@@ -70,12 +72,18 @@ class RatioRun:
         A nucleus inside two overlapping ROIs is measured in each under two ids; here the
         first ROI's id is kept.
         """
-        y0 = min(m.origin_px[0] for m in self.measurements)
-        x0 = min(m.origin_px[1] for m in self.measurements)
-        y1 = max(m.origin_px[0] + m.labels.shape[0] for m in self.measurements)
-        x1 = max(m.origin_px[1] + m.labels.shape[1] for m in self.measurements)
+        kept = [m for m in self.measurements if m.labels is not None]
+        if len(kept) < len(self.measurements):
+            big = [m.roi.name for m in self.measurements if m.labels is None]
+            raise ValueError(f"ROIs {big} are too large to keep a label image; use smaller ROIs")
+        y0 = min(m.origin_px[0] for m in kept)
+        x0 = min(m.origin_px[1] for m in kept)
+        y1 = max(m.origin_px[0] + m.labels.shape[0] for m in kept)
+        x1 = max(m.origin_px[1] + m.labels.shape[1] for m in kept)
+        if (y1 - y0) * (x1 - x0) > MAX_LABEL_PIXELS:
+            raise ValueError("the ROIs span too large a box for one label image; export per ROI")
         out = np.zeros((y1 - y0, x1 - x0), np.uint32)
-        for m in self.measurements:
+        for m in kept:
             oy, ox = m.origin_px[0] - y0, m.origin_px[1] - x0
             view = out[oy : oy + m.labels.shape[0], ox : ox + m.labels.shape[1]]
             paste = (m.labels > 0) & (view == 0)
@@ -203,25 +211,54 @@ def _measure_one(
     # Grow the box so nuclei whose centre is inside the ROI are not cut by the box edge.
     ey0, ex0 = max(0, y0 - overlap), max(0, x0 - overlap)
     ey1, ex1 = min(shape[0], y1 + overlap), min(shape[1], x1 + overlap)
-    crop = np.asarray(seg_arr[ey0:ey1, ex0:ex1, :3])
-    labels = yield from iter_segment_in_blocks(segmenter, crop, mpp, block_px, overlap)
-    dab_crop = crop if dab_arr is seg_arr else np.asarray(dab_arr[ey0:ey1, ex0:ex1, :3])
-    nuclei = measure_nuclei(labels, dab_crop, mpp, vectors, bg, config, origin_px=(ey0, ex0))
-    mask = roi.mask(mpp, (ey0, ex0), labels.shape)
-    cy = np.clip(np.round(nuclei.y - ey0).astype(int), 0, labels.shape[0] - 1)
-    cx = np.clip(np.round(nuclei.x - ex0).astype(int), 0, labels.shape[1] - 1)
-    nuclei = nuclei.select(mask[cy, cx])
+    keep_labels = (ey1 - ey0) * (ex1 - ex0) <= MAX_LABEL_PIXELS
+    parts: list[Nuclei] = []
+
+    def measure_block(labels, block_rgb, origin):
+        # Nuclei are measured block by block, so a whole-slide ROI never sits in memory at once.
+        oy, ox = ey0 + origin[0], ex0 + origin[1]
+        h, w = labels.shape
+        dab = block_rgb if dab_arr is seg_arr else np.asarray(dab_arr[oy : oy + h, ox : ox + w, :3])
+        nuclei = measure_nuclei(labels, dab, mpp, vectors, bg, config, origin_px=(oy, ox))
+        mask = roi.mask(mpp, (oy, ox), (h, w))
+        cy = np.clip(np.round(nuclei.y - oy).astype(int), 0, h - 1)
+        cx = np.clip(np.round(nuclei.x - ox).astype(int), 0, w - 1)
+        parts.append(nuclei.select(mask[cy, cx]))
+
+    crop = seg_arr[ey0:ey1, ex0:ex1, :3]  # lazy for dask / zarr: read block by block
+    labels = yield from iter_segment_in_blocks(
+        segmenter, crop, mpp, block_px, overlap, on_block=measure_block, keep_labels=keep_labels
+    )
+    nuclei = Nuclei.concat(parts)
     # Fresh ids, unique across ROIs, so that all ROIs fit in one label image.
-    lut = np.zeros(int(labels.max()) + 1, np.uint32)
     new_ids = np.arange(first, first + len(nuclei), dtype=np.uint32)
-    lut[nuclei.label] = new_ids
-    roi_labels = lut[labels[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0]]
+    roi_labels = None
+    if labels is not None:
+        lut = np.zeros(int(labels.max()) + 1, np.uint32)
+        lut[nuclei.label] = new_ids
+        roi_labels = lut[labels[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0]]
     nuclei = replace(nuclei, label=new_ids)
-    od_sum = optical_density(dab_crop, bg).sum(axis=-1)
-    no_tissue = (od_sum[mask] > TISSUE_OD_MIN).mean() < MIN_TISSUE_FRACTION if mask.any() else True
-    area = float(mask.sum()) * mpp * mpp
+    area = roi.area_um2 if labels is None else _clipped_area(roi, mpp, (y0, x0), (y1, x1))
+    no_tissue = _tissue_fraction(roi, dab_arr, mpp, bg) < MIN_TISSUE_FRACTION
     result = summarise(nuclei, roi.name, config, area, no_tissue=bool(no_tissue))
     return RoiMeasurement(roi, result, nuclei, roi_labels, (y0, x0), config)
+
+
+def _clipped_area(roi: ROI, mpp: float, top_left, bottom_right) -> float:
+    """ROI area inside the image, in µm² (a partly outside ROI is clipped)."""
+    shape = (bottom_right[0] - top_left[0], bottom_right[1] - top_left[1])
+    return float(roi.mask(mpp, top_left, shape).sum()) * mpp * mpp
+
+
+def _tissue_fraction(roi: ROI, arr, mpp: float, bg) -> float:
+    """Fraction of the ROI's pixels with tissue (OD sum > 0.15), on a view of <= 1024² px."""
+    y0, x0, y1, x1 = roi.bbox_px(mpp, arr.shape[:2])
+    step = max(1, int(np.ceil(max(y1 - y0, x1 - x0) / 1024)))
+    view = np.asarray(arr[y0:y1:step, x0:x1:step, :3])
+    mask = roi.mask(mpp * step, (y0 / step, x0 / step), view.shape[:2])
+    if not mask.any():
+        return 0.0
+    return float((optical_density(view, bg).sum(axis=-1)[mask] > TISSUE_OD_MIN).mean())
 
 
 def _provenance(segmenter, vectors, bg, config, mpp, block_px, overlap, measure_image) -> dict:

@@ -1,9 +1,11 @@
 """Segment large regions in overlapping blocks, with every nucleus whole and counted once.
 
-Each block is a *core* tile of the grid grown by ``overlap_px`` on every side. A nucleus belongs to
-the block whose core holds its centroid and is copied whole from that block's (larger) result.
-Centroids fall in exactly one core, so no nucleus is counted twice; with an overlap larger than a
-nucleus, the owning block sees the nucleus entirely, so none is split at a block border.
+Each block is a *core* tile of the grid grown by ``overlap_px`` on every side. A nucleus is taken
+whole from the first block (in grid order) whose core, widened by a small margin, holds its
+centroid; later blocks that find the same nucleus again (a centroid closer than its radius to
+one already taken) drop it. The margin matters: two blocks segment a border nucleus slightly
+differently, and with strict cores its centroid could fall outside both. With an overlap larger
+than a nucleus plus the margin, the taking block sees the nucleus entirely, so none is split.
 """
 
 from __future__ import annotations
@@ -63,11 +65,20 @@ def iter_segment_in_blocks(
     mpp: float,
     block_px: int = DEFAULT_BLOCK_PX,
     overlap_px: int | None = None,
-) -> Generator[Progress, None, np.ndarray]:
+    *,
+    on_block: Callable | None = None,
+    keep_labels: bool = True,
+) -> Generator[Progress, None, np.ndarray | None]:
     """Yield a ``Progress`` per block; return the (H, W) uint32 labels of the whole region.
 
     ``rgb`` is anything sliceable as (y, x, 3) (numpy, dask, zarr): only one block is read at a
     time. Stop iterating to cancel.
+
+    ``on_block(labels, block_rgb, origin_px)`` is called for each block with the nuclei that
+    block owns (the others zeroed), under ids unique over the region, ``origin_px`` being the
+    block's (y, x) in the region: callers can measure block by block. With ``keep_labels=False``
+    the region's label image is never assembled (None is returned), so regions too large to
+    hold a label image for can still be measured.
     """
     if block_px <= 0:
         raise ValueError(f"block_px must be > 0, got {block_px}")
@@ -75,23 +86,38 @@ def iter_segment_in_blocks(
     if overlap_px < 0:
         raise ValueError(f"overlap_px must be >= 0, got {overlap_px}")
     h, w = rgb.shape[:2]
-    out = np.zeros((h, w), np.uint32)
     cores = block_grid((h, w), block_px)
     if len(cores) == 1:
         # One block: no borders to reconcile.
         yield Progress(0, 1, "segmenting")
-        labels = yield from _segment(segmenter, np.asarray(rgb), mpp)
+        block = np.asarray(rgb)
+        labels = _relabel((yield from _segment(segmenter, block, mpp)))
+        if on_block is not None:
+            on_block(labels, block, (0, 0))
         yield Progress(1, 1, "segmentation done")
-        return _relabel(labels)
-    next_label = 1
+        return labels if keep_labels else None
+    out = np.zeros((h, w), np.uint32) if keep_labels else None
+    next_label, taken = 1, []
+    margin = max(2, min(overlap_px // 4, 16))
     for i, (y0, y1, x0, x1) in enumerate(cores):
         yield Progress(i, len(cores), f"segmenting block {i + 1}/{len(cores)}")
         ey0, ey1 = max(0, y0 - overlap_px), min(h, y1 + overlap_px)
         ex0, ex1 = max(0, x0 - overlap_px), min(w, x1 + overlap_px)
-        labels = yield from _segment(segmenter, np.asarray(rgb[ey0:ey1, ex0:ex1]), mpp)
-        next_label = _paste_owned(labels, (y0, y1, x0, x1), (ey0, ex0), out, next_label)
+        block = np.asarray(rgb[ey0:ey1, ex0:ex1])
+        labels = yield from _segment(segmenter, block, mpp)
+        core = (y0 - margin, y1 + margin, x0 - margin, x1 + margin)
+        owned, n_owned = _owned(labels, core, (ey0, ex0), next_label, taken)
+        next_label += n_owned
+        if n_owned and on_block is not None:
+            on_block(owned, block, (ey0, ex0))
+        if n_owned and out is not None:
+            region = out[ey0:ey1, ex0:ex1]
+            # Pixels already claimed by a neighbour's nucleus stay with it.
+            free = (owned > 0) & (region == 0)
+            region[free] = owned[free]
     yield Progress(len(cores), len(cores), "segmentation done")
-    return _relabel(out)
+    # Ids are 1..N in block order already (no relabelling: on_block callers keep them).
+    return out
 
 
 def segment_in_blocks(
@@ -106,23 +132,27 @@ def segment_in_blocks(
     return drain(iter_segment_in_blocks(segmenter, rgb, mpp, block_px, overlap_px), progress)
 
 
-def _paste_owned(labels, core, origin, out, next_label) -> int:
-    """Copy the nuclei whose centroid lies in ``core`` into ``out`` under fresh ids."""
+def _owned(labels, core, origin, next_label, taken: list) -> tuple[np.ndarray, int]:
+    """The nuclei of a block to keep, under fresh ids from ``next_label``.
+
+    Kept: centroid inside ``core`` (region coordinates) and not within its own radius of a
+    centroid in ``taken`` (nuclei kept from earlier blocks), which it then joins.
+    """
     y0, y1, x0, x1 = core
     ey0, ex0 = origin
-    ids, cy, cx = _centroids(labels)
-    owned = (cy + ey0 >= y0) & (cy + ey0 < y1) & (cx + ex0 >= x0) & (cx + ex0 < x1)
-    if not owned.any():
-        return next_label
-    # Map owned labels to fresh global ids, everything else to 0.
-    lut = np.zeros(int(labels.max()) + 1, np.uint32)
-    lut[ids[owned]] = np.arange(next_label, next_label + owned.sum(), dtype=np.uint32)
-    mapped = lut[labels]
-    region = out[ey0 : ey0 + labels.shape[0], ex0 : ex0 + labels.shape[1]]
-    # Pixels already claimed by a neighbour's nucleus stay with it: no pixel has two owners.
-    free = (mapped > 0) & (region == 0)
-    region[free] = mapped[free]
-    return next_label + int(owned.sum())
+    ids, cy, cx, area = _centroids(labels)
+    gy, gx = cy + ey0, cx + ex0
+    owned = (gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1)
+    if owned.any() and taken:
+        from scipy.spatial import cKDTree
+
+        dist, _ = cKDTree(np.concatenate(taken)).query(np.stack([gy, gx], 1))
+        owned &= dist >= np.sqrt(area / np.pi)
+    n = int(owned.sum())
+    taken.append(np.stack([gy[owned], gx[owned]], 1))
+    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.uint32)
+    lut[ids[owned]] = np.arange(next_label, next_label + n, dtype=np.uint32)
+    return lut[labels], n
 
 
 def _segment(segmenter, block: np.ndarray, mpp: float):
@@ -144,11 +174,11 @@ def _checked(segmenter, block: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Label ids (> 0) present and their centroid (y, x), via bincount (fast, no Python loop)."""
+def _centroids(labels: np.ndarray):
+    """Label ids (> 0), centroids (y, x) and areas (px), via bincount (no Python loop)."""
     pix = np.flatnonzero(labels)  # nuclei cover a fraction of the block: skip the rest
     if pix.size == 0:
-        return np.zeros(0, np.intp), np.zeros(0), np.zeros(0)
+        return np.zeros(0, np.intp), np.zeros(0), np.zeros(0), np.zeros(0)
     flat = labels.ravel()[pix].astype(np.intp)
     counts = np.bincount(flat)
     ids = np.nonzero(counts)[0]
@@ -156,7 +186,7 @@ def _centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     yy, xx = np.divmod(pix, labels.shape[1])
     sy = np.bincount(flat, weights=yy, minlength=counts.size)
     sx = np.bincount(flat, weights=xx, minlength=counts.size)
-    return ids, sy[ids] / counts[ids], sx[ids] / counts[ids]
+    return ids, sy[ids] / counts[ids], sx[ids] / counts[ids], counts[ids].astype(float)
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
