@@ -382,12 +382,7 @@ def open_virtual_stain(
             mask, ds[mask_lv], grid, ds[plan.level], config.tissue.min_tile_fraction
         )
     if norm_stats is None and config.norm == "slide" and _has_instance_norm(engine.module):
-        from .models import collect_norm_stats
-
-        tiles = _norm_tiles(slide, plan, tissue, config.norm_tiles)
-        norm_stats = collect_norm_stats(
-            engine.module, tiles, engine.device, normalisation=engine.card.normalisation
-        )
+        norm_stats = _gather_norm_stats(engine, _norm_tiles(slide, plan, tissue, config.norm_tiles))
     if norm_stats is not None:
         engine.fix_norm_stats(norm_stats)
         plan = replace(plan, norm_sha256=norm_stats.sha256())
@@ -401,6 +396,20 @@ def open_virtual_stain(
             cache_dir=cache_dir, norm_stats=norm_stats, tissue=tissue,
         )  # fmt: skip
     return VirtualStain(slide, engine, plan, cache, tissue, spec=spec)
+
+
+def _gather_norm_stats(engine: StainEngine, tiles: np.ndarray):
+    """Per-slide statistics, gathered at the engine's precision (as fast as staining a tile)."""
+    import torch
+
+    from .models import collect_norm_stats
+    from .models.device import autocast_dtype
+
+    dtype = autocast_dtype(engine.precision, engine.device)
+    with torch.autocast(engine.device.type, dtype=dtype, enabled=dtype is not None):
+        return collect_norm_stats(
+            engine.module, tiles, engine.device, normalisation=engine.card.normalisation
+        )
 
 
 def _has_instance_norm(module) -> bool:
