@@ -113,3 +113,21 @@ def test_download_fails_fast_offline(tmp_path):
     assert not (tmp_path / "w.safetensors").exists()
     with pytest.raises(ModelDownloadError, match="needs both url and sha256"):
         download_model(ModelCard(name="n", arch="paper"), root=tmp_path)
+
+
+def test_listing_models_does_not_import_torch(user_dir):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from napari_virtualstain.core.models import list_models, ModelCard\n"
+        "names = sorted(e.name for e in list_models())\n"
+        "print(names, 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("False")
+    assert "tiny-he2ki67" in result.stdout
