@@ -219,9 +219,12 @@ class Ki67Widget(QWidget):
 
     def _on_done(self, layer, run) -> None:
         self.runs[layer.name] = run
-        self._show_layers(layer, run)
-        self._fill_table()
         notes = [w for r in run.results for w in r.warnings]
+        try:
+            self._show_layers(layer, run)
+        except ValueError as err:  # ROIs too large for a label image: results only
+            notes.insert(0, f"No nuclei layer: {err}.")
+        self._fill_table()
         self._finish("Done. " + " ".join(notes))
 
     # -- layers --------------------------------------------------------------------------------
@@ -313,6 +316,9 @@ class Ki67Widget(QWidget):
         run = self.runs[image_name or next(reversed(self.runs))]
         feats = roi_features([m.roi for m in run.measurements], run.mpp, run.results)
         for m in run.measurements:
+            if m.labels is None:  # too large to outline: the ROI's results are still written
+                self.status.setText(f"ROI {m.roi.name!r}: nuclei not exported (ROI too large)")
+                continue
             feats += nuclei_features(m.labels, m.nuclei, m.origin_px, m.config.class_names)
         return write_geojson(path, feats)
 

@@ -85,12 +85,15 @@ def ratio(
     provenance = {**run.provenance, "image": str(image), "roi_file": _str(roi_path)}
     if json_out:
         _write_json(json_out, run, provenance)
-    if labels_out:
-        _write_labels(labels_out, run, provenance)
     if nuclei_csv:
         _write_nuclei_csv(nuclei_csv, run)
-    if geojson_out:
-        _write_geojson(geojson_out, run)
+    try:
+        if labels_out:
+            _write_labels(labels_out, run, provenance)
+        if geojson_out:
+            _write_geojson(geojson_out, run)
+    except ValueError as err:  # ROIs too large for a label image
+        raise click.ClickException(str(err)) from err
 
 
 def _str(p):
@@ -183,6 +186,10 @@ def _write_geojson(path: Path, run) -> None:
     rois = [m.roi for m in run.measurements]
     feats = roi_features(rois, run.mpp, run.results)
     for m in run.measurements:
+        if m.labels is None:
+            raise ValueError(
+                f"ROI {m.roi.name!r} is too large to outline its nuclei; use smaller ROIs"
+            )
         feats += nuclei_features(m.labels, m.nuclei, m.origin_px, m.config.class_names)
     write_geojson(path, feats)
 
