@@ -106,10 +106,27 @@ def level0(image):
 
 
 def overview(image, side_px: int = OVERVIEW_SIDE_PX) -> np.ndarray:
-    """A small (strided, so unblended) view of the whole image for glass and stain estimates."""
-    arr = level0(image)
-    step = max(1, int(np.ceil(max(arr.shape[:2]) / side_px)))
-    return np.asarray(arr[::step, ::step, :3])
+    """A small view of the whole image for glass and stain estimates."""
+    return _small_view(image, (0, 0, *level0(image).shape[:2]), side_px)[0]
+
+
+def _small_view(image, box_px, side_px: int) -> tuple[np.ndarray, float]:
+    """The level-0 box (y0, x0, y1, x1) at most ``side_px`` per side, and its downsample.
+
+    A slide's pyramid level is used where one is coarse enough: striding level 0 of a dask
+    array would still read every chunk of it.
+    """
+    y0, x0, y1, x1 = box_px
+    levels = getattr(image, "levels", None) or [level0(image)]
+    full_h = levels[0].shape[0]
+    for arr in reversed(levels):  # coarsest first: the first one big enough wins
+        down = full_h / arr.shape[0]
+        if max(y1 - y0, x1 - x0) / down >= min(side_px, max(y1 - y0, x1 - x0)) or arr is levels[0]:
+            break
+    ly0, lx0 = int(y0 / down), int(x0 / down)
+    ly1, lx1 = max(ly0 + 1, int(np.ceil(y1 / down))), max(lx0 + 1, int(np.ceil(x1 / down)))
+    step = max(1, int(np.ceil(max(ly1 - ly0, lx1 - lx0) / side_px)))
+    return np.asarray(arr[ly0:ly1:step, lx0:lx1:step, :3]), down * step
 
 
 def make_segmenter(name: str, stains: StainVectors, background_rgb, he: bool = False, **options):
@@ -168,10 +185,11 @@ def iter_measure_rois(
     shape = tuple(int(s) for s in seg_arr.shape[:2])
     rois = validate_rois(rois or [ROI.whole_image(shape, mpp)], shape, mpp)
     yield Progress(0, len(rois), "estimating background and stains")
-    small = overview(dab_arr)
+    dab_image = image if measure_image is None else measure_image
+    small = overview(dab_image)
     bg = estimate_background(small) if background_rgb is None else np.asarray(background_rgb, float)
     vectors = resolve_stains(stains, small)
-    seg_bg = bg if measure_image is None else estimate_background(overview(seg_arr))
+    seg_bg = bg if measure_image is None else estimate_background(overview(image))
     if isinstance(segmenter, str):
         segmenter = make_segmenter(segmenter, vectors, seg_bg, he=segment_he)
     overlap = default_overlap_px(segmenter, mpp) if overlap_px is None else overlap_px
@@ -181,7 +199,7 @@ def iter_measure_rois(
         m = yield from _measure_one(
             roi,
             seg_arr,
-            dab_arr,
+            dab_image,
             mpp,
             segmenter,
             vectors,
@@ -204,9 +222,10 @@ def measure_rois(image, mpp, rois=None, progress=None, **kwargs) -> RatioRun:
 
 
 def _measure_one(
-    roi, seg_arr, dab_arr, mpp, segmenter, vectors, bg, config, block_px, overlap, first
+    roi, seg_arr, dab_image, mpp, segmenter, vectors, bg, config, block_px, overlap, first
 ):
     shape = seg_arr.shape[:2]
+    dab_arr = level0(dab_image)
     y0, x0, y1, x1 = roi.bbox_px(mpp, shape)
     # Grow the box so nuclei whose centre is inside the ROI are not cut by the box edge.
     ey0, ex0 = max(0, y0 - overlap), max(0, x0 - overlap)
@@ -239,7 +258,7 @@ def _measure_one(
         roi_labels = lut[labels[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0]]
     nuclei = replace(nuclei, label=new_ids)
     area = roi.area_um2 if labels is None else _clipped_area(roi, mpp, (y0, x0), (y1, x1))
-    no_tissue = _tissue_fraction(roi, dab_arr, mpp, bg) < MIN_TISSUE_FRACTION
+    no_tissue = _tissue_fraction(roi, dab_image, mpp, bg) < MIN_TISSUE_FRACTION
     result = summarise(nuclei, roi.name, config, area, no_tissue=bool(no_tissue))
     return RoiMeasurement(roi, result, nuclei, roi_labels, (y0, x0), config)
 
@@ -250,12 +269,11 @@ def _clipped_area(roi: ROI, mpp: float, top_left, bottom_right) -> float:
     return float(roi.mask(mpp, top_left, shape).sum()) * mpp * mpp
 
 
-def _tissue_fraction(roi: ROI, arr, mpp: float, bg) -> float:
+def _tissue_fraction(roi: ROI, image, mpp: float, bg) -> float:
     """Fraction of the ROI's pixels with tissue (OD sum > 0.15), on a view of <= 1024² px."""
-    y0, x0, y1, x1 = roi.bbox_px(mpp, arr.shape[:2])
-    step = max(1, int(np.ceil(max(y1 - y0, x1 - x0) / 1024)))
-    view = np.asarray(arr[y0:y1:step, x0:x1:step, :3])
-    mask = roi.mask(mpp * step, (y0 / step, x0 / step), view.shape[:2])
+    box = roi.bbox_px(mpp, level0(image).shape[:2])
+    view, down = _small_view(image, box, 1024)
+    mask = roi.mask(mpp * down, (box[0] / down, box[1] / down), view.shape[:2])
     if not mask.any():
         return 0.0
     return float((optical_density(view, bg).sum(axis=-1)[mask] > TISSUE_OD_MIN).mean())
