@@ -318,15 +318,21 @@ def _restore(spec: dict) -> VirtualStain:
 
 
 def _norm_tiles(slide, plan, tissue, n: int) -> np.ndarray:
-    """Up to ``n`` evenly spread tissue tiles (model resolution) for per-slide statistics."""
-    grid = TileGrid(tuple(slide.levels[plan.level].shape[:2]), plan.tile_px)
+    """Up to ``n`` evenly spread tissue tiles (model resolution) for per-slide statistics.
+
+    They have the card's training tile size, not the (maybe larger) inference tile: the
+    statistics are per-channel moments, and gathering them should cost little.
+    """
+    side = plan.card_tile_px
+    src = side if plan.scale == 1.0 else max(plan.stride_px, round(side / plan.scale))
+    grid = TileGrid(tuple(slide.levels[plan.level].shape[:2]), src)
     cand = [t for t in grid.tiles() if tissue is None or tissue[t]] or list(grid.tiles())
     picks = [cand[i] for i in np.linspace(0, len(cand) - 1, min(n, len(cand))).astype(int)]
     tiles = []
     for r, c in dict.fromkeys(picks):
         b = grid.core(r, c)
-        rgb = slide.read_region(plan.level, b.y, b.x, plan.tile_px, plan.tile_px)
-        tiles.append(_resize(rgb, (plan.model_tile_px, plan.model_tile_px)))
+        rgb = slide.read_region(plan.level, b.y, b.x, src, src)
+        tiles.append(_resize(rgb, (side, side)))
     return np.stack(tiles)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -123,6 +124,7 @@ class StainPlan:
     blend_px: int
     model_tile_px: int
     model_halo_px: int
+    card_tile_px: int
     stride_px: int
     receptive_field_px: int
     mode: str
@@ -319,6 +321,7 @@ def make_plan(
         halo_px=halo_src,
         blend_px=blend,
         model_tile_px=model_tile,
+        card_tile_px=round_up(card.tile_px, m),
         model_halo_px=halo,
         stride_px=m,
         receptive_field_px=int(rf),
@@ -332,10 +335,16 @@ def make_plan(
 
 
 def _receptive_field(card) -> int:
+    return _arch_receptive_field(card.arch, json.dumps(card.arch_kwargs, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=32)
+def _arch_receptive_field(arch: str, kwargs_json: str) -> int:
     from .models import arch_receptive_field
 
-    # The support depends on the architecture, not the weights: measured on a width-4 copy.
-    return int(arch_receptive_field(card.arch, **card.arch_kwargs).rf_px)
+    # The support depends on the architecture, not the weights: measured once per process on
+    # a width-4 copy.
+    return int(arch_receptive_field(arch, **json.loads(kwargs_json)).rf_px)
 
 
 def _choose_level(slide, card, config: StainConfig, mpp: float | None):
