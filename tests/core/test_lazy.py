@@ -176,3 +176,15 @@ def test_the_same_engine_serves_ihc_to_virtual_he(model):
     assert vs.metadata["model"]["direction"] == "ki67->he"
     out = vs.levels[0].compute()
     assert out.shape == ki67.shape and np.abs(out.astype(int) - ki67).mean() > 10
+
+
+def test_inference_tiles_larger_than_the_card_tile(he, model):
+    rgb = np.full((256, 384, 3), 250, np.uint8)
+    rgb[:, :128] = he[:256, :128]  # tissue only in the first engine tile column
+    vs = open_virtual_stain(make_slide(rgb), model, device="cpu", precision="fp32",
+                            tile_px=128, cache=fresh_cache())  # fmt: skip
+    assert vs.plan.tile_px == 128 and vs.plan.card_tile_px == 64
+    assert vs.tissue.shape == (2, 3) and vs.tissue[:, 0].all() and not vs.tissue[:, 2].any()
+    whole = vs.engine.stain_image(rgb)  # crop mode, fixed statistics: still exact
+    tiled = vs.levels[0].compute()
+    assert np.abs(tiled[:, :128].astype(int) - whole[:, :128]).max() <= 1

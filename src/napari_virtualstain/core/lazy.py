@@ -326,7 +326,13 @@ def _norm_tiles(slide, plan, tissue, n: int) -> np.ndarray:
     side = plan.card_tile_px
     src = side if plan.scale == 1.0 else max(plan.stride_px, round(side / plan.scale))
     grid = TileGrid(tuple(slide.levels[plan.level].shape[:2]), src)
-    cand = [t for t in grid.tiles() if tissue is None or tissue[t]] or list(grid.tiles())
+
+    def in_tissue(t: tuple[int, int]) -> bool:  # looked up on the engine's (coarser) grid
+        b = grid.core(*t)
+        cy, cx = b.y + b.h // 2, b.x + b.w // 2
+        return tissue is None or bool(tissue[cy // plan.tile_px, cx // plan.tile_px])
+
+    cand = [t for t in grid.tiles() if in_tissue(t)] or list(grid.tiles())
     picks = [cand[i] for i in np.linspace(0, len(cand) - 1, min(n, len(cand))).astype(int)]
     tiles = []
     for r, c in dict.fromkeys(picks):
