@@ -9,8 +9,11 @@ Steps: (1) cut 256 px tiles at 0.5 µm/px from the redistributable samples in /w
 (H&E: OS-1 crop, CMU-1 small region, the TCGA slide, stardist's histo.jpg; Ki-67: OS-2 crop) and
 hold out the bottom 20 % of each slide (tiles touching that band are not trained on;
 slides too small for such a band, OS-1 and histo.jpg, are all training data); (2) train
-the paper's generator at reduced width (skip + SSIM variant) on random 128 px crops, one CPU
-thread, until the epochs or the time budget run out; (3) export the best epoch (held-out
+the paper's generator at reduced width (ngf 8, 10 blocks; skip + SSIM variant, λ = β = 5) on
+random 128 px crops, one CPU thread, until the epochs or the time budget run out. Departures from
+the paper, for a CPU budget of ~35 minutes: batch 2 (more updates per minute), a narrower
+discriminator (ndf 16: at ndf 32 it overpowered the small generators, whose Ki-67 came out
+colour-inverted) and identity loss 0.5 (keeps glass white in both directions); (3) export the best epoch (held-out
 reconstruction SSIM) as fp16 safetensors + model cards into the package (``--export``), with the
 held-out metrics and Ki-67 labelling indices measured on the fp16 weights, and preview PNGs
 (sample | translated | reconstructed) in --work/previews (scripts/_demo_export.py).
