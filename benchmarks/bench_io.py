@@ -38,7 +38,8 @@ def write_synthetic_pyramid(path: Path, side_px: int) -> Path:
         opts = {
             "tile": (TILE_PX, TILE_PX),
             "photometric": "rgb",
-            "compression": "zlib", "compressionargs": {"level": 1},
+            "compression": "zlib",
+            "compressionargs": {"level": 1},
             "dtype": np.uint8,
         }
         tif.write(

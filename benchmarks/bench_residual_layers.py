@@ -38,23 +38,33 @@ def main() -> None:
     base = best_of(lambda: virtual.astype(np.float32) - real.astype(np.float32))
     sk = best_of(
         lambda: structural_similarity(
-            virtual, real, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-            channel_axis=-1, data_range=255, full=True,
+            virtual,
+            real,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            channel_axis=-1,
+            data_range=255,
+            full=True,
         ),
         repeats=1,
     )
-    print(f"view {VIEW_PX} x {VIEW_PX} px; baseline numpy difference {base:.3f} s; "
-          f"skimage SSIM map {sk:.2f} s")
+    print(
+        f"view {VIEW_PX} x {VIEW_PX} px; baseline numpy difference {base:.3f} s; "
+        f"skimage SSIM map {sk:.2f} s"
+    )
     print(f"{'layer':<14}{'in memory s':>12}{'x numpy diff':>14}{'lazy 512-px s':>15}{'ratio':>8}")
     for kind in R.RESIDUAL_KINDS:
         eager = best_of(lambda k=kind: R.residual_map(k, virtual, real, backgrounds=bg), 1)
-        lazy_arr = R.lazy_residual_map(kind, da.from_array(virtual), da.from_array(real),
-                                       chunk_px=512, backgrounds=bg)
+        lazy_arr = R.lazy_residual_map(
+            kind, da.from_array(virtual), da.from_array(real), chunk_px=512, backgrounds=bg
+        )
         with dask.config.set(scheduler="threads", num_workers=2):
             lazy = best_of(lazy_arr.compute, 1)
         extra = f"  (skimage SSIM map: x{eager / sk:.2f})" if kind == "ssim" else ""
-        print(f"{kind:<14}{eager:>12.2f}{eager / base:>14.1f}{lazy:>15.2f}{lazy / eager:>8.2f}"
-              f"{extra}")
+        print(
+            f"{kind:<14}{eager:>12.2f}{eager / base:>14.1f}{lazy:>15.2f}{lazy / eager:>8.2f}{extra}"
+        )
     labels = np.zeros(real.shape[:2], np.int32)
     yy, xx = np.mgrid[0:VIEW_PX:32, 0:VIEW_PX:32]
     for i, (y, x) in enumerate(zip(yy.ravel(), xx.ravel(), strict=True), start=1):
