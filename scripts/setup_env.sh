@@ -10,13 +10,17 @@ command -v "$PY" >/dev/null || PY=python3
 APT_PKGS="xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0 \
 libxcb-xkb1 libxkbcommon-x11-0 libxcb-randr0 libxcb-shape0 libxcb-cursor0 libegl1 libgl1 libglx-mesa0 \
 libgl1-mesa-dri libdbus-1-3 libfontconfig1 fontconfig libllvm15"
-if ! command -v xvfb-run >/dev/null 2>&1; then
+missing=""
+if command -v dpkg >/dev/null 2>&1; then
+  for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+fi
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing apt packages for Xvfb"
+    echo "[setup] installing apt packages:$missing"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends $APT_PKGS >/dev/null
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null
   else
-    echo "[setup] xvfb-run not found and cannot apt-get install it; GUI tests need a display" >&2
+    echo "[setup] missing system packages (install them for GUI tests):$missing" >&2
   fi
 fi
 
