@@ -58,7 +58,7 @@ class Counter:
 
 def test_stitched_result_equals_whole_image_inference(he, model):
     rgb = he[100:292, 200:392]
-    vs = open_virtual_stain(make_slide(rgb), model, device="cpu", precision="fp32",
+    vs = open_virtual_stain(make_slide(rgb), model, device="cpu", precision="fp32", tile_px=64,
                             cache=fresh_cache())  # fmt: skip
     assert vs.plan.mode == "crop" and vs.plan.norm == "slide"
     tiled = vs.levels[0].compute()
@@ -94,7 +94,7 @@ def test_blending_leaves_no_step_at_tile_boundaries(he, model):
 
 
 def test_only_requested_tiles_reach_the_generator(he, model):
-    vs = open_virtual_stain(make_slide(he[:512, :512]), model, device="cpu", precision="fp32",
+    vs = open_virtual_stain(make_slide(he[:512, :512]), model, device="cpu", precision="fp32", tile_px=64,
                             cache=fresh_cache())  # fmt: skip
     calls = Counter(vs.engine.module)
     view = Box(100, 100, 128, 192)
@@ -108,7 +108,12 @@ def test_only_requested_tiles_reach_the_generator(he, model):
 def test_cache_hits_and_restart_from_the_disk_cache(he, model, tmp_path):
     rgb = he[:256, :256]
     vs = open_virtual_stain(
-        make_slide(rgb), model, device="cpu", precision="fp32", cache=fresh_cache(tmp_path)
+        make_slide(rgb),
+        model,
+        device="cpu",
+        precision="fp32",
+        tile_px=64,
+        cache=fresh_cache(tmp_path),
     )
     first = vs.levels[0][:128, :128].compute()
     calls = Counter(vs.engine.module)
@@ -116,7 +121,7 @@ def test_cache_hits_and_restart_from_the_disk_cache(he, model, tmp_path):
     assert calls.n == 0
     np.testing.assert_array_equal(first, again)
     # a new process: empty memory, same disk folder
-    restarted = open_virtual_stain(make_slide(rgb), model, device="cpu", precision="fp32",
+    restarted = open_virtual_stain(make_slide(rgb), model, device="cpu", precision="fp32", tile_px=64,
                                    cache=fresh_cache(tmp_path))  # fmt: skip
     calls = Counter(restarted.engine.module)
     np.testing.assert_array_equal(restarted.levels[0][:128, :128].compute(), first)
@@ -127,7 +132,7 @@ def test_background_tiles_are_painted_and_never_inferred(he, model):
     rgb = np.full((256, 256, 3), 250, np.uint8)
     rgb[:128, :128] = he[:128, :128]  # one tissue quadrant = 4 tiles of 64
     vs = open_virtual_stain(
-        make_slide(rgb), model, device="cpu", precision="fp32", cache=fresh_cache()
+        make_slide(rgb), model, device="cpu", precision="fp32", tile_px=64, cache=fresh_cache()
     )
     assert vs.tissue.sum() == 4
     calls = Counter(vs.engine.module)
@@ -139,7 +144,7 @@ def test_background_tiles_are_painted_and_never_inferred(he, model):
 
 def test_coarse_levels_show_only_computed_tiles(he, model):
     rgb = he[:256, :256]
-    vs = open_virtual_stain(make_slide(rgb, n_levels=2), model, device="cpu", precision="fp32",
+    vs = open_virtual_stain(make_slide(rgb, n_levels=2), model, device="cpu", precision="fp32", tile_px=64,
                             cache=fresh_cache())  # fmt: skip
     assert len(vs.levels) == 2 and vs.levels[1].shape == (128, 128, 3)
     before = vs.levels[1].compute()
@@ -153,7 +158,7 @@ def test_coarse_levels_show_only_computed_tiles(he, model):
 
 
 def test_preview_is_labelled_and_provenance_is_complete(he, model):
-    vs = open_virtual_stain(make_slide(he[:256, :256], n_levels=2), model, device="cpu", precision="fp32",
+    vs = open_virtual_stain(make_slide(he[:256, :256], n_levels=2), model, device="cpu", precision="fp32", tile_px=64,
                             preview_level=1, cache=fresh_cache())  # fmt: skip
     assert "PREVIEW" in vs.name and vs.metadata["preview"] is True
     assert vs.plan.level == 1 and vs.levels[0].shape == (128, 128, 3)
@@ -170,7 +175,7 @@ def test_the_same_engine_serves_ihc_to_virtual_he(model):
 
     card = replace(model.card, direction="ki67->he", name="tiny-rev")
     reverse = LoadedModel(module=model.module, card=card, path=None)
-    vs = open_virtual_stain(make_slide(ki67), reverse, device="cpu", precision="fp32",
+    vs = open_virtual_stain(make_slide(ki67), reverse, device="cpu", precision="fp32", tile_px=64,
                             cache=fresh_cache())  # fmt: skip
     assert vs.name == "virtual he (tiny-rev)"
     assert vs.metadata["model"]["direction"] == "ki67->he"

@@ -103,11 +103,20 @@ def test_plan_picks_the_level_matching_the_model_mpp():
 
 
 def test_plan_resamples_when_no_level_matches_and_says_so():
-    engine = StainEngine(tiny(mpp=0.5), StainConfig(device="cpu"))
+    engine = StainEngine(tiny(mpp=0.5), StainConfig(device="cpu", tile_px=64))
     plan = make_plan(slide(0.3), engine)
     assert plan.level == 0 and plan.scale == pytest.approx(0.6)
     assert plan.resampled and "resampled x0.600" in plan.statement
     assert plan.tile_px == round(64 / 0.6)
+
+
+def test_default_tile_grows_to_twice_the_halo_with_slide_statistics():
+    engine = StainEngine(tiny(mpp=0.5), StainConfig(device="cpu"))  # card tile 64
+    plan = make_plan(slide(0.5), engine)
+    assert plan.model_tile_px >= min(2 * plan.model_halo_px, 512) > 64
+    per_tile = StainEngine(tiny(mpp=0.5), StainConfig(device="cpu", norm="tile"))
+    assert make_plan(slide(0.5), per_tile).model_tile_px == 64  # output would depend on tile size
+    assert engine.batch_size == 1  # CPU default
 
 
 def test_unknown_mpp_is_refused_with_the_slide_name_or_given_explicitly():

@@ -19,7 +19,12 @@ import click
     default="auto",
     show_default=True,
 )
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Tiles per forward pass [default: 1 on CPU, 4 on GPU].",
+)
 @click.option("--tile-px", type=int, help="Tile side at the model's mpp (default: model card).")
 @click.option("--halo-px", type=int, help="Context per side (default: from the receptive field).")
 @click.option("--blend", type=click.Choice(["auto", "crop", "blend"]), default="auto")
@@ -39,7 +44,7 @@ def stain(
     mpp: float | None,
     device: str,
     precision: str,
-    batch_size: int,
+    batch_size: int | None,
     tile_px: int | None,
     halo_px: int | None,
     blend: str,
