@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
-from _ki67_synthetic import grid_of_nuclei  # noqa: E402
+from _ki67_synthetic import grid_of_nuclei, render  # noqa: E402
 
 from napari_virtualstain._qt.ki67_widget import Ki67Widget  # noqa: E402
 from napari_virtualstain.core.geojson import read_geojson  # noqa: E402
@@ -104,6 +104,37 @@ def test_rois_from_shapes_and_virtual_beside_real(qtbot, scene):
     assert [r[:3] for r in rows] == [["ki67", "left", "32"], ["virtual ki67", "left", "32"]]
     real_li, virtual_li = float(rows[0][4]), float(rows[1][4])
     assert float(rows[1][9]) == pytest.approx(virtual_li - real_li, abs=0.11)
+
+
+def test_segment_on_virtual_he_measures_dab_on_ki67(qtbot, scene):
+    from napari_virtualstain.core.deconvolution import QUPATH_HE
+    from napari_virtualstain.core.ki67_pipeline import measure_rois
+
+    viewer, widget, syn = scene
+    # The "virtual H&E": the same nuclei in hematoxylin on eosin-tinted glass, no DAB at all.
+    he = render(
+        syn.centres_px, syn.radii_px, np.zeros(len(syn.positive), bool), syn.rgb.shape[:2], 0.5,
+        stains=QUPATH_HE, hema_od=0.5, seed=9,
+    ).rgb  # fmt: skip
+    viewer.add_image(he, rgb=True, name="virtual he", scale=(0.5, 0.5), metadata={"mpp": 0.5})
+    widget.image_combo.setCurrentText("ki67")
+    widget.mpp_spin.setValue(0.5)
+    assert widget.segment_on_combo.currentText().startswith("—")
+    widget.segment_on_combo.setCurrentText("virtual he")
+    _run(qtbot, widget)
+    assert widget.status.text().startswith("Done"), widget.status.text()
+    expected = measure_rois(he, 0.5, measure_image=syn.rgb, segment_he=True)
+    r = expected.results[0]
+    (row,) = widget.table_rows()
+    assert row[:4] == ["ki67", "whole image", str(r.n_nuclei), str(r.n_positive)]
+    assert r.n_nuclei == 64 and r.n_positive == int(syn.positive.sum())
+    assert widget.runs["ki67"].provenance["dab_measured_on_other_image"] is True
+    assert viewer.layers["Nuclei (ki67)"].data.max() == 64
+    # Layers of different sizes are refused with a clear message, nothing started.
+    viewer.add_image(he[:-5], rgb=True, name="cropped he")
+    widget.segment_on_combo.setCurrentText("cropped he")
+    assert widget.compute() is None
+    assert "differ in size" in widget.status.text() and widget.worker is None
 
 
 def test_cancel_adds_nothing(qtbot, make_napari_viewer):

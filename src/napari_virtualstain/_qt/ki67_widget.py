@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 WHOLE_IMAGE = "(whole image)"
+SAME_LAYER = "— (the measured layer)"
 COLUMNS = (
     "Image", "ROI", "Nuclei", "Positive", "Index %", "Area ratio", "H-score", "Bin", "WHO",
     "Δ index vs real",
@@ -51,6 +52,11 @@ class Ki67Widget(QWidget):
         self.image_combo = QComboBox()
         self.image_combo.currentTextChanged.connect(self._mpp_from_layer)
         self.shapes_combo = QComboBox()
+        self.segment_on_combo = QComboBox()
+        self.segment_on_combo.setToolTip(
+            "Segment nuclei on another RGB layer of the same size (e.g. a virtual H&E made from "
+            "this Ki-67) and measure DAB on the chosen image"
+        )
         self.segmenter_combo = QComboBox()
         self.segmenter_combo.addItems(["builtin", "stardist", "cellpose"])
         self.model_edit = QLineEdit()
@@ -67,6 +73,7 @@ class Ki67Widget(QWidget):
         form = QFormLayout()
         for label, widget in (
             ("Image", self.image_combo), ("ROIs", self.shapes_combo),
+            ("Segment nuclei on", self.segment_on_combo),
             ("Segmenter", self.segmenter_combo), ("Model", self.model_edit),
             ("DAB thresholds", self.threshold_edit), ("Stain vectors", self.stains_combo),
             ("Pixel size", self.mpp_spin),
@@ -117,16 +124,19 @@ class Ki67Widget(QWidget):
         from napari.layers import Image, Shapes
 
         keep_image, keep_shapes = self.image_combo.currentText(), self.shapes_combo.currentText()
+        keep_segment = self.segment_on_combo.currentText()
+        rgb_names = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and ly.rgb]
         self.image_combo.clear()
-        self.image_combo.addItems(
-            [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and ly.rgb]
-        )
+        self.image_combo.addItems(rgb_names)
+        self.segment_on_combo.clear()
+        self.segment_on_combo.addItems([SAME_LAYER] + rgb_names)
         self.shapes_combo.clear()
         self.shapes_combo.addItems(
             [WHOLE_IMAGE] + [ly.name for ly in self.viewer.layers if isinstance(ly, Shapes)]
         )
         self.image_combo.setCurrentText(keep_image)
         self.shapes_combo.setCurrentText(keep_shapes)
+        self.segment_on_combo.setCurrentText(keep_segment)
 
     def _mpp_from_layer(self, name: str) -> None:
         if name not in self.viewer.layers:
@@ -150,13 +160,14 @@ class Ki67Widget(QWidget):
 
         try:
             layer, image, mpp, rois, config = self._inputs(Ki67Config)
+            image, route = self._segment_route(layer, image)
         except (ValueError, KeyError) as err:
             self.status.setText(f"Cannot compute: {err}")
             return None
         segmenter = self._segmenter()
         worker = thread_worker(iter_measure_rois, start_thread=False)(
             image, mpp, rois, segmenter=segmenter, stains=self.stains_combo.currentText(),
-            config=config,
+            config=config, **route,
         )  # fmt: skip
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda run: self._on_done(layer, run))
@@ -186,6 +197,23 @@ class Ki67Widget(QWidget):
             if not rois:
                 raise ValueError("the ROI layer has no shapes")
         return layer, image, mpp, rois, config_cls(thresholds=self.thresholds())
+
+    def _segment_route(self, layer, image):
+        """The image to segment and the extra arguments for seed 003's route (if chosen)."""
+        name = self.segment_on_combo.currentText()
+        if name in ("", SAME_LAYER):
+            return image, {}
+        if name not in self.viewer.layers:
+            raise ValueError(f"the layer {name!r} to segment nuclei on is gone")
+        other = self.viewer.layers[name]
+        seg_image = other.data[0] if other.multiscale else other.data
+        if tuple(seg_image.shape[:2]) != tuple(image.shape[:2]):
+            raise ValueError(
+                f"{name!r} {tuple(seg_image.shape[:2])} and {layer.name!r} "
+                f"{tuple(image.shape[:2])} differ in size: nuclei must be segmented on the same "
+                "pixel grid"
+            )
+        return seg_image, {"measure_image": image, "segment_he": True}
 
     def _segmenter(self):
         name = self.segmenter_combo.currentText()
