@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_virtualstain.core.train.tiles import load_png
+from .tiles import load_png
 
 STATE_NAME = "state.pt"
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_virtualstain.core.train.common import ImagePool, TileSource, TrainProgress
-from napari_virtualstain.core.train.evaluation import make_hasher
-from napari_virtualstain.core.train.layouts import UnpairedSplit
-from napari_virtualstain.core.train.runner import Trainer
+from .common import ImagePool, TileSource, TrainProgress
+from .evaluation import make_hasher
+from .layouts import UnpairedSplit
+from .runner import Trainer
 
 VARIANTS = {  # name -> (skip connections, SSIM loss)
     "plain": (False, False),
@@ -116,7 +116,7 @@ class CycleGANTrainer(Trainer):
     def __init__(self, config: CycleGANConfig, data: UnpairedSplit, run_dir, device=None) -> None:
         import torch
 
-        from napari_virtualstain.core.models import build_discriminator, build_generator
+        from ..models import build_discriminator, build_generator
 
         super().__init__(config, run_dir, device)
         self.data = data
@@ -186,8 +186,8 @@ class CycleGANTrainer(Trainer):
         import torch
         import torch.nn.functional as F
 
-        from napari_virtualstain.core.metrics import ssim_torch
-        from napari_virtualstain.core.models.inference import to_network
+        from ..metrics import ssim_torch
+        from ..models.inference import to_network
 
         c = self.config
         real_a = to_network(real_a_uint8, self.device)
@@ -248,7 +248,7 @@ class CycleGANTrainer(Trainer):
         """Run one generator on uint8 tiles (no gradients); ``direction`` "ab" or "ba"."""
         import torch
 
-        from napari_virtualstain.core.models.inference import from_network, to_network
+        from ..models.inference import from_network, to_network
 
         module = self.g_ab if direction == "ab" else self.g_ba
         with torch.no_grad(), self.autocast():
@@ -256,7 +256,7 @@ class CycleGANTrainer(Trainer):
 
     def evaluate(self) -> dict[str, float]:
         """Reconstruction metrics of held-out A (and P-hash of generated B where paired)."""
-        from napari_virtualstain.core.train.evaluation import (
+        from .evaluation import (
             image_metrics,
             mean_metrics,
             phash_metric,

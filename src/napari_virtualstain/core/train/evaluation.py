@@ -19,7 +19,7 @@ def ms_ssim_fitting(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     value, n_scales : float, int
         With fewer than 5 scales the standard weights of the first scales are renormalised.
     """
-    from napari_virtualstain.core.metrics import MS_SSIM_WEIGHTS, ms_ssim
+    from ..metrics import MS_SSIM_WEIGHTS, ms_ssim
 
     short = min(x.shape[:2])
     n_scales = 1
@@ -31,7 +31,7 @@ def ms_ssim_fitting(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
 
 def image_metrics(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
     """SSIM, MS-SSIM, PSNR and MAE of one uint8 RGB pair (the seed paper's Fig. 3 metrics)."""
-    from napari_virtualstain.core.metrics import mae, psnr, ssim
+    from ..metrics import mae, psnr, ssim
 
     value, n_scales = ms_ssim_fitting(reference, test)
     return {
@@ -53,7 +53,7 @@ def mean_metrics(rows: Sequence[dict[str, float]], prefix: str = "") -> dict[str
 
 def make_hasher(weights: str = "imagenet"):
     """A P-hasher whose network is loaded now, so missing weights fail before training starts."""
-    from napari_virtualstain.core.metrics import PHasher
+    from ..metrics import PHasher
 
     hasher = PHasher(weights)
     _ = hasher.weights_used  # loads the network (or raises with the file to download)
@@ -62,6 +62,6 @@ def make_hasher(weights: str = "imagenet"):
 
 def phash_metric(hasher, generated: np.ndarray, reference: np.ndarray) -> float:
     """Perceptual-hash similarity between a generated tile and its reference (Table 1)."""
-    from napari_virtualstain.core.metrics import hash_correlation
+    from ..metrics import hash_correlation
 
     return hash_correlation(hasher.hash(generated), hasher.hash(reference))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_virtualstain.core.train.layouts import is_test_file
-from napari_virtualstain.core.train.tiles import (
+from .layouts import is_test_file
+from .tiles import (
     TileSpec,
     grid_starts,
     output_shape,
@@ -63,7 +63,7 @@ def grey_uint8(rgb: np.ndarray) -> np.ndarray:
 
 def pair_ssim(he: np.ndarray, ihc: np.ndarray) -> float:
     """Grey-level SSIM between an H&E tile and its IHC partner (same shape, uint8 RGB)."""
-    from napari_virtualstain.core.metrics import ssim
+    from ..metrics import ssim
 
     if he.shape != ihc.shape:
         raise ValueError(f"pair tiles differ in shape: H&E {he.shape} vs IHC {ihc.shape}")
@@ -116,7 +116,7 @@ def register_for_pairs(he_slide, ihc_slide):
     """
     if he_slide.mpp is None or ihc_slide.mpp is None:
         return None
-    from napari_virtualstain.core.registration import register_slides
+    from ..registration import register_slides
 
     return register_slides(he_slide, ihc_slide)
 
@@ -136,7 +136,7 @@ def iter_make_pairs(
     close the generator to cancel. Writes ``out_dir/HE/{train,test}``, ``out_dir/IHC/{train,
     test}`` and ``out_dir/pairs.csv``.
     """
-    from napari_virtualstain.core.io import open_slide
+    from ..io import open_slide
 
     he_slide = open_slide(he_slide) if isinstance(he_slide, str | Path) else he_slide
     ihc_slide = open_slide(ihc_slide) if isinstance(ihc_slide, str | Path) else ihc_slide

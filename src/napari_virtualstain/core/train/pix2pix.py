@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_virtualstain.core.train.common import TrainProgress, crop_and_augment
-from napari_virtualstain.core.train.layouts import PairedSplit
-from napari_virtualstain.core.train.runner import Trainer
-from napari_virtualstain.core.train.tiles import load_png
+from .common import TrainProgress, crop_and_augment
+from .layouts import PairedSplit
+from .runner import Trainer
+from .tiles import load_png
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Pix2PixTrainer(Trainer):
     def __init__(self, config: Pix2PixConfig, data: PairedSplit, run_dir, device=None) -> None:
         import torch
 
-        from napari_virtualstain.core.models import build_discriminator, build_generator
+        from ..models import build_discriminator, build_generator
 
         super().__init__(config, run_dir, device)
         self.data = data
@@ -139,7 +139,7 @@ class Pix2PixTrainer(Trainer):
         """Weighted L1 over the Gaussian pyramid levels of generated and real targets."""
         import torch.nn.functional as F
 
-        from napari_virtualstain.core.models import gaussian_pyramid
+        from ..models import gaussian_pyramid
 
         n = len(self.config.pyramid_weights)
         fakes, reals = gaussian_pyramid(fake, n), gaussian_pyramid(real, n)
@@ -153,7 +153,7 @@ class Pix2PixTrainer(Trainer):
         import torch
         import torch.nn.functional as F
 
-        from napari_virtualstain.core.models.inference import to_network
+        from ..models.inference import to_network
 
         real_a = to_network(real_a_uint8, self.device)
         real_b = to_network(real_b_uint8, self.device)
@@ -191,14 +191,14 @@ class Pix2PixTrainer(Trainer):
     def translate(self, tiles_uint8: np.ndarray) -> np.ndarray:
         import torch
 
-        from napari_virtualstain.core.models.inference import from_network, to_network
+        from ..models.inference import from_network, to_network
 
         with torch.no_grad(), self.autocast():
             return from_network(self.generator(to_network(tiles_uint8, self.device)))
 
     def evaluate(self) -> dict[str, float]:
         """PSNR and SSIM of generated vs real IHC on the test pairs (train pairs if none)."""
-        from napari_virtualstain.core.metrics import psnr, ssim
+        from ..metrics import psnr, ssim
 
         pairs = self.data.test[: self.config.max_eval_tiles] or self.data.train[:4]
         values = {"test_psnr": [], "test_ssim": []}

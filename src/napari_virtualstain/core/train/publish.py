@@ -22,7 +22,7 @@ def register_best(
     FileExistsError
         A model of that name is registered already and ``overwrite`` is False.
     """
-    from napari_virtualstain.core.models import ModelCard, user_models_dir
+    from ..models import ModelCard, user_models_dir
 
     best = Path(run_dir) / "best"
     folders = sorted(p for p in best.glob("*") if (p / "card.json").is_file())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_virtualstain.core.train.common import (
+from .common import (
     STATE_NAME,
     MetricsLog,
     TrainProgress,
@@ -27,7 +27,7 @@ from napari_virtualstain.core.train.common import (
     save_state,
     step_decay,
 )
-from napari_virtualstain.core.train.tiles import load_png
+from .tiles import load_png
 
 # Config fields that may change when a run is resumed (more epochs, another evaluation size).
 RESUMABLE_CHANGES = ("epochs", "max_eval_tiles")
@@ -44,7 +44,7 @@ class Trainer:
     size_multiple: int = 8
 
     def __init__(self, config, run_dir, device=None) -> None:
-        from napari_virtualstain.core.models import choose_device
+        from ..models import choose_device
 
         self.config = config
         self.run_dir = Path(run_dir)
@@ -71,7 +71,7 @@ class Trainer:
         """Autocast context for ``config.precision`` (a no-op in fp32)."""
         import torch
 
-        from napari_virtualstain.core.models.device import autocast_dtype
+        from ..models.device import autocast_dtype
 
         dtype = autocast_dtype(self.config.precision, self.device)
         if dtype is None:
@@ -157,7 +157,7 @@ class Trainer:
         self, folder: Path, metrics: dict[str, float], overwrite: bool = False
     ) -> dict[str, Path]:
         """Each exported generator as safetensors + model card under ``folder/<name>/``."""
-        from napari_virtualstain.core.models import ModelCard, save_model
+        from ..models import ModelCard, save_model
 
         arch, arch_kwargs = self.arch_kwargs()
         written = {}

@@ -223,7 +223,7 @@ def iter_extract_tiles(
     a caller can show progress and cancel by closing the generator. The index CSV is written row
     by row, so a cancelled run leaves a consistent, partial folder.
     """
-    from napari_virtualstain.core.io import open_slide
+    from ..io import open_slide
 
     opened = [open_slide(s) if isinstance(s, str | Path) else s for s in slides]
     index = _prepare_out_dir(Path(out_dir), overwrite)
