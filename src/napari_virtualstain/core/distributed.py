@@ -195,12 +195,13 @@ def _scheduler(scheduler: str | None):
             cluster.close()
 
 
+def _model_loads() -> int:
+    # Module level, so workers import it by reference (a nested function would be pickled by value).
+    from . import lazy
+
+    return lazy.MODEL_LOADS["count"]
+
+
 def worker_model_loads(client) -> dict[str, int]:
     """How many times each worker process loaded a model (for tests and diagnostics)."""
-
-    def loads() -> int:
-        from napari_virtualstain.core import lazy
-
-        return lazy.MODEL_LOADS["count"]
-
-    return client.run(loads)
+    return client.run(_model_loads)
