@@ -68,8 +68,8 @@ def baseline_test_py(module, slide, device, tile_px: int = 256) -> tuple[np.ndar
 
 
 def engine_run(loaded, slide, device, **config) -> dict:
-    from napari_virtualstain.core.cache import MemoryLRU, TileCache
-    from napari_virtualstain.core.lazy import open_virtual_stain
+    from napari_virtualstain.core.engine.cache import MemoryLRU, TileCache
+    from napari_virtualstain.core.engine.lazy import open_virtual_stain
 
     t0 = time.perf_counter()
     vs = open_virtual_stain(slide, loaded, device=device, cache=TileCache(MemoryLRU()), **config)
@@ -140,8 +140,8 @@ def latency(device: str) -> None:
             precision="bf16", tile_px=512, halo_px=32, blend="blend", norm_tiles=4
         ),
     }.items():
-        from napari_virtualstain.core.cache import MemoryLRU, TileCache
-        from napari_virtualstain.core.lazy import open_virtual_stain
+        from napari_virtualstain.core.engine.cache import MemoryLRU, TileCache
+        from napari_virtualstain.core.engine.lazy import open_virtual_stain
 
         t0 = time.perf_counter()
         vs = open_virtual_stain(slide, loaded, device=device, cache=TileCache(MemoryLRU()), **cfg)

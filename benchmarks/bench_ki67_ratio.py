@@ -53,7 +53,7 @@ def baseline_ratio(rgb: np.ndarray, mpp: float, threshold: float = 0.2) -> tuple
 
 
 def ours(rgb: np.ndarray, mpp: float):
-    from napari_virtualstain.core.ki67_pipeline import measure_rois
+    from napari_virtualstain.core.ki67.pipeline import measure_rois
 
     return measure_rois(rgb, mpp).results[0]
 

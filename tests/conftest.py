@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.train_tiles import colour_transform, texture, write_set
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -97,3 +99,40 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip("../shared/data is not next to this checkout")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """Trainer tests run single-threaded: on a shared 2-core box two threads spin on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def unpaired(tmp_path):
+    from napari_virtualstain.core.train.layouts import UnpairedSplit
+
+    he = [texture(i) for i in range(8)]
+    ihc = [colour_transform(texture(100 + i)) for i in range(8)]
+    return UnpairedSplit(
+        train_a=write_set(tmp_path / "trainA", he[:6], "t"),
+        train_b=write_set(tmp_path / "trainB", ihc[:6], "u"),
+        test_a=write_set(tmp_path / "testA", he[6:], "v"),
+        test_b=write_set(tmp_path / "testB", ihc[6:], "w"),
+    )
+
+
+@pytest.fixture
+def paired(tmp_path):
+    from napari_virtualstain.core.train.layouts import PairedSplit
+
+    he = [texture(i) for i in range(10)]
+    ihc = [colour_transform(t) for t in he]
+    he_paths = write_set(tmp_path / "HE", he, "p")
+    ihc_paths = write_set(tmp_path / "IHC", ihc, "p")
+    pairs = tuple(zip(he_paths, ihc_paths, strict=True))
+    return PairedSplit(train=pairs[:8], test=pairs[8:])

@@ -82,7 +82,7 @@ def demo_slides(out: Path, log: Log) -> tuple[list[Path], dict]:
 
 def demo_virtual_stains(out: Path, log: Log) -> tuple[list[Path], dict[str, np.ndarray]]:
     """Virtual Ki-67 of the H&E sample and virtual H&E of the Ki-67 sample, as OME-Zarr."""
-    from napari_virtualstain.core.stain import stain_slide
+    from napari_virtualstain.core.engine import stain_slide
 
     written, images = [], {}
     for key, model, label in (
@@ -105,7 +105,7 @@ def demo_virtual_stains(out: Path, log: Log) -> tuple[list[Path], dict[str, np.n
 
 def demo_ratio(out: Path, images: dict[str, np.ndarray], log: Log) -> list[Path]:
     """Ki-67 ratio: real Ki-67, virtual Ki-67 of the H&E, and seed 003's route on the real Ki-67."""
-    from napari_virtualstain.core.ki67_pipeline import measure_rois
+    from napari_virtualstain.core.ki67.pipeline import measure_rois
 
     mpp = open_slide(sample_path("ki67")).mpp
     runs = {
@@ -150,10 +150,10 @@ def nuclei_overlay(rgb: np.ndarray, run) -> np.ndarray:
 
 def demo_qa(out: Path, images: dict[str, np.ndarray], log: Log) -> list[Path]:
     """Cycle reconstruction of the H&E (H&E -> virtual Ki-67 -> H&E) with residual maps."""
+    from napari_virtualstain.core.engine import stain_image
     from napari_virtualstain.core.metrics import mae, psnr, ssim
     from napari_virtualstain.core.models import load_model
     from napari_virtualstain.core.residual import residual_map
-    from napari_virtualstain.core.stain import stain_image
 
     mpp = open_slide(sample_path("he")).mpp
     he = images["he"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,22 +17,15 @@ import pytest
 pytest.importorskip("stardist")
 pytest.importorskip("torch")
 
+from tests.support.stardist_models import disc_image, write_disc_model  # noqa: E402
+
 RADIUS_PX = 8.0
 CENTRES = [(40 + 60 * i, 40 + 60 * j) for i in range(3) for j in range(3)]
 
 
-def _models_helper():
-    """tests/core/_stardist_models.py (tests are not a package: load it by path)."""
-    path = Path(__file__).resolve().parents[1] / "core" / "_stardist_models.py"
-    spec = importlib.util.spec_from_file_location("_stardist_models_for_gui", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def disc_model(tmp_path_factory):
-    return _models_helper().write_disc_model(tmp_path_factory.mktemp("sd") / "discs", RADIUS_PX)
+    return write_disc_model(tmp_path_factory.mktemp("sd") / "discs", RADIUS_PX)
 
 
 def _segment_in_worker(qtbot, segmenter, rgb, mpp):
@@ -58,7 +50,7 @@ def _canvas(viewer) -> np.ndarray:
 def test_stardist_labels_render_in_a_shown_viewer(make_napari_viewer, qtbot, disc_model):
     from napari_virtualstain.core.segmentation import get_segmenter
 
-    rgb = _models_helper().disc_image((200, 200), CENTRES, RADIUS_PX)
+    rgb = disc_image((200, 200), CENTRES, RADIUS_PX)
     viewer = make_napari_viewer(show=True)
     viewer.add_image(rgb, rgb=True, name="H&E")
     assert _canvas(viewer).max() > 200  # the image really renders (GL works)
@@ -87,7 +79,7 @@ def test_tensorflow_reference_runs_beside_the_viewer(make_napari_viewer, disc_mo
     from napari_virtualstain.core.segmentation._tf_safe import predict_stardist_tf
     from napari_virtualstain.core.segmentation.stardist import StarDistSegmenter, normalize
 
-    rgb = _models_helper().disc_image((160, 160), [(40, 40), (40, 100), (100, 40), (110, 110)], 8)
+    rgb = disc_image((160, 160), [(40, 40), (40, 100), (100, 40), (110, 110)], 8)
     viewer = make_napari_viewer(show=True)
     viewer.add_image(rgb, rgb=True)
     image = normalize(rgb, (40.0, 240.0))

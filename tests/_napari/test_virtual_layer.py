@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 
 from napari_virtualstain._napari.layers import slide_layer_data  # noqa: E402
 from napari_virtualstain._napari.virtual_layer import VirtualOverlay  # noqa: E402
-from napari_virtualstain.core.cache import MemoryLRU, TileCache  # noqa: E402
+from napari_virtualstain.core.engine.cache import MemoryLRU, TileCache  # noqa: E402
+from napari_virtualstain.core.engine.lazy import open_virtual_stain  # noqa: E402
 from napari_virtualstain.core.io import open_slide  # noqa: E402
-from napari_virtualstain.core.lazy import open_virtual_stain  # noqa: E402
 from napari_virtualstain.core.models import LoadedModel, ModelCard, build_generator  # noqa: E402
 from napari_virtualstain.core.samples import sample_path  # noqa: E402
 

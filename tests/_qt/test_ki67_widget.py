@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
-from _ki67_synthetic import grid_of_nuclei, render  # noqa: E402
-
 from napari_virtualstain._qt.ki67_widget import Ki67Widget  # noqa: E402
 from napari_virtualstain.core.geojson import read_geojson  # noqa: E402
+from tests.support.ki67_synthetic import grid_of_nuclei, render  # noqa: E402
 
 
 def _run(qtbot, widget):
@@ -108,7 +103,7 @@ def test_rois_from_shapes_and_virtual_beside_real(qtbot, scene):
 
 def test_segment_on_virtual_he_measures_dab_on_ki67(qtbot, scene):
     from napari_virtualstain.core.deconvolution import QUPATH_HE
-    from napari_virtualstain.core.ki67_pipeline import measure_rois
+    from napari_virtualstain.core.ki67.pipeline import measure_rois
 
     viewer, widget, syn = scene
     # The "virtual H&E": the same nuclei in hematoxylin on eosin-tinted glass, no DAB at all.

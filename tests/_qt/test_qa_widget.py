@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tifffile
 
 from napari_virtualstain._qt.qa_widget import QAWidget
+from tests.support import PACKAGE_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "src/napari_virtualstain/data"
+DATA = PACKAGE_DATA
 MPP = 0.227
 
 

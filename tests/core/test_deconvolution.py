@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _ki67_synthetic import GLASS_RGB, grid_of_nuclei, render
 from skimage import color, data
 
 from napari_virtualstain.core.deconvolution import (
@@ -19,6 +18,7 @@ from napari_virtualstain.core.deconvolution import (
     resolve_stains,
     stain_channel,
 )
+from tests.support.ki67_synthetic import GLASS_RGB, grid_of_nuclei, render
 
 
 def test_matches_skimage_rgb2hed_on_its_ihc_image():

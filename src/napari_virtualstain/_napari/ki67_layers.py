@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_virtualstain.core.ki67_pipeline import RatioRun
+from napari_virtualstain.core.ki67.pipeline import RatioRun
 from napari_virtualstain.core.roi import ROI
 
 POSITIVE_RGBA = (0.95, 0.1, 0.1, 1.0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_virtualstain.core.tiling import Box, map_box, order_centre_out
+from napari_virtualstain.core.engine.tiling import Box, map_box, order_centre_out
 
 
 def slide_from_layer(layer, mpp: float | None = None):
@@ -257,12 +257,12 @@ def _shrink(block: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
 def open_overlay(viewer, source_layer, model, on_ready=None, on_error=None, opacity=0.8, **kwargs):
     """Open the virtual stain off the GUI thread, then add the overlay and fill the view.
 
-    ``kwargs`` go to :func:`napari_virtualstain.core.lazy.open_virtual_stain` (config fields,
+    ``kwargs`` go to :func:`napari_virtualstain.core.engine.lazy.open_virtual_stain` (config fields,
     ``mpp``, ``cache_dir``). Returns the worker; ``on_ready(overlay)`` runs on the GUI thread.
     """
     from napari.qt.threading import create_worker
 
-    from napari_virtualstain.core.lazy import open_virtual_stain
+    from napari_virtualstain.core.engine.lazy import open_virtual_stain
 
     mpp = kwargs.pop("mpp", None)
     slide = slide_from_layer(source_layer, mpp)

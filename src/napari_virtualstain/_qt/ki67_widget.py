@@ -156,7 +156,7 @@ class Ki67Widget(QWidget):
         from napari.qt.threading import thread_worker
 
         from napari_virtualstain.core.ki67 import Ki67Config
-        from napari_virtualstain.core.ki67_pipeline import iter_measure_rois
+        from napari_virtualstain.core.ki67.pipeline import iter_measure_rois
 
         try:
             layer, image, mpp, rois, config = self._inputs(Ki67Config)
@@ -306,7 +306,7 @@ class Ki67Widget(QWidget):
         return bool(meta.get("virtual")) or "virtual" in name.lower()
 
     def _fill_table(self) -> None:
-        from napari_virtualstain.core.ki67_pipeline import index_differences
+        from napari_virtualstain.core.ki67.pipeline import index_differences
 
         real = [n for n in self.runs if not self._is_virtual(n)]
         reference = self.runs[real[-1]] if real else None

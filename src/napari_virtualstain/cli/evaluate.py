@@ -207,7 +207,7 @@ def _dab_fraction(rgb: np.ndarray, dab_od_min: float = 0.2) -> float:
         estimate_background,
         stain_channel,
     )
-    from napari_virtualstain.core.tissue import tissue_mask
+    from napari_virtualstain.core.engine.tissue import tissue_mask
 
     tissue = tissue_mask(rgb)
     if not tissue.any():

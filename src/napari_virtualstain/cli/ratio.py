@@ -119,7 +119,7 @@ def _read_rois(roi_path, mpp):
 
 
 def _run(slide, mpp, rois, segmenter, model_dir, stains, config):
-    from napari_virtualstain.core.ki67_pipeline import iter_measure_rois
+    from napari_virtualstain.core.ki67.pipeline import iter_measure_rois
     from napari_virtualstain.core.segmentation import drain
 
     seg = segmenter

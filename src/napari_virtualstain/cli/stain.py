@@ -62,11 +62,10 @@ def stain(
 
     An interrupted run resumes from the tiles already computed (kept in OUT.tiles).
     """
-    from tqdm import tqdm
-
-    from napari_virtualstain.core.distributed import stain_slide
-    from napari_virtualstain.core.stain import MppUnknownError, StainConfig
-    from napari_virtualstain.core.tissue import TissueConfig
+    from napari_virtualstain.cli.progress import tqdm_progress
+    from napari_virtualstain.core.engine.distributed import stain_slide
+    from napari_virtualstain.core.engine.stain import MppUnknownError, StainConfig
+    from napari_virtualstain.core.engine.tissue import TissueConfig
 
     try:
         config = StainConfig(
@@ -76,25 +75,15 @@ def stain(
         )  # fmt: skip
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    bar = None if quiet else tqdm(total=0, unit="chunk", desc="staining")
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
     try:
-        result = stain_slide(
-            slide, model, out, config=config, mpp=mpp, cache_dir=cache_dir,
-            keep_cache=keep_cache, scheduler=scheduler, overwrite=overwrite,
-            progress=progress, on_event=lambda msg: click.echo(f"warning: {msg}", err=True),
-        )  # fmt: skip
+        with tqdm_progress("staining", quiet, unit="chunk") as progress:
+            result = stain_slide(
+                slide, model, out, config=config, mpp=mpp, cache_dir=cache_dir,
+                keep_cache=keep_cache, scheduler=scheduler, overwrite=overwrite,
+                progress=progress, on_event=lambda msg: click.echo(f"warning: {msg}", err=True),
+            )  # fmt: skip
     except MppUnknownError as err:
         raise click.UsageError(str(err)) from err
     except (FileExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from err
-    finally:
-        if bar is not None:
-            bar.close()
     click.echo(result.summary())

@@ -6,18 +6,8 @@ from pathlib import Path
 
 import click
 
-
-def _bar(desc: str, quiet: bool):
-    from tqdm import tqdm
-
-    return None if quiet else tqdm(total=0, unit="tile", desc=desc)
-
-
-def _advance(bar, done: int, total: int, **postfix) -> None:
-    if bar is not None:
-        bar.total, bar.n = total, done
-        bar.set_postfix(postfix, refresh=False)
-        bar.refresh()
+from napari_virtualstain.cli.progress import tqdm_progress
+from napari_virtualstain.core.progress import drain
 
 
 @click.command()
@@ -51,15 +41,11 @@ def tiles(
         spec = TileSpec(tile_px, overlap_px, mpp if mpp > 0 else None, min_tissue)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    bar, kept = _bar("tiles", quiet), []
     try:
-        for done, total, kept in iter_extract_tiles(slides, out, spec, source_mpp, overwrite):
-            _advance(bar, done, total, kept=len(kept))
+        with tqdm_progress("tiles", quiet, unit="tile") as on_progress:
+            kept = drain(iter_extract_tiles(slides, out, spec, source_mpp, overwrite), on_progress)
     except (ValueError, FileExistsError, OSError) as err:
         raise click.ClickException(str(err)) from err
-    finally:
-        if bar is not None:
-            bar.close()
     click.echo(f"{len(kept)} tiles kept in {out} (index: {out / 'index.csv'})")
 
 
@@ -105,13 +91,9 @@ def pairs(
         registration = register_for_pairs(he, ihc)
         if registration is None:
             click.echo("a slide has no pixel size: pairs are taken as given (not registered)")
-    bar, kept = _bar("pairs", quiet), 0
     try:
-        for done, total, kept in iter_make_pairs(he, ihc, out, spec, registration):
-            _advance(bar, done, total, kept=kept)
+        with tqdm_progress("pairs", quiet, unit="tile") as on_progress:
+            kept = drain(iter_make_pairs(he, ihc, out, spec, registration), on_progress)
     except (ValueError, FileExistsError, OSError) as err:
         raise click.ClickException(str(err)) from err
-    finally:
-        if bar is not None:
-            bar.close()
     click.echo(f"{kept} pairs with SSIM > {ssim_min} written to {out}")

@@ -63,27 +63,22 @@ def _precision(precision: str, device: str) -> tuple[str, object]:
 
 
 def _run(trainer, out: Path, register: bool, quiet: bool) -> None:
-    """Drive ``trainer.fit()`` with a progress bar, then register the best checkpoint."""
-    from tqdm import tqdm
-
+    """Drive ``trainer.fit()`` with the CLI's progress bar, then register the best checkpoint."""
+    from napari_virtualstain.cli.progress import tqdm_progress
+    from napari_virtualstain.core.progress import drain
     from napari_virtualstain.core.train.publish import register_best
 
     if trainer.resume_if_possible():
         click.echo(f"resuming {out} at epoch {trainer.epoch + 1}, step {trainer.step}")
-    bar = None
-    for p in trainer.fit():
-        if p.phase == "train" and not quiet:
-            if bar is None:
-                bar = tqdm(total=p.steps_per_epoch, desc=f"epoch {p.epoch + 1}/{p.epochs}")
-            bar.n = p.step
-            bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items()}, refresh=False)
-            bar.refresh()
-        elif p.phase == "epoch":
-            if bar is not None:
-                bar.close()
-                bar = None
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in p.metrics.items() if k != "epoch")
-            click.echo(f"epoch {p.epoch + 1}: {shown}")
+    with tqdm_progress("training", quiet) as show:
+
+        def on_progress(p) -> None:
+            show(p)
+            if p.phase == "epoch":  # the epoch's held-out metrics stay on screen
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in p.metrics.items() if k != "epoch")
+                click.echo(f"epoch {p.epoch + 1}: {shown}")
+
+        drain(trainer.fit(), on_progress)
     click.echo(f"run folder: {out} (metrics.csv, metrics.png, best/, last/)")
     if register and (out / "best").is_dir():
         try:

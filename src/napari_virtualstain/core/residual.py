@@ -112,7 +112,7 @@ def as_rgb_function(model, mpp: float | None = None) -> Callable[[np.ndarray], n
     """A (y, x, 3) uint8 -> (y, x, 3) uint8 function from a ``LoadedModel``, a torch module or
     a plain callable (returned as is)."""
     if hasattr(model, "card") and hasattr(model, "module"):  # models.LoadedModel
-        from .stain import stain_image
+        from .engine import stain_image
 
         # without a stated pixel size the image is taken to be at the model's own resolution
         run_mpp = mpp if mpp is not None else model.card.mpp
@@ -122,8 +122,8 @@ def as_rgb_function(model, mpp: float | None = None) -> Callable[[np.ndarray], n
     except ImportError:  # pragma: no cover - torch is a dependency
         torch = None
     if torch is not None and isinstance(model, torch.nn.Module):
+        from .engine.stain import pad_to_multiple
         from .models import infer_tiles
-        from .stain import pad_to_multiple
 
         def run(rgb: np.ndarray) -> np.ndarray:
             h, w = rgb.shape[:2]
@@ -199,7 +199,7 @@ def dab_disagreement(
 ) -> Disagreement:
     """Nuclei positive in one image and negative in the other, measured as the Ki-67 module does
     (QuPath's nucleus DAB OD mean against its threshold), on the same nuclei ``labels``."""
-    from .ki67 import measure_nuclei
+    from .ki67.measure import measure_nuclei
 
     labels = np.asarray(labels)
     _check_rgb_pair(np.asarray(a), np.asarray(b))

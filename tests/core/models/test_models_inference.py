@@ -67,9 +67,11 @@ def test_bf16_is_close_to_fp32_and_batches_agree():
 def test_progress_and_cancel():
     calls = []
     tiles = np.zeros((5, 8, 8, 3), np.uint8)
-    infer_tiles(
-        Passthrough(), tiles, "cpu", batch_size=2, progress=lambda d, t: calls.append((d, t))
-    )
+
+    def record(p):
+        calls.append((p.done, p.total))
+
+    infer_tiles(Passthrough(), tiles, "cpu", batch_size=2, progress=record)
     assert calls == [(2, 5), (4, 5), (5, 5)]
     with pytest.raises(InterruptedError):
         infer_tiles(
@@ -78,7 +80,7 @@ def test_progress_and_cancel():
             "cpu",
             batch_size=2,
             should_stop=lambda: len(calls) > 3,
-            progress=lambda d, t: calls.append((d, t)),
+            progress=record,
         )
     assert len(calls) == 4  # stopped after one more batch
 

@@ -12,8 +12,12 @@ from napari_virtualstain.core.models import (
     infer_tiles,
     load_model,
 )
-
-from .junyanz_layout import random_state_dict, resnet_forward, resnet_layout, unet_layout
+from tests.support.junyanz_layout import (
+    random_state_dict,
+    resnet_forward,
+    resnet_layout,
+    unet_layout,
+)
 
 NORMS = ["instance", "batch", "none"]
 

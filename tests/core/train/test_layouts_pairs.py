@@ -67,7 +67,7 @@ def test_make_pairs_from_two_slides_writes_a_bci_layout(tmp_path):
     progress = list(
         iter_make_pairs(tmp_path / "he.png", tmp_path / "ihc.png", tmp_path / "out", spec)
     )
-    assert progress[-1][:2] == (8, 8)  # 2 x 4 grid positions
+    assert (progress[-1].done, progress[-1].total) == (8, 8)  # 2 x 4 grid positions
     split = load_bci_layout(tmp_path / "out")
     # glass tiles are cleaned away; of the 4 tissue tiles the 2 mismatched ones fail the SSIM
     assert {p[0].name for p in split.train} == {"he_y0_x0.png", "he_y64_x0.png"}
@@ -126,8 +126,7 @@ def test_registered_pairs_keep_more_than_pairs_taken_as_given(tmp_path):
 
     from napari_virtualstain.core.io import open_slide
     from napari_virtualstain.core.train.pairs import register_for_pairs
-
-    from .conftest import colour_transform, texture
+    from tests.support.train_tiles import colour_transform, texture
 
     he = np.full((400, 400, 3), 245, np.uint8)
     he[40:360, 40:360] = texture(3, 320)
@@ -143,7 +142,7 @@ def test_registered_pairs_keep_more_than_pairs_taken_as_given(tmp_path):
     kept = {}
     for label, reg in (("registered", registration), ("as_given", None)):
         progress = list(iter_make_pairs(he_slide, ihc_slide, tmp_path / label, spec, reg))
-        kept[label] = progress[-1][2]
+        kept[label] = progress[-1].details["kept"]
     assert kept["registered"] >= 4 * max(kept["as_given"], 1)
     split = load_bci_layout(tmp_path / "registered")
     assert all(pair_ssim(load_png(h), load_png(i)) > 0.4 for h, i in split.train)

@@ -102,8 +102,8 @@ def test_extract_is_a_cancellable_generator(tmp_path, half_tissue_tiff):
 
     spec = TileSpec(tile_px=50, overlap_px=0, mpp=0.5, min_tissue=0.0)
     gen = iter_extract_tiles([half_tissue_tiff], tmp_path / "out", spec)
-    done, total, _ = next(gen)
-    assert (done, total) == (1, 4 * 6)
+    first = next(gen)
+    assert (first.done, first.total) == (1, 4 * 6)
     next(gen)
     gen.close()
     assert len(read_index(tmp_path / "out")) == 2  # the index holds what was written

@@ -12,6 +12,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from ..progress import OnProgress, Progress
 from .errors import SlideReadError, SlideWriteError
 from .pixels import move_channels_last, to_rgb8
 from .slide import Slide, complete_pyramid, display_name, downsample2
@@ -26,8 +27,6 @@ _UNIT_TO_UM = {
     "centimeter": 1e4,
     "meter": 1e6,
 }
-
-ProgressCallback = Callable[[int, int], None]
 
 
 def is_zarr_group(path: Path) -> bool:
@@ -122,7 +121,7 @@ def write_ome_zarr(
     name: str = "image",
     metadata: dict | None = None,
     n_levels: int | None = None,
-    progress: ProgressCallback | None = None,
+    progress: OnProgress | None = None,
     overwrite: bool = False,
     chunk_px: int = WRITE_CHUNK_PX,
 ) -> Path:
@@ -130,7 +129,8 @@ def write_ome_zarr(
 
     Level k+1 is downsampled from level k *as written*, so an expensive upstream graph (a virtual
     stain) is computed exactly once. ``metadata`` (provenance) is stored in the group attributes
-    under ``"napari_virtualstain"``. ``progress(done_chunks, total_chunks)`` is called as chunks land.
+    under ``"napari_virtualstain"``. ``progress`` gets a ``core.progress.Progress`` of chunks
+    written (of all levels) as chunks land.
     """
     path = Path(path)
     if path.exists():
@@ -155,7 +155,7 @@ def write_ome_zarr(
     def advance(n: int) -> None:
         done[0] += n
         if progress is not None:
-            progress(done[0], total)
+            progress(Progress(done[0], total, "writing OME-Zarr chunks"))
 
     level = base
     downsamples = []

@@ -7,7 +7,6 @@ and nothing in it runs.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import zipfile
@@ -17,6 +16,7 @@ from typing import Any
 
 from .card import ModelCard
 from .infer_arch import ArchitectureError, infer_architecture
+from .registry import find_model, sha256_file
 
 WEIGHTS_NAME = "weights.safetensors"
 CARD_NAME = "card.json"
@@ -47,15 +47,6 @@ class LoadedModel:
     module: Any
     card: ModelCard
     path: Path
-
-
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_pth(path: Path) -> Any:
@@ -185,8 +176,6 @@ def resolve_weights(path_or_name: str | Path) -> Path:
     """The weights file for a path (file, card or folder) or a registry name."""
     path = Path(path_or_name).expanduser()
     if not path.exists():
-        from .registry import find_model
-
         path = find_model(str(path_or_name))
     if path.is_dir():
         return _weights_in(path)

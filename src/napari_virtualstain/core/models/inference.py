@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..progress import OnProgress, Progress
 from .device import autocast_dtype
 
 
@@ -62,7 +63,7 @@ def infer_tiles(
     batch_size: int = 4,
     compile: bool = False,
     normalisation: str = "[-1,1]",
-    progress: Callable[[int, int], None] | None = None,
+    progress: OnProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Run a generator on a stack of RGB tiles.
@@ -84,7 +85,7 @@ def infer_tiles(
     normalisation : {"[-1,1]", "[0,1]"}
         Network input / output range (the model card says which).
     progress : callable, optional
-        Called as ``progress(done, total)`` after each batch.
+        Called with a ``core.progress.Progress`` (tiles done of total) after each batch.
     should_stop : callable, optional
         Polled between batches; when it returns True, ``InterruptedError`` is raised.
 
@@ -113,7 +114,7 @@ def infer_tiles(
                 y = run(x)
             out.append(from_network(y, normalisation))
             if progress is not None:
-                progress(min(start + batch_size, n), n)
+                progress(Progress(min(start + batch_size, n), n, "inference"))
     if not out:
         return np.zeros((0, *np.shape(tiles_uint8)[1:3], 3), np.uint8)
     return np.concatenate(out)

@@ -10,6 +10,7 @@ Pure Python: listing models never imports torch.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -56,6 +57,15 @@ class RegistryEntry:
     source: str
     card: ModelCard | None = None
     error: str | None = None
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def user_models_dir() -> Path:
@@ -159,10 +169,6 @@ def download_file(url: str, sha256: str, dest: str | Path, timeout_s: float = 10
     FileExistsError
         ``dest`` exists with different content (it is never overwritten).
     """
-    import hashlib
-
-    from .checkpoints import sha256_file
-
     dest = Path(dest)
     if dest.exists():
         if sha256_file(dest) == sha256:

@@ -7,11 +7,11 @@ smooth displacement field, that maps points, ROIs, GeoJSON, images and label ima
 
 from __future__ import annotations
 
+from ..progress import drain
 from .estimate import (
     RegistrationConfig,
     RegistrationError,
     iter_register,
-    run_to_end,
     tissue_signal_image,
 )
 from .transform import DIRECTIONS, Registration
@@ -25,14 +25,13 @@ __all__ = [
     "register_images",
     "register_slides",
     "iter_register_slides",
-    "run_to_end",
     "tissue_signal_image",
 ]
 
 
 def register_images(fixed_rgb, moving_rgb, fixed_mpp, moving_mpp, config=None, **kwargs):
     """Blocking :func:`iter_register`."""
-    return run_to_end(iter_register(fixed_rgb, moving_rgb, fixed_mpp, moving_mpp, config, **kwargs))
+    return drain(iter_register(fixed_rgb, moving_rgb, fixed_mpp, moving_mpp, config, **kwargs))
 
 
 def _working_level(slide, side_px: int) -> int:
@@ -68,4 +67,4 @@ def iter_register_slides(fixed, moving, config=None):
 
 def register_slides(fixed, moving, config=None):
     """Blocking :func:`iter_register_slides`."""
-    return run_to_end(iter_register_slides(fixed, moving, config))
+    return drain(iter_register_slides(fixed, moving, config))

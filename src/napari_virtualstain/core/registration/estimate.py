@@ -13,12 +13,12 @@ A final correlation below ``min_score`` or too little tissue overlap raises
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..progress import Progress, ProgressGenerator
 from .transform import Registration
 
 # a candidate must cover at least this fraction of the fixed tissue to be scored
@@ -58,7 +58,7 @@ class RegistrationConfig:
 
 def tissue_signal_image(rgb: np.ndarray, sigma_px: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
     """(signal, mask): smoothed max OD, zeroed outside the tissue mask, and the mask."""
-    from ..tissue import TissueConfig, tissue_mask, tissue_signal
+    from ..engine.tissue import TissueConfig, tissue_mask, tissue_signal
 
     signal = ndi.gaussian_filter(tissue_signal(rgb, "od"), sigma_px)
     mask = tissue_mask(rgb, TissueConfig(method="od", min_threshold=0.05, min_object_px=4))
@@ -224,11 +224,11 @@ def iter_register(
     config: RegistrationConfig | None = None,
     fixed_level0: tuple[float, tuple[int, int]] | None = None,
     moving_level0: tuple[float, tuple[int, int]] | None = None,
-) -> Generator[tuple[float, str], None, Registration]:
+) -> ProgressGenerator[Registration]:
     """Register two RGB images (any level; ``*_mpp`` is their own pixel size).
 
-    Yields ``(fraction_done, message)``; returns the :class:`Registration`. Stop iterating to
-    cancel. ``*_level0`` give (mpp, (y, x) size) of level 0 when the images are coarser levels.
+    Yields ``core.progress.Progress`` (percent done); returns the :class:`Registration`. Stop
+    iterating to cancel. ``*_level0`` give (mpp, (y, x) size) of level 0 when the images are coarser levels.
     """
     config = config or RegistrationConfig()
     for name, img in (("fixed", fixed_rgb), ("moving", moving_rgb)):
@@ -245,20 +245,20 @@ def iter_register(
             if mask.mean() < 0.002:
                 raise RegistrationError(f"no tissue found in the {name} image ({stage} level)")
         results[stage] = (work_mpp, f_sig, m_sig, f_mask, m_mask)
-    yield 0.1, "tissue signals ready"
+    yield Progress(10, 100, "tissue signals ready")
     c_mpp, f_sig, m_sig, f_mask, _ = results["coarse"]
     candidates = _coarse_search(f_sig, m_sig, f_mask, config)
     coarse_score = candidates[0][0]
-    yield 0.4, f"coarse rigid search, best NCC {coarse_score:.3f}"
+    yield Progress(40, 100, f"coarse rigid search, best NCC {coarse_score:.3f}")
     r_mpp, f_sig, m_sig, f_mask, m_mask = results["refine"]
     to_refine = np.diag([r_mpp, r_mpp, 1.0])
     rescale = np.linalg.inv(to_refine) @ np.diag([c_mpp, c_mpp, 1.0])  # coarse px -> refine px
     m_ref0, pick_score = _best_candidate(
         f_sig, m_sig, f_mask, [rescale @ m @ np.linalg.inv(rescale) for _, m in candidates]
     )
-    yield 0.5, f"rigid candidate picked, NCC {pick_score:.3f}"
+    yield Progress(50, 100, f"rigid candidate picked, NCC {pick_score:.3f}")
     m_ref, score = _refine_affine(f_sig, m_sig, f_mask, m_ref0)
-    yield 0.7, f"affine refined, NCC {score:.3f}"
+    yield Progress(70, 100, f"affine refined, NCC {score:.3f}")
     warped_mask = _warp_affine(m_mask.astype(np.float32), m_ref, f_sig.shape, order=0) > 0.5
     overlap = (warped_mask & f_mask).sum() / max(1, min(warped_mask.sum(), f_mask.sum()))
     if score < config.min_score or overlap < config.min_overlap:
@@ -285,7 +285,7 @@ def iter_register(
             )
             notes += f"; non-rigid NCC {nonrigid_score:.3f}"
             score = nonrigid_score
-        yield 0.95, f"non-rigid field, NCC {nonrigid_score:.3f}"
+        yield Progress(95, 100, f"non-rigid field, NCC {nonrigid_score:.3f}")
     return Registration(
         matrix_um=tuple(map(tuple, _scaled(m_ref, r_mpp, r_mpp).tolist())),
         fixed_mpp=float(fixed_level0[0]) if fixed_level0 else float(fixed_mpp),
@@ -303,12 +303,3 @@ def _apply_flow(img: np.ndarray, flow_grid: np.ndarray, step_px: int) -> np.ndar
     dy = ndi.map_coordinates(flow_grid[0], [yy / step_px, xx / step_px], order=1, mode="nearest")
     dx = ndi.map_coordinates(flow_grid[1], [yy / step_px, xx / step_px], order=1, mode="nearest")
     return ndi.map_coordinates(img, [yy + dy, xx + dx], order=1, cval=0.0)
-
-
-def run_to_end(gen: Generator):
-    """Drive a progress generator and return its result (the headless twin of a GUI worker)."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value

@@ -11,33 +11,14 @@ than a nucleus plus the margin, the taking block sees the nucleus entirely, so n
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import NamedTuple
 
 import numpy as np
 
+from ..progress import Progress, drain
 from .base import Segmenter
 
 DEFAULT_BLOCK_PX = 4096
 DEFAULT_OVERLAP_PX = 128
-
-
-class Progress(NamedTuple):
-    """A progress report: ``done`` of ``total`` steps, and what is being done."""
-
-    done: int
-    total: int
-    message: str = ""
-
-
-def drain(gen: Generator, progress: Callable[[Progress], None] | None = None):
-    """Run a progress generator to its end and return its result (its ``return`` value)."""
-    while True:
-        try:
-            step = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(step)
 
 
 def default_overlap_px(segmenter: Segmenter, mpp: float) -> int:

@@ -7,32 +7,61 @@ training), so ``import napari_virtualstain.core.train`` stays light.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..progress import Progress
 from .tiles import load_png
 
 STATE_NAME = "state.pt"
 
 
 @dataclass(frozen=True)
-class TrainProgress:
-    """One progress report of a trainer's ``fit`` generator.
+class TrainProgress(Progress):
+    """One progress report of a trainer's ``fit`` generator: a :class:`Progress` of the epoch.
 
-    ``phase`` is "train" after each step, "epoch" after each epoch's evaluation and checkpoint
-    (``metrics`` then holds that epoch's held-out metrics).
+    ``done`` / ``total`` are the step and the steps per epoch, so any ``Progress`` consumer (the
+    CLI's tqdm bar, the widgets' runner) shows it. ``phase`` is "train" after each step, "epoch"
+    after each epoch's evaluation and checkpoint (``metrics`` then holds that epoch's held-out
+    metrics). Build it with :meth:`at`, which writes the message.
     """
 
-    phase: str
-    epoch: int
-    epochs: int
-    step: int
-    steps_per_epoch: int
-    losses: dict[str, float] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
+    phase: str = "train"
+    epoch: int = 0
+    epochs: int = 0
+    losses: Mapping[str, float] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def at(
+        cls,
+        phase: str,
+        epoch: int,
+        epochs: int,
+        step: int,
+        steps_per_epoch: int,
+        losses: Mapping[str, float] | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> TrainProgress:
+        losses, metrics = dict(losses or {}), dict(metrics or {})
+        if phase == "epoch":
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
+            message = f"epoch {epoch + 1}/{epochs} done: {shown}"
+        else:
+            shown = " ".join(f"{k}={v:.3f}" for k, v in losses.items())
+            message = f"epoch {epoch + 1}/{epochs} {shown}".rstrip()
+        return cls(step, steps_per_epoch, message, {}, phase, epoch, epochs, losses, metrics)
+
+    @property
+    def step(self) -> int:
+        return self.done
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.total
 
 
 def crop_and_augment(

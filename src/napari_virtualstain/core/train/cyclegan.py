@@ -9,13 +9,11 @@ every 2 epochs; batch 4. The variant flag gives the four ablations of the paper'
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .common import ImagePool, TileSource, TrainProgress
+from .common import ImagePool, TileSource
 from .evaluation import make_hasher
 from .layouts import UnpairedSplit
 from .runner import Trainer
@@ -280,12 +278,3 @@ class CycleGANTrainer(Trainer):
         if phash:
             metrics["fake_b_phash"] = float(np.mean(phash))
         return metrics
-
-
-def train_cyclegan(
-    config: CycleGANConfig, data: UnpairedSplit, run_dir: str | Path, device=None
-) -> Iterator[TrainProgress]:
-    """Train from scratch, or resume when ``run_dir/last/state.pt`` exists; yields progress."""
-    trainer = CycleGANTrainer(config, data, run_dir, device)
-    trainer.resume_if_possible()
-    yield from trainer.fit()

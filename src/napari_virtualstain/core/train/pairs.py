@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import Progress, ProgressGenerator
 from .layouts import is_test_file
 from .tiles import (
     TileSpec,
@@ -127,13 +128,14 @@ def iter_make_pairs(
     out_dir: str | Path,
     spec: PairSpec = PairSpec(),
     registration=None,
-) -> Iterator[tuple[int, int, int]]:
+) -> ProgressGenerator[int]:
     """Cut same-position tiles of two slides, filter by SSIM and write a BCI layout.
 
     With a ``registration`` (from :func:`register_for_pairs`, IHC = moving) the IHC slide is
     warped onto the H&E grid; without one the slides are taken as given (same origin, same
-    physical pixel size after resampling to ``spec.tiles.mpp``). Yields ``(done, total, kept)``;
-    close the generator to cancel. Writes ``out_dir/HE/{train,test}``, ``out_dir/IHC/{train,
+    physical pixel size after resampling to ``spec.tiles.mpp``). Yields ``Progress`` per grid
+    position (``details["kept"]``: pairs kept so far) and returns the number of pairs kept; close
+    the generator to cancel. Writes ``out_dir/HE/{train,test}``, ``out_dir/IHC/{train,
     test}`` and ``out_dir/pairs.csv``.
     """
     from ..io import open_slide
@@ -170,4 +172,5 @@ def iter_make_pairs(
                     writer.writerow([name, part, ty, tx, spec.tiles.mpp, round(score, 4), fraction])
                     handle.flush()
                     kept += 1
-            yield done, len(grid), kept
+            yield Progress(done, len(grid), f"{kept} kept", {"kept": kept})
+    return kept

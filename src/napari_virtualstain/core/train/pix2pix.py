@@ -9,13 +9,11 @@ Evaluation: PSNR and SSIM on the test pairs (the BCI paper's Table 1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .common import TrainProgress, crop_and_augment
+from .common import crop_and_augment
 from .layouts import PairedSplit
 from .runner import Trainer
 from .tiles import load_png
@@ -211,12 +209,3 @@ class Pix2PixTrainer(Trainer):
         out["eval_pairs"] = float(len(pairs))
         out["eval_on_train"] = float(not self.data.test)  # no test pairs were given
         return out
-
-
-def train_pix2pix(
-    config: Pix2PixConfig, data: PairedSplit, run_dir: str | Path, device=None
-) -> Iterator[TrainProgress]:
-    """Train from scratch, or resume when ``run_dir/last/state.pt`` exists; yields progress."""
-    trainer = Pix2PixTrainer(config, data, run_dir, device)
-    trainer.resume_if_possible()
-    yield from trainer.fit()

@@ -2,8 +2,8 @@
 
 A subclass provides the networks (``modules``, ``optimizers``, ``pools``), the batch order of an
 epoch, one ``train_step`` and ``evaluate``. This class runs epochs as a generator of
-:class:`TrainProgress`, so a CLI shows a progress bar, a widget runs it in a worker and cancels
-by closing it. Everything that influences the next step (weights, Adam moments, LR schedule,
+:class:`TrainProgress` (a ``core.progress.Progress``), so the CLI's tqdm bar shows it, a widget
+runs it in a worker and cancels by closing it. Everything that influences the next step (weights, Adam moments, LR schedule,
 gradient scalers, image pools, numpy and torch RNG, epoch order and position) is in the resume
 state, so a resumed run takes the same next step as an uninterrupted one.
 """
@@ -112,9 +112,9 @@ class Trainer:
                     self.loss_sums[key] = self.loss_sums.get(key, 0.0) + value
                 self.step += 1
                 self.global_step += 1
-                yield TrainProgress("train", self.epoch, epochs, self.step, n_steps, losses)
+                yield TrainProgress.at("train", self.epoch, epochs, self.step, n_steps, losses)
             metrics = self.end_epoch()
-            yield TrainProgress("epoch", self.epoch - 1, epochs, n_steps, n_steps, {}, metrics)
+            yield TrainProgress.at("epoch", self.epoch - 1, epochs, n_steps, n_steps, {}, metrics)
 
     def end_epoch(self) -> dict[str, float]:
         """Decay the LR, evaluate, log and write checkpoints; returns the epoch's metrics."""

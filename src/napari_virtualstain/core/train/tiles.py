@@ -8,11 +8,13 @@ anti-aliasing, so slides scanned at 0.227 µm/px and 0.5 µm/px give tiles of th
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..progress import OnProgress, Progress, ProgressGenerator, drain
 
 INDEX_NAME = "index.csv"
 INDEX_FIELDS = ("file", "slide", "level", "y", "x", "read_px", "mpp", "tissue_fraction")
@@ -216,12 +218,13 @@ def iter_extract_tiles(
     spec: TileSpec = TileSpec(),
     source_mpp: float | None = None,
     overwrite: bool = False,
-) -> Iterator[tuple[int, int, list[TileRecord]]]:
+) -> ProgressGenerator[list[TileRecord]]:
     """Cut tiles from ``slides`` (paths or opened ``Slide`` objects) into ``out_dir``.
 
-    Long work as a generator: yields ``(done, total, kept_records)`` after each grid position, so
-    a caller can show progress and cancel by closing the generator. The index CSV is written row
-    by row, so a cancelled run leaves a consistent, partial folder.
+    Long work as a generator: yields a :class:`~napari_virtualstain.core.progress.Progress`
+    after each grid position (``details["kept"]``: tiles kept so far), so a caller can show
+    progress and cancel by closing the generator; returns the kept tiles' records. The index CSV
+    is written row by row, so a cancelled run leaves a consistent, partial folder.
     """
     from ..io import open_slide
 
@@ -241,7 +244,8 @@ def iter_extract_tiles(
                     writer.writerow(asdict(record))
                     handle.flush()
                     kept.append(record)
-                yield done, total, kept
+                yield Progress(done, total, f"{len(kept)} kept", {"kept": len(kept)})
+    return kept
 
 
 def extract_tiles(
@@ -250,15 +254,10 @@ def extract_tiles(
     spec: TileSpec = TileSpec(),
     source_mpp: float | None = None,
     overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: OnProgress | None = None,
 ) -> list[TileRecord]:
     """Blocking twin of :func:`iter_extract_tiles`; returns the kept tiles' records."""
-    result: list[TileRecord] = []
-    for done, total, kept in iter_extract_tiles(slides, out_dir, spec, source_mpp, overwrite):
-        result = kept
-        if progress is not None:
-            progress(done, total)
-    return result
+    return drain(iter_extract_tiles(slides, out_dir, spec, source_mpp, overwrite), progress)
 
 
 def read_index(path: str | Path) -> list[TileRecord]:

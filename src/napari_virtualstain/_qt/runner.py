@@ -1,0 +1,116 @@
+"""Run a core progress generator off the GUI thread, with napari's progress bar and Cancel.
+
+The one way widgets run long work (as stardist-napari does): ``run_in_worker`` wraps a
+generator function of ``core`` (it yields ``core.progress.Progress`` and returns its result) in
+napari's ``thread_worker``. Progress goes to napari's activity dock (``napari.utils.progress``)
+and to the widget's own status label; a Cancel button quits the worker at its next ``yield``.
+Only the small callbacks run on the GUI thread; the result is handed to ``on_done`` there, so
+``on_done`` must only add or refresh layers, never compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from napari_virtualstain.core.progress import Progress
+
+
+class WorkerRunner:
+    """One background job at a time for a widget: start, progress, cancel, done, error.
+
+    ``status`` is a QLabel-like object (``setText``); ``cancel_button`` and ``start_buttons``
+    are enabled / disabled as the job runs. A failed or cancelled job clears the progress bar
+    and calls ``on_failed`` so the widget can clear stale numbers.
+    """
+
+    def __init__(self, status=None, cancel_button=None, start_buttons=()) -> None:
+        self.status = status
+        self.cancel_button = cancel_button
+        self.start_buttons = tuple(start_buttons)
+        self.worker = None
+        self._pbar = None
+        self.last_error: BaseException | None = None
+        if cancel_button is not None:
+            cancel_button.setEnabled(False)
+            cancel_button.clicked.connect(self.cancel)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.worker.is_running
+
+    def run(
+        self,
+        gen_fn: Callable[..., Any],
+        *args,
+        on_done: Callable[[Any], None] | None = None,
+        on_failed: Callable[[str], None] | None = None,
+        description: str = "",
+        **kwargs,
+    ):
+        """Start ``gen_fn(*args, **kwargs)`` in a ``thread_worker``; returns the worker."""
+        from napari.qt.threading import thread_worker
+        from napari.utils import progress
+
+        if self.running:
+            self._say("busy: cancel the running job first")
+            return None
+        self.last_error = None
+        worker = thread_worker(gen_fn, start_thread=False)(*args, **kwargs)
+        self._pbar = progress(total=0, desc=description or getattr(gen_fn, "__name__", "work"))
+        worker.yielded.connect(self._on_progress)
+        if on_done is not None:
+            worker.returned.connect(on_done)
+        worker.errored.connect(lambda err: self._on_error(err, on_failed))
+        worker.aborted.connect(lambda: self._on_aborted(on_failed))
+        worker.finished.connect(self._on_finished)
+        self._set_busy(True)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        if self.worker is not None and self.worker.is_running:
+            self.worker.quit()
+            self._say("cancelling…")
+
+    # -- GUI-thread callbacks: cheap only ------------------------------------------------------
+    def _on_progress(self, value) -> None:
+        if not isinstance(value, Progress):
+            return
+        if self._pbar is not None:
+            if self._pbar.total != value.total:
+                self._pbar.total = value.total
+            self._pbar.n = value.done
+            self._pbar.set_description(value.message or self._pbar.desc)
+            self._pbar.refresh()
+        if value.message:
+            pct = f" ({100 * value.fraction:.0f} %)" if value.total else ""
+            self._say(f"{value.message}{pct}")
+
+    def _on_error(self, err: BaseException, on_failed) -> None:
+        self.last_error = err
+        self._say(f"error: {err}")
+        if on_failed is not None:
+            on_failed(str(err))
+
+    def _on_aborted(self, on_failed) -> None:
+        self._say("cancelled")
+        if on_failed is not None:
+            on_failed("cancelled")
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._set_busy(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        if self.cancel_button is not None:
+            self.cancel_button.setEnabled(busy)
+        for button in self.start_buttons:
+            button.setEnabled(not busy)
+
+    def _say(self, text: str) -> None:
+        if self.status is not None:
+            self.status.setText(text)

@@ -1,0 +1,208 @@
+"""Whole slides to OME-Zarr, in one process or on a dask.distributed cluster.
+
+The graph is the lazy pyramid's base level (:class:`~.lazy.VirtualStain`). On a cluster each
+task carries only a small picklable spec of the virtual stain (slide path, model name, config,
+per-slide normalisation statistics, tissue grid); a worker process rebuilds it once and keeps
+it, so the model is loaded once per worker, not once per task (see ``lazy.MODEL_LOADS``).
+
+Interrupted runs resume: finished tiles live in an atomic on-disk tile cache next to the
+output (``OUT.tiles``), so a rerun only computes what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..progress import Progress
+from .stain import StainConfig
+
+
+@dataclass
+class StainResult:
+    """What a whole-slide run did."""
+
+    out: Path
+    tiles_total: int
+    tiles_background: int
+    tiles_cached_before: int
+    seconds: float
+    statement: str
+    tiles_inferred: int = 0
+    events: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        tissue = self.tiles_total - self.tiles_background
+        return (
+            f"{self.out}: {self.tiles_total} tiles, {self.tiles_background} background skipped, "
+            f"{tissue} tissue ({self.tiles_cached_before} resumed from cache) "
+            f"in {self.seconds:.1f} s; {self.statement}"
+        )
+
+
+def get_client(scheduler: str):
+    """A dask.distributed Client for ``"local:N"`` (a LocalCluster of N processes) or an address.
+
+    Returns the client and the cluster it started (None for an external scheduler).
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler.startswith("local:"):
+        try:
+            n = int(scheduler.split(":", 1)[1])
+        except ValueError as err:
+            raise ValueError(f"expected local:N with an integer N, got {scheduler!r}") from err
+        if n < 1:
+            raise ValueError(f"local:N needs N >= 1, got {scheduler!r}")
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        return Client(cluster), cluster
+    return Client(scheduler), None
+
+
+def is_complete_output(path: Path) -> bool:
+    """Whether ``path`` is a finished OME-Zarr (its multiscales metadata is written last)."""
+    import json
+
+    for meta in (path / ".zattrs", path / "zarr.json"):
+        if meta.exists():
+            text = json.loads(meta.read_text())
+            attrs = text.get("attributes", text)
+            return "multiscales" in attrs or "multiscales" in attrs.get("ome", {})
+    return False
+
+
+def _check_paths(slide_path: Path | None, out: Path, overwrite: bool) -> bool:
+    """Refuse to overwrite the input or a finished output; True when resuming a partial one."""
+    if slide_path is not None:
+        src = slide_path.resolve()
+        dst = out.resolve()
+        if dst == src or src in dst.parents or dst in src.parents:
+            raise ValueError(f"output {out} would overwrite or sit inside the input {slide_path}")
+    if not out.exists():
+        return False
+    if is_complete_output(out) and not overwrite:
+        raise FileExistsError(f"{out} already exists and is complete (pass overwrite to redo it)")
+    from ..io.omezarr import is_zarr_group
+
+    if not is_zarr_group(out):
+        raise FileExistsError(f"{out} exists and is not a zarr group; refusing to replace it")
+    return True
+
+
+def stain_slide(
+    slide,
+    model,
+    out: str | Path,
+    config: StainConfig | None = None,
+    mpp: float | None = None,
+    cache_dir: str | Path | None = None,
+    keep_cache: bool = False,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    n_levels: int | None = None,
+    memory_budget_bytes: int = 256 << 20,
+    progress: Callable[[Progress], None] | None = None,
+    on_event: Callable[[str], None] | None = None,
+    **overrides,
+) -> StainResult:
+    """Stain every tissue tile of ``slide`` and write an OME-Zarr pyramid with provenance.
+
+    Parameters
+    ----------
+    slide : Slide or path
+    model : str, Path or LoadedModel
+        A name or path is required with ``scheduler`` (workers load it themselves).
+    out : path
+        The ``.zarr`` folder to write. Never the input; a finished one is refused unless
+        ``overwrite``; a partial one (an interrupted run) is resumed.
+    cache_dir : path, optional
+        Tile cache shared with the viewer; default ``OUT.tiles``, removed after success
+        unless ``keep_cache``.
+    scheduler : str, optional
+        ``"local:N"`` or a dask.distributed scheduler address.
+    progress : callable, optional
+        Called with a ``core.progress.Progress`` of chunks written.
+    """
+    import dask
+
+    from ..io import open_slide, write_ome_zarr
+    from .cache import DiskCache, MemoryLRU, TileCache
+    from .lazy import open_virtual_stain
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    # Opening reads metadata and a low level here, never through a cluster client that a
+    # caller may have made the process default.
+    with dask.config.set(scheduler="threads"):
+        if not hasattr(slide, "levels"):
+            slide = open_slide(slide)
+        slide_path = Path(str(slide.path)) if getattr(slide, "format", "") else None
+        resuming = _check_paths(slide_path, out, overwrite)
+        own_cache = cache_dir is None
+        cache_dir = Path(cache_dir) if cache_dir else out.with_name(out.name + ".tiles")
+        cache = TileCache(MemoryLRU(memory_budget_bytes), DiskCache(cache_dir))
+        vs = open_virtual_stain(
+            slide, model, config=config, mpp=mpp, cache=cache, cache_dir=str(cache_dir),
+            on_event=on_event, **overrides,
+        )  # fmt: skip
+    if scheduler is not None and vs.spec is None:
+        raise ValueError("a cluster needs the slide as a file and the model as a name or path")
+    cached_before = cache.disk.count(vs.namespace, vs.plan.level)
+    n_bg = vs.metadata["tiles"]["background"]
+    mpp_out = vs.plan.level_mpp
+    metadata = {**vs.metadata, "resumed_tiles": cached_before, "scheduler": scheduler}
+    with _scheduler(scheduler):
+        write_ome_zarr(
+            out, vs.levels[0], mpp=mpp_out, name=vs.name, metadata=metadata,
+            n_levels=n_levels, progress=progress, overwrite=resuming or overwrite,
+        )  # fmt: skip
+    if own_cache and not keep_cache:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    return StainResult(
+        out=out,
+        tiles_total=vs.grid.n_tiles,
+        tiles_background=n_bg,
+        tiles_cached_before=cached_before,
+        seconds=time.perf_counter() - t0,
+        statement=vs.plan.statement,
+        tiles_inferred=vs.engine.tiles_inferred,
+        events=list(vs.engine.events),
+    )
+
+
+@contextlib.contextmanager
+def _scheduler(scheduler: str | None):
+    import dask
+
+    if scheduler is None:
+        # Threads overlap slide reading and zarr writing with inference (the engine itself
+        # runs one batch at a time).
+        with dask.config.set(scheduler="threads"):
+            yield
+        return
+    client, cluster = get_client(scheduler)
+    try:
+        with dask.config.set(scheduler=client):
+            yield
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _model_loads() -> int:
+    # Module level, so workers import it by reference (a nested function would be pickled by value).
+    from . import lazy
+
+    return lazy.MODEL_LOADS["count"]
+
+
+def worker_model_loads(client) -> dict[str, int]:
+    """How many times each worker process loaded a model (for tests and diagnostics)."""
+    return client.run(_model_loads)

@@ -1,0 +1,419 @@
+"""The staining engine: batches of uint8 RGB tiles in, uint8 RGB tiles out.
+
+:class:`StainEngine` owns a generator on a device at a precision, optionally with fixed
+per-slide InstanceNorm statistics, and backs off on out-of-memory by halving its batch.
+:class:`StainConfig` holds the user's choices; :func:`make_plan` turns them, a slide and a
+model card into a :class:`StainPlan` (level, resampling, tile / halo / blend, in pixels).
+The lazy pyramid (:mod:`.lazy`) and the whole-slide writer (:mod:`.distributed`) drive it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .tissue import TissueConfig
+
+log = logging.getLogger(__name__)
+
+BLENDS = ("auto", "crop", "blend")
+# Default tiles grow to twice the halo, up to this, so context is not most of the work (the demo
+# pair's card tile is 128 px with a 180 px exact halo: 14.5x the pixels per output pixel).
+AUTO_TILE_MAX_PX = 512
+NORMS = ("slide", "tile")
+
+
+class MppUnknownError(ValueError):
+    """The slide's pixel size is unknown and the model needs it."""
+
+
+@dataclass(frozen=True)
+class StainConfig:
+    """How to stain. ``None`` means "from the model card / receptive field".
+
+    Parameters
+    ----------
+    device : str
+        "auto", "cpu", "cuda", "cuda:1", "mps".
+    precision : str
+        "auto" (fastest safe for the device), "fp32", "bf16", "fp16".
+    batch_size : int, optional
+        Tiles per forward pass (halved automatically on out-of-memory). Default 1 on CPU
+        (measured: batches of large tiles run slower on few cores) and 4 on accelerators.
+    tile_px : int, optional
+        Core tile side at the model's resolution. Default the card's ``tile_px``, enlarged
+        (up to ``AUTO_TILE_MAX_PX``) to twice the halo when the halo would dwarf it and the
+        per-slide normalisation makes the output independent of tile size.
+    halo_px : int, optional
+        Context per side at the model's resolution; default half the receptive field
+        (centre-crop, exact) or the card's effective radius (blend).
+    blend : {"auto", "crop", "blend"}
+        "crop" keeps each tile's core; "blend" cross-fades neighbours over ``halo_px / 2``.
+        "auto" crops when the halo covers the receptive field, else blends.
+    norm : {"slide", "tile"}
+        "slide": InstanceNorm statistics gathered once per slide (tiles are then seam-free
+        and identical however they are batched); "tile": each tile normalised by itself.
+    norm_tiles : int
+        How many tissue tiles the per-slide statistics are gathered from.
+    compile : bool
+        ``torch.compile`` the generator (slow first call; faster afterwards).
+    tissue : TissueConfig or None
+        Tissue detection; None stains every tile.
+    background_rgb : tuple of int
+        Colour painted on background tiles (never sent to the generator).
+    mpp_tolerance : float
+        Relative mpp mismatch accepted without resampling.
+    preview_level : int, optional
+        Run the model on this (coarser) level at the wrong magnification: a labelled preview.
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int | None = None
+    tile_px: int | None = None
+    halo_px: int | None = None
+    blend: str = "auto"
+    norm: str = "slide"
+    norm_tiles: int = 16
+    compile: bool = False
+    tissue: TissueConfig | None = field(default_factory=TissueConfig)
+    background_rgb: tuple[int, int, int] = (255, 255, 255)
+    mpp_tolerance: float = 0.1
+    preview_level: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.tile_px is not None and self.tile_px < 8:
+            raise ValueError(f"tile_px must be >= 8, got {self.tile_px}")
+        if self.halo_px is not None and self.halo_px < 0:
+            raise ValueError(f"halo_px must be >= 0, got {self.halo_px}")
+        if self.blend not in BLENDS:
+            raise ValueError(f"blend must be one of {BLENDS}, got {self.blend!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if len(self.background_rgb) != 3 or not all(0 <= v <= 255 for v in self.background_rgb):
+            raise ValueError(
+                f"background_rgb must be 3 values in 0..255, got {self.background_rgb}"
+            )
+        if not 0 <= self.mpp_tolerance < 1:
+            raise ValueError(f"mpp_tolerance must be in [0, 1), got {self.mpp_tolerance}")
+        if self.preview_level is not None and self.preview_level < 0:
+            raise ValueError(f"preview_level must be >= 0, got {self.preview_level}")
+
+
+@dataclass(frozen=True)
+class StainPlan:
+    """Where and how tiles are cut and run, in source-level pixels.
+
+    ``scale`` is model px per source px (1.0 = no resampling). ``tile_px`` / ``halo_px`` /
+    ``blend_px`` are on the source level ``level``; ``model_*`` at the model's resolution.
+    """
+
+    level: int
+    level_mpp: float | None
+    model_mpp: float | None
+    scale: float
+    tile_px: int
+    halo_px: int
+    blend_px: int
+    model_tile_px: int
+    model_halo_px: int
+    card_tile_px: int
+    stride_px: int
+    receptive_field_px: int
+    mode: str
+    preview: bool
+    norm: str
+    norm_sha256: str | None
+    model_sha256: str | None
+    statement: str
+
+    @property
+    def resampled(self) -> bool:
+        return self.scale != 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def namespace(
+        self, slide_identity: str, background_rgb=(255, 255, 255), precision: str = "fp32"
+    ) -> str:
+        """Cache namespace: every input that changes a tile's pixels."""
+        parts = {k: v for k, v in self.to_dict().items() if k != "statement"}
+        parts["slide"] = slide_identity
+        parts["precision"] = precision
+        parts["background_rgb"] = list(background_rgb)
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _is_oom(err: BaseException) -> bool:
+    import torch
+
+    if isinstance(err, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError | MemoryError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+class StainEngine:
+    """A generator ready to stain tiles.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+        ``module`` and ``card`` from :func:`napari_virtualstain.core.models.load_model`.
+    config : StainConfig, optional
+    norm_stats : NormStats, optional
+        Fixed InstanceNorm statistics; the engine runs a private copy of the module with them.
+    on_event : callable, optional
+        Called with a message for notable events (out-of-memory back-off).
+    """
+
+    def __init__(self, loaded, config: StainConfig | None = None, norm_stats=None, on_event=None):
+        from ..models import best_precision, choose_device
+
+        self.card = loaded.card
+        self.config = config or StainConfig()
+        self.device = choose_device(self.config.device)
+        p = self.config.precision
+        self.precision = best_precision(self.device) if p == "auto" else p
+        default_batch = 1 if self.device.type == "cpu" else 4
+        self.batch_size = self.config.batch_size or default_batch
+        self.norm_stats = norm_stats
+        self.on_event = on_event or (lambda msg: log.warning(msg))
+        self.events: list[str] = []
+        self.tiles_inferred = 0
+        self._lock = threading.Lock()
+        self._stack = contextlib.ExitStack()
+        self._base_module = loaded.module.to(self.device).eval()
+        self.module = self._base_module
+        if norm_stats is not None:
+            self.fix_norm_stats(norm_stats)
+
+    def fix_norm_stats(self, norm_stats) -> None:
+        """From now on run a private copy of the module with these InstanceNorm statistics."""
+        from ..models import fixed_norm_stats
+
+        with self._lock:
+            # A private copy keeps the caller's module untouched and lets the patch stay put
+            # (re-patching per call would also defeat torch.compile's guards).
+            module = copy.deepcopy(self._base_module)
+            self._stack.close()
+            self._stack = contextlib.ExitStack()
+            self._stack.enter_context(fixed_norm_stats(module, norm_stats))
+            self.module = module
+            self.norm_stats = norm_stats
+
+    @property
+    def stride_px(self) -> int:
+        from ..models.build import STRIDE_PX
+
+        return STRIDE_PX.get(self.card.arch, 1)
+
+    def stain_batch(self, tiles: np.ndarray, should_stop: Callable[[], bool] | None = None):
+        """(N, H, W, 3) uint8 -> (N, H, W, 3) uint8; H and W multiples of ``stride_px``.
+
+        On out-of-memory the batch is halved and retried (reported through ``on_event``);
+        only a single tile that does not fit raises ``MemoryError``.
+        """
+        from ..models import infer_tiles
+
+        tiles = np.asarray(tiles)
+        out = []
+        start = 0
+        with self._lock:
+            while start < len(tiles):
+                if should_stop is not None and should_stop():
+                    raise InterruptedError("staining cancelled")
+                chunk = tiles[start : start + self.batch_size]
+                try:
+                    y = infer_tiles(
+                        self.module,
+                        chunk,
+                        self.device,
+                        self.precision,
+                        batch_size=len(chunk),
+                        compile=self.config.compile,
+                        normalisation=self.card.normalisation,
+                    )
+                except Exception as err:
+                    if not _is_oom(err):
+                        raise
+                    self._back_off(len(chunk), err)
+                    continue
+                out.append(y)
+                self.tiles_inferred += len(chunk)
+                start += len(chunk)
+        return np.concatenate(out) if out else np.zeros_like(tiles)
+
+    def _back_off(self, n: int, err: BaseException) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if n <= 1:
+            raise MemoryError(
+                f"one {self.card.name} tile does not fit in memory on {self.device}: {err}; "
+                "use a smaller tile_px"
+            ) from err
+        self.batch_size = max(1, n // 2)
+        msg = f"out of memory on {self.device} with batch {n}; retrying with {self.batch_size}"
+        self.events.append(msg)
+        self.on_event(msg)
+
+    def stain_image(self, rgb: np.ndarray) -> np.ndarray:
+        """Whole-image inference in one pass (padded to the stride, cropped back)."""
+        h, w = rgb.shape[:2]
+        padded = pad_to_multiple(rgb, self.stride_px)
+        return self.stain_batch(padded[None])[0, :h, :w]
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def make_plan(
+    slide, engine: StainEngine, mpp: float | None = None, norm_sha256: str | None = None
+) -> StainPlan:
+    """Choose the level, resampling and tile geometry for ``slide`` and ``engine``'s model.
+
+    Raises
+    ------
+    MppUnknownError
+        When the model states its mpp but the slide's mpp is unknown and none is given.
+    """
+    from .tiling import round_up
+
+    card, config = engine.card, engine.config
+    level, scale, level_mpp, preview, statement = _choose_level(slide, card, config, mpp)
+    m = engine.stride_px
+    rf = card.receptive_field_px or _receptive_field(card)
+    model_tile = round_up(config.tile_px or card.tile_px, m)
+    crop_halo = round_up(np.ceil(rf / 2), m)
+    if config.halo_px is None:
+        mode = "blend" if config.blend == "blend" else "crop"
+        radius = card.effective_radius_px or int(np.ceil(rf / 4))
+        halo = crop_halo if mode == "crop" else round_up(radius, m)
+    else:
+        halo = round_up(config.halo_px, m)
+        mode = (
+            config.blend if config.blend != "auto" else ("crop" if halo >= crop_halo else "blend")
+        )
+    if config.tile_px is None and config.norm == "slide":
+        model_tile = max(model_tile, round_up(min(2 * halo, AUTO_TILE_MAX_PX), m))
+    if scale == 1.0:
+        tile, halo_src = model_tile, halo
+    else:
+        tile, halo_src = max(m, round(model_tile / scale)), int(np.ceil(halo / scale))
+    blend = 0 if mode == "crop" else max(1, min(halo_src // 2, tile // 2))
+    statement += f"; tiles {tile} px + halo {halo_src} px ({mode}"
+    statement += f", blend {blend} px)" if blend else ")"
+    return StainPlan(
+        level=level,
+        level_mpp=level_mpp,
+        model_mpp=card.mpp,
+        scale=scale,
+        tile_px=tile,
+        halo_px=halo_src,
+        blend_px=blend,
+        model_tile_px=model_tile,
+        card_tile_px=round_up(card.tile_px, m),
+        model_halo_px=halo,
+        stride_px=m,
+        receptive_field_px=int(rf),
+        mode=mode,
+        preview=preview,
+        norm=config.norm,
+        norm_sha256=norm_sha256,
+        model_sha256=card.sha256,
+        statement=statement,
+    )
+
+
+def _receptive_field(card) -> int:
+    return _arch_receptive_field(card.arch, json.dumps(card.arch_kwargs, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=32)
+def _arch_receptive_field(arch: str, kwargs_json: str) -> int:
+    from ..models import arch_receptive_field
+
+    # The support depends on the architecture, not the weights: measured once per process on
+    # a width-4 copy.
+    return int(arch_receptive_field(arch, **json.loads(kwargs_json)).rf_px)
+
+
+def _choose_level(slide, card, config: StainConfig, mpp: float | None):
+    slide_mpp = mpp if mpp is not None else slide.mpp
+    ds = slide.downsamples
+    mpps = [None if slide_mpp is None else slide_mpp * d for d in ds]
+    if config.preview_level is not None:
+        level = config.preview_level
+        if level >= len(ds):
+            raise ValueError(f"preview_level {level} but the slide has {len(ds)} levels")
+        return (
+            level,
+            1.0,
+            mpps[level],
+            True,
+            (
+                f"PREVIEW: model run on level {level} ({_fmt(mpps[level])}) without resampling; "
+                f"the model expects {_fmt(card.mpp)}"
+            ),
+        )
+    if card.mpp is None:
+        return 0, 1.0, mpps[0], False, "model card states no mpp: level 0 used as is"
+    if slide_mpp is None:
+        raise MppUnknownError(
+            f"slide {slide.name!r} ({slide.path}) has no pixel size and model {card.name!r} "
+            f"was trained at {card.mpp} um/px: give the slide's mpp (CLI: --mpp)"
+        )
+    tol = config.mpp_tolerance
+    fine_enough = [i for i, v in enumerate(mpps) if v <= card.mpp * (1 + tol)]
+    level = max(fine_enough) if fine_enough else 0
+    ratio = mpps[level] / card.mpp
+    if abs(ratio - 1.0) <= tol:
+        return (
+            level,
+            1.0,
+            mpps[level],
+            False,
+            (f"level {level} ({_fmt(mpps[level])}) matches the model's {_fmt(card.mpp)}"),
+        )
+    return (
+        level,
+        float(ratio),
+        mpps[level],
+        False,
+        (
+            f"level {level} ({_fmt(mpps[level])}) resampled x{ratio:.3f} to the model's "
+            f"{_fmt(card.mpp)}"
+        ),
+    )
+
+
+def _fmt(mpp: float | None) -> str:
+    return "unknown um/px" if mpp is None else f"{mpp:.4g} um/px"
+
+
+def pad_to_multiple(rgb: np.ndarray, multiple: int) -> np.ndarray:
+    """Reflect-pad the bottom / right of an image so both sides are multiples of ``multiple``."""
+    h, w = rgb.shape[:2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return rgb
+    mode = "reflect" if ph < h and pw < w else "symmetric"
+    return np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode=mode)

@@ -1,0 +1,226 @@
+"""``precision="auto"``: a reduced precision only where it is measured faster than fp32.
+
+Whether bf16 pays depends on the chip, not on the library: with native bf16 (AVX512-BF16,
+AMX, recent GPUs) it roughly halves a forward pass; where it is emulated (AVX2-only CPUs) it
+is about 120x slower. So the choice is measured once per machine, device, torch version and
+architecture, on the model's own layers, and kept in a small JSON file under the user cache
+folder (``NAPARI_VIRTUALSTAIN_CACHE`` overrides it).
+
+The measurement cannot stall: first the heaviest convolution alone on a small feature map
+(milliseconds in fp32); only if the reduced precision is no slower there is the whole model
+timed, on a small input. An emulated bf16 is rejected by the layer probe after one call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CACHE_FILE = "precision.json"
+# Reduced precision must beat fp32 by this factor on the whole model to be chosen.
+MIN_GAIN = 1.1
+# The layer probe rejects the reduced precision when one call takes this many times fp32.
+PROBE_REJECT = 1.5
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What ``auto`` chose, and why (written to provenance, shown in the widget).
+
+    ``fp32_ms`` / ``reduced_ms`` are the whole-model times on the probe input (or the layer
+    probe's when the layer probe already decided).
+    """
+
+    precision: str
+    reason: str
+    candidate: str | None = None
+    fp32_ms: float | None = None
+    reduced_ms: float | None = None
+    machine: str = ""
+    cached: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_model() -> str:
+    """The CPU's model string (``/proc/cpuinfo`` "model name", else ``platform``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def user_cache_dir() -> Path:
+    """``$NAPARI_VIRTUALSTAIN_CACHE``, else ``$XDG_CACHE_HOME`` (or ``~/.cache``)/napari-virtualstain."""
+    env = os.environ.get("NAPARI_VIRTUALSTAIN_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "napari-virtualstain"
+
+
+def machine_key(device) -> str:
+    """Machine, device and torch version: what makes one measurement valid for another run."""
+    import torch
+
+    if device.type == "cuda":
+        dev = torch.cuda.get_device_name(device)
+    else:
+        dev = device.type
+    threads = torch.get_num_threads() if device.type == "cpu" else 0
+    return f"{cpu_model()} | {dev} | threads {threads} | torch {torch.__version__}"
+
+
+def reduced_candidate(device) -> str | None:
+    """The reduced precision worth measuring on ``device`` (None: only fp32 is possible)."""
+    import torch
+
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "mps":
+        return "fp16"
+    if device.type == "cpu":
+        return "bf16"
+    return None
+
+
+def choose_precision(module, device, arch_key: str, stride_px: int = 4, cache_dir=None):
+    """Measure (or recall) whether a reduced precision is faster than fp32 for ``module``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The generator, already on ``device`` (it is only run, never changed).
+    arch_key : str
+        Names the architecture and its width (the choice is per architecture, not per weight).
+    stride_px : int
+        Input sides must be multiples of it.
+    cache_dir : path, optional
+        Where ``precision.json`` lives (default :func:`user_cache_dir`); unwritable is fine.
+
+    Returns
+    -------
+    PrecisionChoice
+    """
+    candidate = reduced_candidate(device)
+    machine = machine_key(device)
+    if candidate is None:
+        return PrecisionChoice("fp32", f"no reduced precision on {device.type}", machine=machine)
+    path = Path(cache_dir or user_cache_dir()) / CACHE_FILE
+    key = f"{machine} | {arch_key}"
+    known = _read(path).get(key)
+    if known is not None:
+        return PrecisionChoice(**{**known, "cached": True, "machine": machine})
+    choice = _measure(module, device, candidate, stride_px, machine)
+    entries = _read(path)
+    entries[key] = {k: v for k, v in choice.to_dict().items() if k not in ("cached", "machine")}
+    _write(path, entries)
+    return choice
+
+
+def _measure(module, device, candidate: str, stride_px: int, machine: str) -> PrecisionChoice:
+    from .device import autocast_dtype
+
+    try:
+        dtype = autocast_dtype(candidate, device)
+    except ValueError as err:
+        return PrecisionChoice("fp32", f"{candidate} unavailable: {err}", candidate, machine=machine)
+    conv = _heaviest_conv(module)
+    if conv is not None:
+        f_ms, r_ms = _time_layer(conv, device, dtype)
+        if r_ms > PROBE_REJECT * f_ms:
+            reason = (
+                f"{candidate} measured {r_ms / f_ms:.1f}x slower than fp32 on the model's "
+                f"heaviest layer ({r_ms:.1f} vs {f_ms:.1f} ms): not native here, fp32 kept"
+            )
+            return PrecisionChoice("fp32", reason, candidate, f_ms, r_ms, machine)
+    side = max(32, -(-32 // stride_px) * stride_px)
+    f_ms = _time_model(module, device, None, side)
+    r_ms = _time_model(module, device, dtype, side)
+    if r_ms * MIN_GAIN <= f_ms:
+        reason = f"{candidate} measured {f_ms / r_ms:.2f}x faster than fp32 on this {device.type}"
+        return PrecisionChoice(candidate, reason, candidate, f_ms, r_ms, machine)
+    reason = (
+        f"{candidate} not faster than fp32 on this {device.type} "
+        f"({r_ms:.1f} vs {f_ms:.1f} ms a {side} px forward): fp32 kept"
+    )
+    return PrecisionChoice("fp32", reason, candidate, f_ms, r_ms, machine)
+
+
+def _heaviest_conv(module):
+    import torch
+
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1]
+    if not convs:
+        return None
+    return max(convs, key=lambda m: m.in_channels * m.out_channels * m.kernel_size[0] ** 2)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_ms(fn, device, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
+def _time_layer(conv, device, dtype) -> tuple[float, float]:
+    """fp32 then reduced, one conv on a 16 px map; the reduced probe runs once before timing."""
+    import torch
+
+    x = torch.randn(1, conv.in_channels, 16, 16, device=device)
+    with torch.inference_mode():
+        conv(x)
+        f_ms = _best_ms(lambda: conv(x), device, 3)
+        with torch.autocast(device.type, dtype=dtype):
+            first = _best_ms(lambda: conv(x), device, 1)  # includes one-off dispatch costs
+            if first > 20 * PROBE_REJECT * max(f_ms, 0.05):
+                return f_ms, first
+            r_ms = _best_ms(lambda: conv(x), device, 3)
+    return f_ms, r_ms
+
+
+def _time_model(module, device, dtype, side: int) -> float:
+    import torch
+
+    x = torch.rand(1, 3, side, side, device=device) * 2 - 1
+    with torch.inference_mode(), torch.autocast(
+        device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+    ):
+        module(x)
+        return _best_ms(lambda: module(x), device, 2)
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write(path: Path, entries: dict) -> None:
+    from ..io.atomic import write_json_atomic
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, entries)
+    except OSError:
+        pass  # a read-only home costs a re-measurement next time, nothing else

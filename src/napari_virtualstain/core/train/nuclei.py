@@ -1,0 +1,250 @@
+"""Train the nucleus network (centre heatmap + foreground) on point tiles and instance masks.
+
+``NucleiTrainer.fit()`` is a generator: it yields a :class:`NucleiProgress` every step, and the
+caller decides how to show it. Each batch is drawn from a generator seeded by ``(seed, step)``,
+so a resumed run draws the same batches as an uninterrupted one. A checkpoint is a folder of
+safetensors (weights, optimiser moments) plus ``state.json``; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .nuclei_data import NucleusSample, foreground_target, heatmap_target, random_crop, stain_jitter
+
+
+@dataclass(frozen=True)
+class NucleiTrainConfig:
+    """The recipe. Units: ``mpp`` in µm/px, ``sigma_um`` in µm, ``crop_px`` at ``mpp``."""
+
+    name: str = "nuclei"
+    widths: tuple[int, ...] = (12, 24, 48, 96, 192)
+    mpp: float = 0.5
+    sigma_um: float = 1.0
+    crop_px: int = 128
+    batch_size: int = 8
+    steps: int = 6000
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    mask_fraction: float = 0.3
+    scale_range: float = 0.2
+    seed: int = 0
+    checkpoint_every: int = 200
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        multiple = 2 ** (len(self.widths) - 1)
+        if self.crop_px % multiple:
+            raise ValueError(f"crop_px must be a multiple of {multiple}, got {self.crop_px}")
+        for name in ("mpp", "sigma_um", "lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch_size and checkpoint_every must be >= 1")
+        if not 0.0 <= self.mask_fraction <= 1.0 or not 0.0 <= self.scale_range < 1.0:
+            raise ValueError("mask_fraction must be in [0, 1] and scale_range in [0, 1)")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NucleiTrainConfig:
+        data = dict(data)
+        data["widths"] = tuple(data["widths"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class NucleiProgress:
+    """One training step done: ``losses`` of that step, wall time of the whole run so far."""
+
+    step: int
+    steps: int
+    losses: dict[str, float]
+    elapsed_s: float
+    checkpointed: bool = False
+
+
+@dataclass
+class _History:
+    losses: list[list[float]] = field(default_factory=list)  # [step, total, heat, fg]
+
+
+def make_batch(samples: list[NucleusSample], config: NucleiTrainConfig, step: int) -> dict:
+    """Augmented crops and targets of one step, as numpy arrays (deterministic in ``step``)."""
+    rng = np.random.default_rng([config.seed, step])
+    masked = [s for s in samples if s.labels is not None]
+    pointed = [s for s in samples if s.labels is None]
+    sigma_px = config.sigma_um / config.mpp
+    n = config.crop_px
+    out = {
+        "rgb": np.zeros((config.batch_size, 3, n, n), np.float32),
+        "heat": np.zeros((config.batch_size, n, n), np.float32),
+        "fg": np.zeros((config.batch_size, n, n), np.float32),
+        "fg_w": np.zeros((config.batch_size, n, n), np.float32),
+    }
+    for i in range(config.batch_size):
+        use_mask = masked and (not pointed or rng.random() < config.mask_fraction)
+        pool = masked if use_mask else pointed
+        sample = pool[int(rng.integers(len(pool)))]
+        rgb, pts, labels = random_crop(sample, n, rng, config.scale_range)
+        out["rgb"][i] = stain_jitter(rgb, rng).transpose(2, 0, 1)
+        out["heat"][i] = heatmap_target(pts, (n, n), sigma_px)
+        out["fg"][i], out["fg_w"][i] = foreground_target(labels, pts, (n, n), config.mpp)
+    return out
+
+
+def losses(logits, batch: dict) -> dict:
+    """CenterNet's penalty-reduced focal loss on the heatmap, masked BCE on the foreground."""
+    import torch
+    import torch.nn.functional as F
+
+    heat_logit, fg_logit = logits[:, 0], logits[:, 1]
+    target = batch["heat"]
+    pos = target >= 0.999
+    log_p, log_q = F.logsigmoid(heat_logit), F.logsigmoid(-heat_logit)
+    p = torch.sigmoid(heat_logit)
+    pos_term = (log_p * (1 - p) ** 2)[pos].sum()
+    neg_term = (log_q * p**2 * (1 - target) ** 4)[~pos].sum()
+    heat = -(pos_term + neg_term) / pos.sum().clamp(min=1)
+    bce = F.binary_cross_entropy_with_logits(fg_logit, batch["fg"], reduction="none")
+    fg = (bce * batch["fg_w"]).sum() / batch["fg_w"].sum().clamp(min=1)
+    return {"loss": heat + fg, "heat": heat, "fg": fg}
+
+
+class NucleiTrainer:
+    """Trains a :class:`NucleusUNet` into ``out`` (``last/`` checkpoint, ``log.jsonl``)."""
+
+    def __init__(self, config: NucleiTrainConfig, samples: list[NucleusSample], out) -> None:
+        import torch
+
+        from ..segmentation._nucleus_net import NucleusUNet
+
+        if not samples:
+            raise ValueError("no training samples")
+        self.config = config
+        self.samples = samples
+        self.out = Path(out)
+        torch.manual_seed(config.seed)
+        self.model = NucleusUNet(config.widths)
+        self.optim = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.step = 0
+        self.elapsed_s = 0.0
+
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        if step < c.warmup_steps:
+            return c.lr * (step + 1) / c.warmup_steps
+        t = (step - c.warmup_steps) / max(1, c.steps - c.warmup_steps)
+        return c.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+    # checkpoints -------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / "last"
+
+    def save_checkpoint(self) -> Path:
+        from safetensors.torch import save_file
+
+        folder = self.checkpoint_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()},
+                  str(folder / "model.safetensors"))  # fmt: skip
+        moments, steps = {}, {}
+        names = dict(self.model.named_parameters())
+        for name, param in names.items():
+            state = self.optim.state.get(param)
+            if state:
+                moments[f"{name}.exp_avg"] = state["exp_avg"].contiguous()
+                moments[f"{name}.exp_avg_sq"] = state["exp_avg_sq"].contiguous()
+                steps[name] = float(state["step"])
+        save_file(moments, str(folder / "optimizer.safetensors"))
+        state = {"step": self.step, "elapsed_s": self.elapsed_s, "adam_steps": steps,
+                 "config": asdict(self.config)}  # fmt: skip
+        tmp = folder / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(folder / "state.json")  # the state names a complete set of tensors
+        return folder
+
+    def resume_if_possible(self) -> bool:
+        """Load ``out/last`` when it exists; refuses a checkpoint of another recipe."""
+        import torch
+        from safetensors.torch import load_file
+
+        folder = self.checkpoint_dir
+        if not (folder / "state.json").is_file():
+            return False
+        state = json.loads((folder / "state.json").read_text())
+        saved = NucleiTrainConfig.from_dict(state["config"])
+        if saved.widths != self.config.widths or saved.mpp != self.config.mpp:
+            raise ValueError(f"{folder} holds a model of another architecture or pixel size")
+        self.model.load_state_dict(load_file(folder / "model.safetensors"))
+        moments = load_file(folder / "optimizer.safetensors")
+        for name, param in self.model.named_parameters():
+            if name in state["adam_steps"]:
+                self.optim.state[param] = {
+                    "step": torch.tensor(state["adam_steps"][name]),
+                    "exp_avg": moments[f"{name}.exp_avg"],
+                    "exp_avg_sq": moments[f"{name}.exp_avg_sq"],
+                }
+        self.step, self.elapsed_s = int(state["step"]), float(state["elapsed_s"])
+        return True
+
+    # training ----------------------------------------------------------------------------
+    def fit(self) -> Iterator[NucleiProgress]:
+        import torch
+
+        torch.set_num_threads(self.config.threads)
+        self.model.train()
+        log = (self.out / "log.jsonl").open("a")
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                # The next batch is built in a thread while this one trains.
+                pending = pool.submit(make_batch, self.samples, self.config, self.step)
+                while self.step < self.config.steps:
+                    start = time.perf_counter()
+                    batch = {k: torch.from_numpy(v) for k, v in pending.result().items()}
+                    if self.step + 1 < self.config.steps:
+                        pending = pool.submit(make_batch, self.samples, self.config, self.step + 1)
+                    for group in self.optim.param_groups:
+                        group["lr"] = self.lr_at(self.step)
+                    parts = losses(self.model(batch["rgb"]), batch)
+                    self.optim.zero_grad(set_to_none=True)
+                    parts["loss"].backward()
+                    self.optim.step()
+                    self.step += 1
+                    self.elapsed_s += time.perf_counter() - start
+                    values = {k: float(v) for k, v in parts.items()}
+                    log.write(json.dumps({"step": self.step, **values}) + "\n")
+                    done = self.step % self.config.checkpoint_every == 0
+                    if done or self.step == self.config.steps:
+                        log.flush()
+                        self.save_checkpoint()
+                    yield NucleiProgress(self.step, self.config.steps, values, self.elapsed_s, done)
+        finally:
+            log.close()
+        self.model.eval()
+
+    def export(self, folder, fp16: bool = True, **card_fields) -> Path:
+        """Write the trained network and its nucleus card into ``folder``."""
+        from ..segmentation._nucleus_net import NucleusCard, count_parameters, save_model
+
+        c = self.config
+        training = {
+            "recipe": asdict(c),
+            "steps_done": self.step,
+            "train_wall_s": round(self.elapsed_s, 1),
+            "parameters": count_parameters(self.model),
+            **card_fields.pop("training", {}),
+        }
+        card = NucleusCard(name=card_fields.pop("name", c.name), widths=c.widths, mpp=c.mpp,
+                           sigma_um=c.sigma_um, training=training, **card_fields)  # fmt: skip
+        return save_model(self.model.eval(), card, folder, fp16)

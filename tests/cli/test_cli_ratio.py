@@ -1,0 +1,125 @@
+"""``virtualstain ratio``: the contract other tools rely on, end to end on real files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from napari_virtualstain.cli import main
+from napari_virtualstain.core.geojson import read_geojson, roi_features, write_geojson
+from napari_virtualstain.core.roi import ROI
+from tests.support.ki67_synthetic import grid_of_nuclei
+
+JSON_KEYS = {
+    "name", "n_nuclei", "n_positive", "labelling_index", "area_ratio", "h_score", "bin",
+    "who_grade", "nuclei_area_um2", "positive_area_um2",
+}  # fmt: skip
+
+
+@pytest.fixture
+def tile(tmp_path):
+    syn = grid_of_nuclei(n_rows=6, n_cols=6, positive_fraction=0.5, seed=4)
+    path = tmp_path / "tile.png"
+    Image.fromarray(syn.rgb).save(path)
+    return path, syn
+
+
+def test_whole_tile_with_all_outputs(tmp_path, tile):
+    path, syn = tile
+    out = {k: tmp_path / f"out.{k}" for k in ("json", "tif", "csv", "geojson")}
+    result = CliRunner().invoke(
+        main,
+        [
+            "ratio", str(path), "--mpp", "0.5", "--json", str(out["json"]),
+            "--labels-out", str(out["tif"]), "--nuclei-csv", str(out["csv"]),
+            "--geojson-out", str(out["geojson"]),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out["json"].read_text())
+    (roi,) = doc["rois"]
+    assert JSON_KEYS <= set(roi)
+    assert roi["n_nuclei"] == 36 and roi["n_positive"] == int(syn.positive.sum())
+    assert roi["labelling_index"] == pytest.approx(0.5)
+    assert doc["provenance"]["segmenter"] == "builtin" and doc["provenance"]["mpp"] == 0.5
+    import tifffile
+
+    labels = tifffile.imread(out["tif"])
+    assert labels.dtype == np.uint32 and labels.shape == syn.rgb.shape[:2]
+    assert len(np.unique(labels)) == 37
+    rows = list(csv.DictReader(io.StringIO(out["csv"].read_text())))
+    assert list(rows[0])[:6] == ["label", "y", "x", "area_um2", "dab_od_mean", "positive"]
+    assert len(rows) == 36 and {int(r["label"]) for r in rows} == set(
+        np.unique(labels)[1:].tolist()
+    )
+    objs = read_geojson(out["geojson"], 0.5)
+    assert len(objs.rois) == 1 and len(objs.detections) == 36
+
+
+def test_rois_from_geojson_and_three_thresholds(tmp_path, tile):
+    path, syn = tile
+    rois = [ROI.rectangle("top", 0, 0, 48, 96), ROI.rectangle("bottom", 48, 0, 48, 96)]
+    roi_file = write_geojson(tmp_path / "rois.geojson", roi_features(rois, 0.5))
+    out_json = tmp_path / "r.json"
+    args = ["ratio", str(path), "--mpp", "0.5", "--roi", str(roi_file), "--json", str(out_json)]
+    args += [
+        "--threshold",
+        "0.2",
+        "--threshold",
+        "0.4",
+        "--threshold",
+        "0.6",
+        "--stains",
+        "estimate",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    top, bottom = json.loads(out_json.read_text())["rois"]
+    assert (top["name"], bottom["name"]) == ("top", "bottom")
+    assert top["n_nuclei"] == bottom["n_nuclei"] == 18
+    assert top["n_positive"] == int(syn.positive[:18].sum())
+    assert "top:" in result.output and "labelling index" in result.output
+
+
+def test_errors_are_clear(tmp_path, tile):
+    path, _ = tile
+    runner = CliRunner()
+    no_mpp = runner.invoke(main, ["ratio", str(path)])
+    assert no_mpp.exit_code != 0 and "--mpp" in no_mpp.output
+    missing = runner.invoke(main, ["ratio", str(tmp_path / "nope.png"), "--mpp", "0.5"])
+    assert missing.exit_code != 0 and "nope.png" in missing.output
+    before = path.read_bytes()
+    clobber = runner.invoke(main, ["ratio", str(path), "--mpp", "0.5", "--json", str(path)])
+    assert clobber.exit_code != 0 and "refusing to overwrite" in clobber.output
+    assert path.read_bytes() == before
+    far = write_geojson(
+        tmp_path / "far.geojson", roi_features([ROI.rectangle("far", 900, 900, 9, 9)], 0.5)
+    )
+    outside = runner.invoke(main, ["ratio", str(path), "--mpp", "0.5", "--roi", str(far)])
+    assert outside.exit_code != 0 and "'far'" in outside.output and "outside" in outside.output
+
+
+@pytest.mark.slow
+def test_stardist_backend_through_the_cli(tmp_path):
+    """The real 2D_versatile_he architecture, with weights designed to find dark discs."""
+    pytest.importorskip("torch")
+    from tests.support.stardist_models import write_disc_model
+
+    syn = grid_of_nuclei(n_rows=6, n_cols=6, positive_fraction=0.5, seed=4, jitter_radius=0.0)
+    path = tmp_path / "tile.png"
+    Image.fromarray(syn.rgb).save(path)
+    model = write_disc_model(tmp_path / "sd_model", radius_px=8.0, threshold=0.35)
+    out = tmp_path / "sd.json"
+    args = ["ratio", str(path), "--mpp", "0.5", "--segmenter", "stardist"]
+    result = CliRunner().invoke(main, [*args, "--model-dir", str(model), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["provenance"]["segmenter"] == "stardist"
+    (roi,) = doc["rois"]
+    assert roi["n_nuclei"] == 36 and roi["labelling_index"] == pytest.approx(0.5)

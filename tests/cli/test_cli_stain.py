@@ -1,0 +1,122 @@
+"""``virtualstain stain`` and ``stain_slide``: OME-Zarr out, provenance, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.support import PACKAGE_DATA
+from tests.support.slides import write_slide
+
+torch = pytest.importorskip("torch")
+tifffile = pytest.importorskip("tifffile")
+from click.testing import CliRunner  # noqa: E402
+
+from napari_virtualstain.cli import main  # noqa: E402
+from napari_virtualstain.core.engine.distributed import stain_slide  # noqa: E402
+from napari_virtualstain.core.engine.lazy import open_virtual_stain  # noqa: E402
+from napari_virtualstain.core.io import PROVENANCE_KEY, open_slide  # noqa: E402
+from napari_virtualstain.core.models import ModelCard, build_generator, save_model  # noqa: E402
+
+DATA = PACKAGE_DATA
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
+    card = ModelCard(name="tiny-cli", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.25,
+                     tile_px=64, receptive_field_px=117)  # fmt: skip
+    folder = tmp_path_factory.mktemp("models") / "tiny-cli"
+    save_model(module, card, folder)
+    return folder
+
+
+def test_cli_writes_ome_zarr_with_provenance_equal_to_the_api(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    out = tmp_path / "virtual.zarr"
+    res = CliRunner().invoke(main, ["stain", str(slide), "--model", str(model_dir),
+                                    "--out", str(out), "--device", "cpu", "--precision", "fp32", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "background skipped" in res.output
+    written = open_slide(out)
+    assert written.levels[0].shape == (256, 320, 3)
+    assert written.mpp == pytest.approx(0.25)
+    attrs = json.loads((out / ".zattrs").read_text())
+    prov = attrs[PROVENANCE_KEY]
+    assert prov["model"]["name"] == "tiny-cli" and len(prov["model"]["sha256"]) == 64
+    assert prov["plan"]["halo_px"] == 60 and prov["device"] == "cpu"
+    assert not (tmp_path / "virtual.zarr.tiles").exists()  # own cache removed after success
+    api = open_virtual_stain(open_slide(slide), str(model_dir), device="cpu", precision="fp32")
+    np.testing.assert_array_equal(np.asarray(written.levels[0]), api.levels[0].compute())
+
+
+def test_cli_refuses_overwriting_input_or_finished_output(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    runner = CliRunner()
+    res = runner.invoke(main, ["stain", str(slide), "-m", str(model_dir), "-o", str(slide), "-q"])
+    assert res.exit_code != 0 and "overwrite" in res.output
+    out = tmp_path / "v.zarr"
+    args = [
+        "stain",
+        str(slide),
+        "-m",
+        str(model_dir),
+        "-o",
+        str(out),
+        "-q",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    ]
+    assert runner.invoke(main, args).exit_code == 0
+    res = runner.invoke(main, args)
+    assert res.exit_code != 0 and "already exists" in res.output
+    assert tifffile.imread(slide).shape == (256, 320, 3)  # input untouched
+
+
+def test_cli_asks_for_mpp_when_unknown(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "nompp.tif", mpp=None)
+    args = ["stain", str(slide), "-m", str(model_dir), "-o", str(tmp_path / "o.zarr"), "-q"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "--mpp" in res.output
+    res = CliRunner().invoke(
+        main, [*args, "--mpp", "0.25", "--device", "cpu", "--precision", "fp32"]
+    )
+    assert res.exit_code == 0, res.output
+
+
+def test_interrupted_run_resumes_from_written_tiles(tmp_path, model_dir, monkeypatch):
+    from napari_virtualstain.core.engine.stain import StainEngine
+
+    slide = write_slide(tmp_path / "he.ome.tif")
+    out = tmp_path / "v.zarr"
+    real = StainEngine.stain_batch
+    calls = []
+
+    def dies_on_third_batch(self, tiles, should_stop=None):
+        calls.append(len(tiles))
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(self, tiles, should_stop)
+
+    monkeypatch.setattr(StainEngine, "stain_batch", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        stain_slide(slide, str(model_dir), out, device="cpu", precision="fp32", batch_size=1)
+    monkeypatch.undo()
+    assert (tmp_path / "v.zarr.tiles").exists()
+    resumed = stain_slide(slide, str(model_dir), out, device="cpu", precision="fp32", batch_size=1)
+    tissue = resumed.tiles_total - resumed.tiles_background
+    # two batches finished before the crash (a third thread may have finished one more)
+    assert 2 <= resumed.tiles_cached_before < tissue
+    assert resumed.tiles_inferred == tissue - resumed.tiles_cached_before
+    fresh = stain_slide(
+        slide, str(model_dir), tmp_path / "fresh.zarr", device="cpu", precision="fp32"
+    )
+    assert fresh.tiles_inferred == tissue
+    a = np.asarray(open_slide(out).levels[0])
+    b = np.asarray(open_slide(tmp_path / "fresh.zarr").levels[0])
+    np.testing.assert_array_equal(a, b)

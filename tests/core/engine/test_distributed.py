@@ -1,0 +1,47 @@
+"""The same graph on a dask.distributed LocalCluster of 2 processes gives the same slide."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+distributed = pytest.importorskip("distributed")
+tifffile = pytest.importorskip("tifffile")
+
+from napari_virtualstain.core.engine.distributed import stain_slide, worker_model_loads  # noqa: E402
+from napari_virtualstain.core.io import open_slide  # noqa: E402
+from napari_virtualstain.core.models import ModelCard, build_generator, save_model  # noqa: E402
+from tests.support.slides import write_slide  # noqa: E402
+
+
+@pytest.mark.slow
+def test_local_cluster_result_equals_single_process(tmp_path):
+    torch.manual_seed(1)
+    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
+    card = ModelCard(name="tiny-dist", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.25,
+                     tile_px=64, receptive_field_px=117)  # fmt: skip
+    model = save_model(module, card, tmp_path / "tiny-dist")
+    slide = write_slide(tmp_path / "he.ome.tif")
+    single = stain_slide(
+        slide, str(model), tmp_path / "single.zarr", device="cpu", precision="fp32"
+    )
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = distributed.Client(cluster)
+    try:
+        multi = stain_slide(slide, str(model), tmp_path / "multi.zarr", device="cpu", precision="fp32",
+                            scheduler=cluster.scheduler_address)  # fmt: skip
+        loads = worker_model_loads(client)
+    finally:
+        client.close()
+        cluster.close()
+    assert len(loads) == 2
+    assert multi.tiles_total == single.tiles_total
+    tissue = single.tiles_total - single.tiles_background
+    assert tissue > 2  # enough tasks that a per-task load would show
+    assert all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1
+    a = np.asarray(open_slide(tmp_path / "single.zarr").levels[0])
+    b = np.asarray(open_slide(tmp_path / "multi.zarr").levels[0])
+    np.testing.assert_array_equal(a, b)
