@@ -346,11 +346,10 @@ def _ring(raw, where: str) -> np.ndarray:
         raise ValueError(f"{where}: a ring must be a list of [x, y] positions")
     if any(len(p) < 2 for p in raw):
         raise ValueError(f"{where}: ragged coordinates (a position with fewer than 2 numbers)")
-    try:
-        xy = np.array([[float(p[0]), float(p[1])] for p in raw], dtype=float)
-    except (TypeError, ValueError):
-        bad = next(p for p in raw if not all(isinstance(v, int | float) for v in p[:2]))
-        raise ValueError(f"{where}: coordinates must be numbers, got {bad!r}") from None
+    for p in raw:
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in p[:2]):
+            raise ValueError(f"{where}: coordinates must be numbers, got {list(p)!r}")
+    xy = np.array([[p[0], p[1]] for p in raw], dtype=float)
     if not np.all(np.isfinite(xy)):
         raise ValueError(f"{where}: coordinates must be finite")
     return xy
