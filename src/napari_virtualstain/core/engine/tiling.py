@@ -2,10 +2,11 @@
 
 ``Box``, ``TileGrid`` and ``map_box`` live in :mod:`napari_virtualstain.core.geometry` (the
 package's one geometry) and are re-exported here. A :class:`TileGrid` cuts one pyramid level
-into core tiles of ``tile_px`` (the last row and column may be shorter). Each tile is predicted from its core plus ``halo_px`` of context on
-every side (clipped at the image border, so a border tile sees exactly the border the whole
-image would). What a tile contributes to the output is its core, widened by ``blend_px`` when
-neighbouring tiles are blended in their overlap with a raised-cosine window.
+into core tiles of ``tile_px`` (the last row and column may be shorter). Each tile is predicted
+from its core plus ``halo_px`` of context on every side (clipped at the image border, so a
+border tile sees exactly the border the whole image would). What a tile contributes to the
+output is its core, widened by ``blend_px`` when neighbouring tiles are blended in their overlap
+with a raised-cosine window.
 """
 
 from __future__ import annotations
