@@ -101,3 +101,61 @@ def test_choose_device(monkeypatch):
             choose_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         choose_device("tpu9")
+
+
+class Chip(nn.Module):
+    """A small conv net that runs ``slow_s`` longer in one precision: a chip where that
+    precision is emulated (``slow="reduced"``) or where it is native (``slow="fp32"``)."""
+
+    def __init__(self, slow: str, slow_s: float = 0.03) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.slow, self.slow_s, self.calls = slow, slow_s, 0
+
+    def forward(self, x):
+        import time
+
+        self.calls += 1
+        reduced = torch.is_autocast_enabled(x.device.type)
+        if reduced == (self.slow == "reduced"):
+            time.sleep(self.slow_s)
+        return self.conv(x)
+
+
+def test_auto_precision_keeps_fp32_where_the_reduced_one_is_slower_and_caches_it(tmp_path):
+    from napari_virtualstain.core.models.precision import CACHE_FILE, choose_precision
+
+    chip = Chip(slow="reduced")
+    choice = choose_precision(chip, torch.device("cpu"), "chip", cache_dir=tmp_path)
+    assert choice.precision == "fp32" and choice.candidate == "bf16" and not choice.cached
+    assert "not faster than fp32" in choice.reason
+    assert choice.reduced_ms > choice.fp32_ms
+    saved = (tmp_path / CACHE_FILE).read_text()
+    assert "chip" in saved and "torch " in saved
+    calls = chip.calls
+    again = choose_precision(chip, torch.device("cpu"), "chip", cache_dir=tmp_path)
+    assert again.cached and again.precision == "fp32" and chip.calls == calls  # not re-measured
+
+
+def test_auto_precision_takes_the_reduced_one_where_measured_faster(tmp_path):
+    from napari_virtualstain.core.models.precision import choose_precision
+
+    choice = choose_precision(Chip(slow="fp32"), torch.device("cpu"), "fast", cache_dir=tmp_path)
+    assert choice.precision == "bf16" and "faster than fp32" in choice.reason
+    # another architecture on the same machine is measured on its own
+    other = choose_precision(Chip(slow="reduced"), torch.device("cpu"), "slow", cache_dir=tmp_path)
+    assert other.precision == "fp32" and not other.cached
+
+
+def test_engine_records_why_it_runs_at_its_precision(tmp_path, monkeypatch):
+    from napari_virtualstain.core.engine import StainConfig, StainEngine
+    from napari_virtualstain.core.models import LoadedModel, ModelCard
+
+    monkeypatch.setenv("NAPARI_VIRTUALSTAIN_CACHE", str(tmp_path))
+    card = ModelCard(name="chip", arch="resnet_6blocks", arch_kwargs={"ngf": 4})
+    loaded = LoadedModel(module=Chip(slow="reduced"), card=card, path=None)
+    fixed = StainEngine(loaded, StainConfig(device="cpu", precision="fp32"))
+    assert fixed.precision == "fp32" and fixed.precision_reason == "set by the user"
+    auto = StainEngine(loaded, StainConfig(device="cpu", precision="auto"))
+    assert auto.precision == "fp32" and auto.precision_reason.startswith("auto: bf16")
+    assert (tmp_path / "precision.json").exists()

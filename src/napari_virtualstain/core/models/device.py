@@ -71,7 +71,11 @@ def autocast_dtype(precision: str, device):
 
 
 def best_precision(device) -> str:
-    """The fastest precision worth using: bf16 on CPU and recent GPUs, fp16 on older ones."""
+    """The reduced precision a device can run: bf16 on CPU and recent GPUs, fp16 on older ones.
+
+    A candidate, not a choice: emulated bf16 is ~100x slower than fp32 on CPUs without native
+    bf16. ``precision="auto"`` measures it first (:func:`.precision.choose_precision`).
+    """
     import torch
 
     if device.type == "cuda":
