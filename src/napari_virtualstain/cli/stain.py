@@ -6,13 +6,17 @@ from pathlib import Path
 
 import click
 
+from ._params import DEVICE, MPP, OUTPUT_FOLDER
+
 
 @click.command()
 @click.argument("slide", type=click.Path(exists=True, path_type=Path))
 @click.option("--model", "-m", required=True, help="Registry name or checkpoint path.")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="OUT.zarr")
-@click.option("--mpp", type=float, help="Level-0 µm/px; required when the slide does not state it.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps.")
+@click.option("--out", "-o", required=True, type=OUTPUT_FOLDER, help="OUT.zarr")
+@click.option("--mpp", type=MPP, help="Level-0 µm/px; required when the slide does not state it.")
+@click.option(
+    "--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps."
+)
 @click.option(
     "--precision",
     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
@@ -32,10 +36,14 @@ import click
 @click.option("--no-tissue-mask", is_flag=True, help="Stain background tiles too.")
 @click.option("--preview-level", type=int, help="Run on this coarser level (labelled preview).")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), help="Tile cache folder.")
-@click.option("--keep-cache", is_flag=True, help="Keep OUT.tiles after success.")
+@click.option("--keep-cache", is_flag=True, help="Keep the OUT.tiles-* scratch after success.")
 @click.option("--scheduler", help="dask.distributed address, or local:N for N local processes.")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the generator.")
-@click.option("--overwrite", is_flag=True, help="Replace a finished OUT.zarr.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a finished OUT.zarr (never a folder holding more than an OME-Zarr image).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def stain(
     slide: Path,
@@ -60,9 +68,9 @@ def stain(
 ) -> None:
     """Stain every tissue tile of SLIDE and write an OME-Zarr pyramid with provenance.
 
-    An interrupted run resumes from the tiles already computed (kept in OUT.tiles).
+    An interrupted run resumes from the tiles already computed (kept in a scratch folder
+    OUT.tiles-* beside OUT, removed after success). Only one run writes an OUT at a time.
     """
-    from napari_virtualstain.cli.progress import tqdm_progress
     from napari_virtualstain.core.engine.distributed import stain_slide
     from napari_virtualstain.core.engine.stain import MppUnknownError, StainConfig
     from napari_virtualstain.core.engine.tissue import TissueConfig
@@ -75,15 +83,21 @@ def stain(
         )  # fmt: skip
     except ValueError as err:
         raise click.UsageError(str(err)) from err
+    from .progress import tqdm_progress
+
     try:
-        with tqdm_progress("staining", quiet, unit="chunk") as progress:
+        with tqdm_progress("staining", quiet, unit="chunk") as on_progress:
             result = stain_slide(
                 slide, model, out, config=config, mpp=mpp, cache_dir=cache_dir,
                 keep_cache=keep_cache, scheduler=scheduler, overwrite=overwrite,
-                progress=progress, on_event=lambda msg: click.echo(f"warning: {msg}", err=True),
+                progress=on_progress,
+                on_event=lambda msg: click.echo(f"warning: {msg}", err=True),
             )  # fmt: skip
     except MppUnknownError as err:
         raise click.UsageError(str(err)) from err
-    except (FileExistsError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"interrupted; {out} is partial. Rerun the same command to resume from the tiles "
+            "already computed"
+        ) from None
     click.echo(result.summary())

@@ -6,7 +6,9 @@ per-slide normalisation statistics, tissue grid); a worker process rebuilds it o
 it, so the model is loaded once per worker, not once per task (see ``lazy.MODEL_LOADS``).
 
 Interrupted runs resume: finished tiles live in an atomic on-disk tile cache next to the
-output (``OUT.tiles``), so a rerun only computes what is missing.
+output (``OUT.tiles-XXXX``, a fresh folder named in the output's marker), so a rerun only
+computes what is missing. Only what this tool created is resumed or deleted (see
+:mod:`..io.ownership`), and one lock file keeps a second writer away from the same output.
 """
 
 from __future__ import annotations
@@ -69,30 +71,75 @@ def is_complete_output(path: Path) -> bool:
     """Whether ``path`` is a finished OME-Zarr (its multiscales metadata is written last)."""
     import json
 
+    from ..io.ownership import read_marker
+
+    marker = read_marker(path)
+    if marker is not None:
+        return marker.get("state") == "complete"
     for meta in (path / ".zattrs", path / "zarr.json"):
         if meta.exists():
-            text = json.loads(meta.read_text())
-            attrs = text.get("attributes", text)
-            return "multiscales" in attrs or "multiscales" in attrs.get("ome", {})
+            try:
+                text = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                return False
+            attrs = text.get("attributes", text) if isinstance(text, dict) else {}
+            ome = attrs.get("ome", {}) if isinstance(attrs.get("ome"), dict) else {}
+            return "multiscales" in attrs or "multiscales" in ome
     return False
 
 
-def _check_paths(slide_path: Path | None, out: Path, overwrite: bool) -> bool:
-    """Refuse to overwrite the input or a finished output; True when resuming a partial one."""
+def _check_paths(slide_path: Path | None, out: Path, overwrite: bool) -> str:
+    """Decide what to do with ``out``: "fresh", "resume" (our interrupted run) or "replace".
+
+    Only a folder carrying this tool's marker is resumed. Anything else at ``out`` is refused
+    unless ``overwrite``, and even then a folder holding more than an OME-Zarr image is kept.
+    """
+    from ..io.ownership import check_replaceable, read_marker
+
     if slide_path is not None:
         src = slide_path.resolve()
         dst = out.resolve()
         if dst == src or src in dst.parents or dst in src.parents:
             raise ValueError(f"output {out} would overwrite or sit inside the input {slide_path}")
-    if not out.exists():
-        return False
-    if is_complete_output(out) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is complete (pass overwrite to redo it)")
-    from ..io.omezarr import is_zarr_group
+    if not out.exists() and not out.is_symlink():
+        return "fresh"
+    marker = read_marker(out) if out.is_dir() else None
+    if marker is not None and marker.get("state") != "complete" and not overwrite:
+        return "resume"
+    if not overwrite:
+        if marker is not None or is_complete_output(out):
+            raise FileExistsError(
+                f"{out} already exists and is complete (use --overwrite, or overwrite=True in "
+                "Python, to redo it)"
+            )
+        raise FileExistsError(
+            f"{out} exists and was not written by virtualstain; refusing to touch it. Choose "
+            "another output, or use --overwrite (replaces it only if it holds nothing but an "
+            "OME-Zarr image)"
+        )
+    check_replaceable(out)
+    return "replace"
 
-    if not is_zarr_group(out):
-        raise FileExistsError(f"{out} exists and is not a zarr group; refusing to replace it")
-    return True
+
+def _scratch_for(out: Path, state: str) -> tuple[Path, bool]:
+    """The tile scratch folder: the interrupted run's (named in the marker) or a new one.
+
+    Returns the folder and whether it belongs to this tool (and may be deleted when done).
+    """
+    from ..io.ownership import is_scratch, make_scratch, read_marker
+
+    if state == "resume":
+        name = (read_marker(out) or {}).get("scratch")
+        if (
+            isinstance(name, str)
+            and "/" not in name
+            and "\\" not in name
+            and name not in (".", "..")
+        ):
+            folder = out.parent / name
+            if folder.is_dir() and is_scratch(folder):
+                return folder, True
+    return make_scratch(out), True
 
 
 def stain_slide(
@@ -120,10 +167,13 @@ def stain_slide(
         A name or path is required with ``scheduler`` (workers load it themselves).
     out : path
         The ``.zarr`` folder to write. Never the input; a finished one is refused unless
-        ``overwrite``; a partial one (an interrupted run) is resumed.
+        ``overwrite``; a partial one written by this tool (an interrupted run) is resumed;
+        a folder this tool did not write is refused (with ``overwrite``, replaced only when
+        it holds nothing but an OME-Zarr image).
     cache_dir : path, optional
-        Tile cache shared with the viewer; default ``OUT.tiles``, removed after success
-        unless ``keep_cache``.
+        Tile cache shared with the viewer, never deleted. Default: a new folder
+        ``OUT.tiles-XXXX`` beside ``out``, removed after success unless ``keep_cache`` and
+        after a failure that left no tiles in it.
     scheduler : str, optional
         ``"local:N"`` or a dask.distributed scheduler address.
     progress : callable, optional
@@ -131,21 +181,58 @@ def stain_slide(
     """
     import dask
 
-    from ..io import open_slide, write_ome_zarr
-    from .cache import DiskCache, MemoryLRU, TileCache
-    from .lazy import open_virtual_stain
+    from ..io import open_slide
+    from ..io.ownership import output_lock
 
     t0 = time.perf_counter()
     out = Path(out)
-    # Opening reads metadata and a low level here, never through a cluster client that a
-    # caller may have made the process default.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        # Opening reads metadata and a low level here, never through a cluster client that a
+        # caller may have made the process default.
+        with dask.config.set(scheduler="threads"):
+            if not hasattr(slide, "levels"):
+                slide = open_slide(slide)
+            slide_path = Path(str(slide.path)) if getattr(slide, "format", "") else None
+            state = _check_paths(slide_path, out, overwrite)
+        if cache_dir is not None:
+            cache_dir, own_cache = Path(cache_dir), False  # the user's: never deleted
+        else:
+            cache_dir, own_cache = _scratch_for(out, state)
+        try:
+            return _run(
+                slide, model, out, config, mpp, cache_dir, scheduler, n_levels,
+                memory_budget_bytes, progress, on_event, overrides, t0,
+                marker={"scratch": cache_dir.name} if own_cache else {},
+                clean_scratch=own_cache and not keep_cache,
+            )  # fmt: skip
+        except BaseException:
+            _tidy_after_failure(out, state, cache_dir if own_cache else None)
+            raise
+
+
+def _tidy_after_failure(out: Path, state: str, scratch: Path | None) -> None:
+    """Leave no litter: a scratch folder with no tiles goes, and with it a fresh output."""
+    from ..io.ownership import read_marker, scratch_is_empty
+
+    if scratch is None or not scratch.is_dir() or not scratch_is_empty(scratch):
+        return  # tiles to resume from: keep them, and the output that names them
+    shutil.rmtree(scratch, ignore_errors=True)
+    if state == "fresh" and out.is_dir() and read_marker(out) is not None:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _run(
+    slide, model, out, config, mpp, cache_dir, scheduler, n_levels, memory_budget_bytes,
+    progress, on_event, overrides, t0, marker, clean_scratch,
+) -> StainResult:  # fmt: skip
+    import dask
+
+    from ..io import write_ome_zarr
+    from .cache import DiskCache, MemoryLRU, TileCache
+    from .lazy import open_virtual_stain
+
     with dask.config.set(scheduler="threads"):
-        if not hasattr(slide, "levels"):
-            slide = open_slide(slide)
-        slide_path = Path(str(slide.path)) if getattr(slide, "format", "") else None
-        resuming = _check_paths(slide_path, out, overwrite)
-        own_cache = cache_dir is None
-        cache_dir = Path(cache_dir) if cache_dir else out.with_name(out.name + ".tiles")
         cache = TileCache(MemoryLRU(memory_budget_bytes), DiskCache(cache_dir))
         vs = open_virtual_stain(
             slide, model, config=config, mpp=mpp, cache=cache, cache_dir=str(cache_dir),
@@ -160,9 +247,9 @@ def stain_slide(
     with _scheduler(scheduler):
         write_ome_zarr(
             out, vs.levels[0], mpp=mpp_out, name=vs.name, metadata=metadata,
-            n_levels=n_levels, progress=progress, overwrite=resuming or overwrite,
+            n_levels=n_levels, progress=progress, overwrite=True, marker=marker,
         )  # fmt: skip
-    if own_cache and not keep_cache:
+    if clean_scratch:
         shutil.rmtree(cache_dir, ignore_errors=True)
     return StainResult(
         out=out,

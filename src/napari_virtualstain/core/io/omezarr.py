@@ -14,6 +14,7 @@ import zarr
 
 from ..progress import OnProgress, Progress
 from .errors import SlideReadError, SlideWriteError
+from .ownership import check_replaceable, write_marker
 from .pixels import move_channels_last, to_rgb8
 from .slide import Slide, complete_pyramid, display_name, downsample2
 
@@ -124,6 +125,7 @@ def write_ome_zarr(
     progress: OnProgress | None = None,
     overwrite: bool = False,
     chunk_px: int = WRITE_CHUNK_PX,
+    marker: dict | None = None,
 ) -> Path:
     """Write (y, x, 3) uint8 RGB as an NGFF 0.4 multiscale image (axes c, y, x) with dask.
 
@@ -135,9 +137,10 @@ def write_ome_zarr(
     path = Path(path)
     if path.exists():
         if not overwrite:
-            raise SlideWriteError(path, "already exists (pass overwrite=True to replace it)")
-        if not is_zarr_group(path):
-            raise SlideWriteError(path, "exists and is not a zarr group; refusing to delete it")
+            raise SlideWriteError(
+                path, "already exists (use --overwrite, or overwrite=True in Python, to replace it)"
+            )
+        check_replaceable(path)  # never deletes a folder holding anything but an image
         shutil.rmtree(path)
     given = list(image) if isinstance(image, list | tuple) else [image]
     base = da.asarray(given[0])
@@ -149,6 +152,7 @@ def write_ome_zarr(
         raise SlideWriteError(path, f"mpp must be positive, got {mpp}")
 
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    write_marker(path, "writing", **(marker or {}))
     total = _chunk_total(base.shape[:2], n_levels, chunk_px)
     done = [0]
 
@@ -174,6 +178,7 @@ def write_ome_zarr(
     }
     attrs[PROVENANCE_KEY] = json.loads(json.dumps(metadata or {}, default=str))
     group.attrs.update(attrs)
+    write_marker(path, "complete", **(marker or {}))
     return path
 
 
