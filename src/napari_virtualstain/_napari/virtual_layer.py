@@ -33,9 +33,7 @@ def slide_from_layer(layer, mpp: float | None = None):
                 "expected an (y, x, 3) uint8 RGB image"
             )
         slide = Slide(path=path, name=layer.name, levels=levels, mpp=meta.get("mpp"))
-    if mpp is not None:
-        slide.mpp = mpp
-    return slide
+    return slide if mpp is None else slide.with_mpp(mpp)
 
 
 def _buffers(vs) -> list:

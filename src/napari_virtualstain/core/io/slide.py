@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
+
+from ..geometry import level_for_mpp, level_mpps
 
 # A flat image larger than this (on its long side) gets lazily built coarser levels...
 PYRAMID_MIN_SIDE_PX = 4096
@@ -16,9 +18,11 @@ PYRAMID_TOP_SIDE_PX = 1024
 BACKGROUND_RGB = 255
 
 
-@dataclass
+@dataclass(frozen=True)
 class Slide:
     """An opened slide. Nothing is read until a level is indexed or computed.
+
+    Immutable: a slide whose pixel size is corrected is a new slide, :meth:`with_mpp`.
 
     Attributes
     ----------
@@ -26,7 +30,7 @@ class Slide:
         The file or folder it was opened from.
     name : str
         A display name (file name without slide extensions).
-    levels : list of dask.array.Array
+    levels : tuple of dask.array.Array
         (y, x, 3) uint8 RGB, level 0 = full resolution, chunked on the file's tiles.
     mpp : float or None
         Level-0 microns per pixel; ``None`` means unknown (never a silent default).
@@ -42,15 +46,26 @@ class Slide:
         The detected format ("svs", "ndpi", "ome-tiff", "tiff", "ome-zarr", "png", ...).
     """
 
-    path: Path
+    path: Path | None
     name: str
-    levels: list[da.Array]
+    levels: Sequence[da.Array]
     mpp: float | None = None
     magnification: float | None = None
     associated: Mapping[str, np.ndarray] = field(default_factory=dict)
     built_levels: int = 0
     notes: str = ""
     format: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(self.levels))
+        if not self.levels:
+            raise ValueError(f"slide {self.name!r} ({self.path}): no pyramid levels")
+        if self.mpp is not None and not self.mpp > 0:
+            raise ValueError(f"slide {self.name!r} ({self.path}): mpp must be > 0, got {self.mpp}")
+
+    def with_mpp(self, mpp: float | None) -> Slide:
+        """The same slide with level-0 pixel size ``mpp`` (µm/px), e.g. a user's correction."""
+        return replace(self, mpp=None if mpp is None else float(mpp))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -63,20 +78,21 @@ class Slide:
         h0, w0 = self.shape
         return [((h0 / lv.shape[0]) + (w0 / lv.shape[1])) / 2.0 for lv in self.levels]
 
+    @property
+    def level_mpps(self) -> list[float | None]:
+        """Microns per pixel of each level (all None when the slide's mpp is unknown)."""
+        return level_mpps(self.mpp, self.downsamples)
+
     def level_mpp(self, level: int) -> float | None:
         """Microns per pixel at ``level``, or None when the slide's mpp is unknown."""
-        return None if self.mpp is None else self.mpp * self.downsamples[level]
+        return self.level_mpps[level]
 
     def best_level_for_mpp(self, mpp: float) -> int:
-        """The coarsest level whose pixels are not coarser than ``mpp`` (level 0 if unknown)."""
-        if self.mpp is None:
-            return 0
-        best = 0
-        for level in range(len(self.levels)):
-            level_mpp = self.level_mpp(level)
-            if level_mpp is not None and level_mpp <= mpp * 1.01:
-                best = level
-        return best
+        """The coarsest level whose pixels are not coarser than ``mpp`` (level 0 if unknown).
+
+        See :func:`napari_virtualstain.core.geometry.level_for_mpp`.
+        """
+        return level_for_mpp(self.level_mpps, mpp)
 
     def read_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Read an (h, w, 3) uint8 region at ``level``; outside the image is white background."""
