@@ -138,8 +138,37 @@ def test_background_tiles_are_painted_and_never_inferred(he, model):
     calls = Counter(vs.engine.module)
     out = vs.levels[0].compute()
     assert calls.n == 4 and vs.tiles_skipped == 12
-    assert (out[160:, 160:] == 255).all()
+    # background is the model's own glass colour (what it paints on this slide's glass)
+    glass = vs.engine.stain_batch(np.full((1, 64, 64, 3), 250, np.uint8))[0, 16:48, 16:48]
+    expected = np.median(glass.reshape(-1, 3), axis=0)
+    assert np.abs(np.asarray(vs.engine.config.background_rgb) - expected).max() <= 1
+    assert (out[160:, 160:] == vs.engine.config.background_rgb).all()
     assert vs.metadata["tiles"] == {"total": 16, "background": 12}
+    white = open_virtual_stain(make_slide(rgb), model, device="cpu", precision="fp32", tile_px=64,
+                               background_rgb=(255, 255, 255), cache=fresh_cache())  # fmt: skip
+    assert (white.levels[0][160:, 160:].compute() == 255).all()
+
+
+def test_norm_stats_and_glass_colour_are_measured_once_per_slide(he, model, tmp_path):
+    rgb = np.full((256, 256, 3), 250, np.uint8)
+    rgb[:128, :128] = he[:128, :128]
+    rgb[0, 0] = 7  # a slide no other test opens: nothing is remembered yet
+    seen = []
+    handle = model.module.register_forward_hook(lambda m, a, o: seen.append(a[0].shape[0]))
+    try:
+        first = open_virtual_stain(make_slide(rgb), model, device="cpu", precision="fp32",
+                                   tile_px=64, cache=fresh_cache(tmp_path))  # fmt: skip
+        assert len(seen) >= 2  # norm statistics, then the glass tile
+        n = len(seen)
+        again = open_virtual_stain(make_slide(rgb), model, device="cpu", precision="fp32",
+                                   tile_px=64, cache=fresh_cache(tmp_path))  # fmt: skip
+        assert len(seen) == n
+        assert again.plan.norm_sha256 == first.plan.norm_sha256
+        assert again.engine.config.background_rgb == first.engine.config.background_rgb
+        assert any((tmp_path / "calibration").glob("norm-*.safetensors"))
+        assert any((tmp_path / "calibration").glob("glass-*.json"))
+    finally:
+        handle.remove()
 
 
 def test_coarse_levels_show_only_computed_tiles(he, model):
@@ -164,7 +193,8 @@ def test_preview_is_labelled_and_provenance_is_complete(he, model):
     assert vs.plan.level == 1 and vs.levels[0].shape == (128, 128, 3)
     meta = vs.metadata
     assert meta["model"]["sha256"] == "0" * 64 and meta["model"]["direction"] == "he->ki67"
-    assert meta["device"] == "cpu" and meta["precision"] in ("bf16", "fp32")
+    assert meta["device"] == "cpu" and meta["precision"] == "fp32"
+    assert meta["precision_reason"] == "set by the user"
     assert meta["plan"]["tile_px"] == 64 and meta["plan"]["halo_px"] == 60
     assert meta["norm_stats"]["sha256"] and "torch" in meta["versions"]
 

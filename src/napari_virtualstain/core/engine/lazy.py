@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 
 from .cache import TileCache, TileKey, shared_cache
+from .calibrate import glass_rgb, has_instance_norm, resize_rgb, slide_norm_stats
 from .provenance import build_provenance, slide_identity
 from .stain import StainConfig, StainEngine, make_plan, pad_to_multiple
 from .tiling import Box, TileGrid, blend_weights, checker, map_box, round_up
@@ -39,15 +40,6 @@ def load_model_cached(model: str, device: str = "auto"):
             _PROCESS_MODELS[key] = load_model(model, device=dev)
             MODEL_LOADS["count"] += 1
         return _PROCESS_MODELS[key]
-
-
-def _resize(rgb: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
-    from skimage.transform import resize
-
-    if rgb.shape[:2] == tuple(shape_hw):
-        return rgb
-    out = resize(rgb, (*shape_hw, rgb.shape[2]), order=1, preserve_range=True, anti_aliasing=True)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 class VirtualStain:
@@ -96,6 +88,7 @@ class VirtualStain:
             plan=plan,
             device=str(engine.device),
             precision=engine.precision,
+            precision_reason=engine.precision_reason,
             slide=slide,
             extra={
                 "preview": plan.preview,
@@ -187,12 +180,12 @@ class VirtualStain:
             if self.plan.resampled:
                 s = self.plan.scale
                 hw = (round_up(h * s, m), round_up(w * s, m))
-                x = np.stack([_resize(t, hw) for t in x])
+                x = np.stack([resize_rgb(t, hw) for t in x])
             else:
                 x = np.stack([pad_to_multiple(t, m) for t in x])
             y = self.engine.stain_batch(x, should_stop)
             for t, box, out in zip(tiles, boxes, y, strict=True):
-                out = _resize(out, (h, w)) if self.plan.resampled else out[:h, :w]
+                out = resize_rgb(out, (h, w)) if self.plan.resampled else out[:h, :w]
                 rel = self.grid.contribution(*t).relative_to(box)
                 self.cache.put(self.key(*t), out[rel])
 
@@ -255,7 +248,7 @@ class VirtualStain:
             inter = small.intersect(box) if small is not None else None
             if inter is None:
                 continue
-            pixels = _resize(self.block(r, c), (small.h, small.w))
+            pixels = resize_rgb(self.block(r, c), (small.h, small.w))
             out[inter.relative_to(box)] = pixels[inter.relative_to(small)]
         return out
 
@@ -317,31 +310,6 @@ def _restore(spec: dict) -> VirtualStain:
     return vs
 
 
-def _norm_tiles(slide, plan, tissue, n: int) -> np.ndarray:
-    """Up to ``n`` evenly spread tissue tiles (model resolution) for per-slide statistics.
-
-    They have the card's training tile size, not the (maybe larger) inference tile: the
-    statistics are per-channel moments, and gathering them should cost little.
-    """
-    side = plan.card_tile_px
-    src = side if plan.scale == 1.0 else max(plan.stride_px, round(side / plan.scale))
-    grid = TileGrid(tuple(slide.levels[plan.level].shape[:2]), src)
-
-    def in_tissue(t: tuple[int, int]) -> bool:  # looked up on the engine's (coarser) grid
-        b = grid.core(*t)
-        cy, cx = b.y + b.h // 2, b.x + b.w // 2
-        return tissue is None or bool(tissue[cy // plan.tile_px, cx // plan.tile_px])
-
-    cand = [t for t in grid.tiles() if in_tissue(t)] or list(grid.tiles())
-    picks = [cand[i] for i in np.linspace(0, len(cand) - 1, min(n, len(cand))).astype(int)]
-    tiles = []
-    for r, c in dict.fromkeys(picks):
-        b = grid.core(r, c)
-        rgb = slide.read_region(plan.level, b.y, b.x, src, src)
-        tiles.append(_resize(rgb, (side, side)))
-    return np.stack(tiles)
-
-
 def open_virtual_stain(
     slide,
     model,
@@ -393,13 +361,23 @@ def open_virtual_stain(
         tissue = tissue_tiles(
             mask, ds[mask_lv], grid, ds[plan.level], config.tissue.min_tile_fraction
         )
-    if norm_stats is None and config.norm == "slide" and _has_instance_norm(engine.module):
-        norm_stats = _gather_norm_stats(engine, _norm_tiles(slide, plan, tissue, config.norm_tiles))
+    ident = slide_identity(slide)
+    if cache_dir is None and cache is not None and cache.disk is not None:
+        cache_dir = str(cache.disk.root)  # calibrations live next to the tiles
+    if norm_stats is None and config.norm == "slide" and has_instance_norm(engine.module):
+        norm_stats = slide_norm_stats(
+            slide, ident, engine, plan, tissue, config.norm_tiles, cache_dir
+        )
     if norm_stats is not None:
         engine.fix_norm_stats(norm_stats)
         plan = replace(plan, norm_sha256=norm_stats.sha256())
     else:
         plan = replace(plan, norm="tile")
+    if config.background_rgb is None:  # the model's own glass colour, measured once
+        config = replace(
+            config, background_rgb=glass_rgb(slide, ident, engine, plan, tissue, cache_dir)
+        )
+        engine.config = config
     if cache is None:
         cache = shared_cache(cache_dir)
     if model_spec is not None and slide.path is not None and getattr(slide, "format", ""):
@@ -408,26 +386,6 @@ def open_virtual_stain(
             cache_dir=cache_dir, norm_stats=norm_stats, tissue=tissue,
         )  # fmt: skip
     return VirtualStain(slide, engine, plan, cache, tissue, spec=spec)
-
-
-def _gather_norm_stats(engine: StainEngine, tiles: np.ndarray):
-    """Per-slide statistics, gathered at the engine's precision (as fast as staining a tile)."""
-    import torch
-
-    from ..models import collect_norm_stats
-    from ..models.device import autocast_dtype
-
-    dtype = autocast_dtype(engine.precision, engine.device)
-    with torch.autocast(engine.device.type, dtype=dtype, enabled=dtype is not None):
-        return collect_norm_stats(
-            engine.module, tiles, engine.device, normalisation=engine.card.normalisation
-        )
-
-
-def _has_instance_norm(module) -> bool:
-    import torch
-
-    return any(isinstance(m, torch.nn.InstanceNorm2d) for m in module.modules())
 
 
 def stain_image(loaded_model, rgb: np.ndarray, mpp: float | None = None, **kwargs) -> np.ndarray:

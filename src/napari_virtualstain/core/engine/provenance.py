@@ -52,6 +52,7 @@ def build_provenance(
     plan,
     device: str,
     precision: str,
+    precision_reason: str = "",
     slide=None,
     extra: dict | None = None,
 ) -> dict:
@@ -65,6 +66,8 @@ def build_provenance(
         Level, mpp, tile / halo / blend, resampling, normalisation statistics, preview flag.
     device, precision : str
         Where and how the generator ran.
+    precision_reason : str
+        Why this precision ("set by the user", or what ``auto`` measured on this machine).
     slide : Slide, optional
         The source slide (path, name, identity).
     """
@@ -82,6 +85,7 @@ def build_provenance(
         "plan": plan.to_dict(),
         "device": str(device),
         "precision": precision,
+        "precision_reason": precision_reason,
         "versions": package_versions(),
     }
     if slide is not None:

@@ -45,7 +45,8 @@ class StainConfig:
     device : str
         "auto", "cpu", "cuda", "cuda:1", "mps".
     precision : str
-        "auto" (fastest safe for the device), "fp32", "bf16", "fp16".
+        "auto" (a reduced precision only where measured faster than fp32 on this device,
+        see :mod:`..models.precision`), "fp32", "bf16", "fp16".
     batch_size : int, optional
         Tiles per forward pass (halved automatically on out-of-memory). Default 1 on CPU
         (measured: batches of large tiles run slower on few cores) and 4 on accelerators.
@@ -68,8 +69,10 @@ class StainConfig:
         ``torch.compile`` the generator (slow first call; faster afterwards).
     tissue : TissueConfig or None
         Tissue detection; None stains every tile.
-    background_rgb : tuple of int
-        Colour painted on background tiles (never sent to the generator).
+    background_rgb : tuple of int, optional
+        Colour painted on background tiles (never sent to the generator). Default: the
+        model's own glass colour, measured once per model and slide (no step where a stained
+        tile meets a background tile).
     mpp_tolerance : float
         Relative mpp mismatch accepted without resampling.
     preview_level : int, optional
@@ -86,7 +89,7 @@ class StainConfig:
     norm_tiles: int = 16
     compile: bool = False
     tissue: TissueConfig | None = field(default_factory=TissueConfig)
-    background_rgb: tuple[int, int, int] = (255, 255, 255)
+    background_rgb: tuple[int, int, int] | None = None
     mpp_tolerance: float = 0.1
     preview_level: int | None = None
 
@@ -103,7 +106,8 @@ class StainConfig:
             raise ValueError(f"blend must be one of {BLENDS}, got {self.blend!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if len(self.background_rgb) != 3 or not all(0 <= v <= 255 for v in self.background_rgb):
+        bg = self.background_rgb
+        if bg is not None and (len(bg) != 3 or not all(0 <= v <= 255 for v in bg)):
             raise ValueError(
                 f"background_rgb must be 3 values in 0..255, got {self.background_rgb}"
             )
@@ -184,13 +188,14 @@ class StainEngine:
     """
 
     def __init__(self, loaded, config: StainConfig | None = None, norm_stats=None, on_event=None):
-        from ..models import best_precision, choose_device
+        from ..models import choose_device
 
         self.card = loaded.card
         self.config = config or StainConfig()
         self.device = choose_device(self.config.device)
-        p = self.config.precision
-        self.precision = best_precision(self.device) if p == "auto" else p
+        self._base_module = loaded.module.to(self.device).eval()
+        self.precision_choice = None
+        self.precision, self.precision_reason = self._choose_precision()
         default_batch = 1 if self.device.type == "cpu" else 4
         self.batch_size = self.config.batch_size or default_batch
         self.norm_stats = norm_stats
@@ -199,10 +204,22 @@ class StainEngine:
         self.tiles_inferred = 0
         self._lock = threading.Lock()
         self._stack = contextlib.ExitStack()
-        self._base_module = loaded.module.to(self.device).eval()
         self.module = self._base_module
         if norm_stats is not None:
             self.fix_norm_stats(norm_stats)
+
+    def _choose_precision(self) -> tuple[str, str]:
+        """The configured precision, or for "auto" the one measured fastest (see ``precision``)."""
+        if self.config.precision != "auto":
+            return self.config.precision, "set by the user"
+        from ..models.precision import choose_precision
+
+        kwargs = json.dumps(self.card.arch_kwargs, sort_keys=True)
+        choice = choose_precision(
+            self._base_module, self.device, f"{self.card.arch} {kwargs}", self.stride_px
+        )
+        self.precision_choice = choice
+        return choice.precision, "auto: " + choice.reason + (" (cached)" if choice.cached else "")
 
     def fix_norm_stats(self, norm_stats) -> None:
         """From now on run a private copy of the module with these InstanceNorm statistics."""

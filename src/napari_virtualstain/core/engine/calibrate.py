@@ -1,0 +1,203 @@
+"""Per-slide calibration: InstanceNorm statistics and the model's own glass colour.
+
+Both are measured once per (slide, model, precision) and kept: in memory for the process,
+and next to the disk tile cache when there is one, so reopening a slide (the viewer after a
+batch run, a resumed run, a dask worker) measures nothing again.
+
+The glass colour is what the generator paints on this slide's glass. Background tiles are
+never sent to the generator; painting them in that colour (instead of white) leaves no step
+where a stained tissue tile meets a background tile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .tiling import TileGrid
+
+log = logging.getLogger(__name__)
+
+_MEMO: dict[str, object] = {}
+_MEMO_LOCK = threading.Lock()
+
+
+def calibration_key(slide_id: str, engine, plan, what: str, n_tiles: int = 0) -> str:
+    """Everything that changes a calibration's result, hashed."""
+    parts = {
+        "what": what,
+        "slide": slide_id,
+        "model": engine.card.sha256 or engine.card.name,
+        "arch": engine.card.arch,
+        "precision": engine.precision,
+        "level": plan.level,
+        "scale": plan.scale,
+        "card_tile_px": plan.card_tile_px,
+        "norm_sha256": plan.norm_sha256,
+        "n_tiles": n_tiles,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def resize_rgb(rgb: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear, anti-aliased resize of uint8 RGB (returned as is when the size matches)."""
+    from skimage.transform import resize
+
+    if rgb.shape[:2] == tuple(shape_hw):
+        return rgb
+    out = resize(rgb, (*shape_hw, rgb.shape[2]), order=1, preserve_range=True, anti_aliasing=True)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def _folder(cache_dir) -> Path | None:
+    return None if cache_dir is None else Path(cache_dir) / "calibration"
+
+
+def slide_norm_stats(slide, slide_id: str, engine, plan, tissue, n_tiles: int, cache_dir=None):
+    """The slide's InstanceNorm statistics from ``n_tiles`` tissue tiles (memo, then disk)."""
+    from ..models import NormStats
+
+    key = calibration_key(slide_id, engine, plan, "norm", n_tiles)
+    with _MEMO_LOCK:
+        if key in _MEMO:
+            return _MEMO[key]
+    folder = _folder(cache_dir)
+    path = None if folder is None else folder / f"norm-{key}.safetensors"
+    stats = None
+    if path is not None and path.exists():
+        try:
+            stats = NormStats.load(path)
+        except Exception as err:  # a damaged file is a miss
+            log.warning("calibration: unreadable %s (%s); measuring again", path, err)
+    if stats is None:
+        stats = gather_norm_stats(engine, norm_tiles(slide, plan, tissue, n_tiles))
+        if path is not None:
+            _save_atomic(path, stats.save)
+    with _MEMO_LOCK:
+        _MEMO[key] = stats
+    return stats
+
+
+def glass_rgb(slide, slide_id: str, engine, plan, tissue, cache_dir=None) -> tuple[int, int, int]:
+    """The colour the generator paints on this slide's glass (white when there is none).
+
+    One background tile of the card's size is stained; the median of its centre half is the
+    colour (the border sees the reflection padding).
+    """
+    key = calibration_key(slide_id, engine, plan, "glass")
+    with _MEMO_LOCK:
+        if key in _MEMO:
+            return _MEMO[key]
+    folder = _folder(cache_dir)
+    path = None if folder is None else folder / f"glass-{key}.json"
+    rgb = None
+    if path is not None and path.exists():
+        try:
+            rgb = tuple(int(v) for v in json.loads(path.read_text())["rgb"])
+        except (OSError, ValueError, KeyError, TypeError):
+            rgb = None
+    if rgb is None:
+        rgb = _measure_glass(slide, engine, plan, tissue)
+        if path is not None:
+            from ..io.atomic import write_json_atomic
+
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(path, {"rgb": list(rgb)})
+            except OSError as err:
+                log.warning("calibration: could not write %s (%s)", path, err)
+    with _MEMO_LOCK:
+        _MEMO[key] = rgb
+    return rgb
+
+
+def _measure_glass(slide, engine, plan, tissue) -> tuple[int, int, int]:
+    from .stain import pad_to_multiple
+
+    if tissue is None or tissue.all():
+        return (255, 255, 255)
+    grid = TileGrid(tuple(slide.levels[plan.level].shape[:2]), plan.tile_px)
+    rows, cols = np.nonzero(~tissue)
+    # The background tile farthest from any tissue tile: glass, not a faint tissue edge.
+    trows, tcols = np.nonzero(tissue)
+    if len(trows):
+        d = np.min((rows[:, None] - trows) ** 2 + (cols[:, None] - tcols) ** 2, axis=1)
+        i = int(np.argmax(d))
+    else:
+        i = 0
+    core = grid.core(int(rows[i]), int(cols[i]))
+    side = plan.card_tile_px
+    src = side if plan.scale == 1.0 else max(plan.stride_px, round(side / plan.scale))
+    h, w = min(src, core.h), min(src, core.w)
+    rgb = slide.read_region(plan.level, core.y, core.x, h, w)
+    if plan.resampled:
+        rgb = resize_rgb(rgb, (max(plan.stride_px, round(h * plan.scale)),) * 2)
+    out = engine.stain_batch(pad_to_multiple(rgb, plan.stride_px)[None])[
+        0, : rgb.shape[0], : rgb.shape[1]
+    ]
+    q = out[
+        out.shape[0] // 4 : max(1, 3 * out.shape[0] // 4),
+        out.shape[1] // 4 : max(1, 3 * out.shape[1] // 4),
+    ]
+    return tuple(int(v) for v in np.median(q.reshape(-1, 3), axis=0))
+
+
+def norm_tiles(slide, plan, tissue, n: int) -> np.ndarray:
+    """Up to ``n`` evenly spread tissue tiles (model resolution) for per-slide statistics.
+
+    They have the card's training tile size, not the (maybe larger) inference tile: the
+    statistics are per-channel moments, and gathering them should cost little.
+    """
+    side = plan.card_tile_px
+    src = side if plan.scale == 1.0 else max(plan.stride_px, round(side / plan.scale))
+    grid = TileGrid(tuple(slide.levels[plan.level].shape[:2]), src)
+
+    def in_tissue(t: tuple[int, int]) -> bool:  # looked up on the engine's (coarser) grid
+        b = grid.core(*t)
+        cy, cx = b.y + b.h // 2, b.x + b.w // 2
+        return tissue is None or bool(tissue[cy // plan.tile_px, cx // plan.tile_px])
+
+    cand = [t for t in grid.tiles() if in_tissue(t)] or list(grid.tiles())
+    picks = [cand[i] for i in np.linspace(0, len(cand) - 1, min(n, len(cand))).astype(int)]
+    tiles = []
+    for r, c in dict.fromkeys(picks):
+        b = grid.core(r, c)
+        rgb = slide.read_region(plan.level, b.y, b.x, src, src)
+        tiles.append(resize_rgb(rgb, (side, side)))
+    return np.stack(tiles)
+
+
+def gather_norm_stats(engine, tiles: np.ndarray):
+    """Per-slide statistics, gathered at the engine's precision (as fast as staining a tile)."""
+    import torch
+
+    from ..models import collect_norm_stats
+    from ..models.device import autocast_dtype
+
+    dtype = autocast_dtype(engine.precision, engine.device)
+    with torch.autocast(engine.device.type, dtype=dtype, enabled=dtype is not None):
+        return collect_norm_stats(
+            engine.module, tiles, engine.device, normalisation=engine.card.normalisation
+        )
+
+
+def has_instance_norm(module) -> bool:
+    import torch
+
+    return any(isinstance(m, torch.nn.InstanceNorm2d) for m in module.modules())
+
+
+def _save_atomic(path: Path, save) -> None:
+    from ..io.atomic import atomic_path
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save(tmp)
+    except OSError as err:
+        log.warning("calibration: could not write %s (%s)", path, err)
