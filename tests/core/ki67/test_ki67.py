@@ -233,7 +233,7 @@ def test_real_ki67_sample_is_plausible_and_stable(shared_data):
 def test_large_rois_are_measured_block_by_block_without_a_label_image(monkeypatch):
     import dask.array as da
 
-    from napari_virtualstain.core import ki67_pipeline
+    from napari_virtualstain.core.ki67 import pipeline as ki67_pipeline
 
     syn = grid_of_nuclei(n_rows=8, n_cols=8, positive_fraction=0.4, seed=11)
     whole = measure_rois(syn.rgb, 0.5).results[0]
