@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from ._params import MPP, OUTPUT_FILE
+
 JSON_KEYS = (
     "name",
     "n_nuclei",
@@ -33,7 +35,7 @@ JSON_KEYS = (
 @click.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--roi", "roi_path", type=click.Path(path_type=Path), help="ROIs (QuPath GeoJSON).")
-@click.option("--mpp", type=float, help="µm per pixel; overrides (or supplies) the file's.")
+@click.option("--mpp", type=MPP, help="µm per pixel; overrides (or supplies) the file's.")
 @click.option(
     "--segmenter",
     type=click.Choice(["builtin", "stardist", "cellpose"]),
@@ -54,10 +56,10 @@ JSON_KEYS = (
     default="qupath",
     show_default=True,
 )
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Per-ROI results.")
-@click.option("--labels-out", type=click.Path(path_type=Path), help="uint32 nuclei labels (TIFF).")
-@click.option("--nuclei-csv", type=click.Path(path_type=Path), help="Per-nucleus CSV.")
-@click.option("--geojson-out", type=click.Path(path_type=Path), help="ROIs + nuclei for QuPath.")
+@click.option("--json", "json_out", type=OUTPUT_FILE, help="Per-ROI results.")
+@click.option("--labels-out", type=OUTPUT_FILE, help="uint32 nuclei labels (TIFF).")
+@click.option("--nuclei-csv", type=OUTPUT_FILE, help="Per-nucleus CSV.")
+@click.option("--geojson-out", type=OUTPUT_FILE, help="ROIs + nuclei for QuPath.")
 def ratio(
     image, roi_path, mpp, segmenter, model_dir, thresholds, stains, json_out, labels_out,
     nuclei_csv, geojson_out,
@@ -75,9 +77,11 @@ def ratio(
     mpp = mpp if mpp is not None else slide.mpp
     if mpp is None or mpp <= 0:
         raise click.ClickException(f"{image}: the pixel size is unknown; pass --mpp (µm/px)")
+    _refuse_greyscale(slide, image)
     try:
         config = Ki67Config(thresholds=tuple(thresholds) or (0.2,))
         rois = _read_rois(roi_path, mpp)
+        _check_rois_inside(rois, slide.shape, mpp, roi_path)
         run = _run(slide, mpp, rois, segmenter, model_dir, stains, config)
     except (ValueError, ImportError) as err:
         raise click.ClickException(str(err)) from err
@@ -105,6 +109,36 @@ def _refuse_overwriting_input(image: Path, roi_path, outputs: list[Path]) -> Non
     for out in outputs:
         if Path(out).resolve() in inputs:
             raise click.ClickException(f"refusing to overwrite the input {out}")
+
+
+def _refuse_greyscale(slide, image) -> None:
+    from napari_virtualstain.core.io.pixels import is_colourless
+
+    if "greyscale" in slide.notes or is_colourless(slide.levels[0]):
+        raise click.ClickException(
+            f"{image}: the image has no colour (greyscale); the Ki-67 index needs a brightfield "
+            "RGB image where DAB brown and haematoxylin blue can be told apart"
+        )
+
+
+def _check_rois_inside(rois, shape_px, mpp: float, roi_path) -> None:
+    """Refuse ROIs with non-finite or absurd coordinates, or lying outside the image."""
+    import numpy as np
+
+    h_um, w_um = shape_px[0] * mpp, shape_px[1] * mpp
+    margin_um = max(0.1 * max(h_um, w_um), 1000 * mpp)
+    for roi in rois or ():
+        pts = np.asarray(roi.polygon_um(), dtype=float)
+        if not np.isfinite(pts).all():
+            raise ValueError(f"{roi_path}: ROI {roi.name!r} has non-finite coordinates")
+        (y0, x0), (y1, x1) = pts.min(axis=0), pts.max(axis=0)
+        if y0 < -margin_um or x0 < -margin_um or y1 > h_um + margin_um or x1 > w_um + margin_um:
+            raise ValueError(
+                f"{roi_path}: ROI {roi.name!r} spans y {y0:.4g}..{y1:.4g}, x {x0:.4g}..{x1:.4g} "
+                f"µm, far outside the image ({h_um:.6g} x {w_um:.6g} µm); wrong file or --mpp?"
+            )
+        if y1 <= 0 or x1 <= 0 or y0 >= h_um or x0 >= w_um:
+            raise ValueError(f"{roi_path}: ROI {roi.name!r} lies outside the image")
 
 
 def _read_rois(roi_path, mpp):
@@ -158,8 +192,10 @@ def _write_json(path: Path, run, provenance: dict) -> None:
             {**{k: d[k] for k in JSON_KEYS}, **{k: v for k, v in d.items() if k not in JSON_KEYS}}
         )
     payload = {"rois": rois, "provenance": provenance}
+    from napari_virtualstain.core.io.atomic import write_json_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
+    write_json_atomic(path, payload)  # a failed write leaves the previous file intact
 
 
 def _write_labels(path: Path, run, provenance: dict) -> None:
@@ -167,17 +203,23 @@ def _write_labels(path: Path, run, provenance: dict) -> None:
 
     labels, (y0, x0) = run.labels_union()
     meta = {"origin_yx_px": [int(y0), int(x0)], "mpp": run.mpp, "provenance": provenance}
+    from napari_virtualstain.core.io.atomic import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(
-        path, labels.astype("uint32"), compression="zlib", description=json.dumps(meta)
-    )
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(
+            tmp, labels.astype("uint32"), compression="zlib", description=json.dumps(meta)
+        )
 
 
 def _write_nuclei_csv(path: Path, run) -> None:
     from napari_virtualstain.core.ki67 import write_nuclei_csv
 
+    from napari_virtualstain.core.io.atomic import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_nuclei_csv(path, [(m.roi.name, m.nuclei) for m in run.measurements])
+    with atomic_path(path) as tmp:
+        write_nuclei_csv(tmp, [(m.roi.name, m.nuclei) for m in run.measurements])
 
 
 def _write_geojson(path: Path, run) -> None:

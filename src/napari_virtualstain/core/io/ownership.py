@@ -61,7 +61,7 @@ def unknown_entries(folder: Path, limit: int = 5) -> list[str]:
 def _is_plain_array(folder: Path) -> bool:
     if not any((folder / m).is_file() for m in (".zarray", "zarr.json")):
         return False
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         rel = Path(root).relative_to(folder)
         if any(not _CHUNK_NAME.match(part) for part in rel.parts):
             return False

@@ -73,3 +73,23 @@ def to_rgb8(
         arr = (rgb * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
         notes.append("RGBA composited over white")
     return arr, "; ".join(notes)
+
+
+def is_colourless(level: da.Array, n_chunks: int = 16, tolerance: int = 3) -> bool:
+    """Whether an RGB level holds no colour (R = G = B within ``tolerance`` grey levels).
+
+    Reads at most ``n_chunks`` chunks spread over the level, so the cost does not grow with the
+    slide. Used to refuse greyscale input where colour carries the measurement (stain, Ki-67).
+    """
+    import itertools
+
+    cy, cx = level.chunksize[:2]
+    rows = range(0, level.shape[0], cy)
+    cols = range(0, level.shape[1], cx)
+    cells = list(itertools.product(rows, cols))
+    step = max(1, len(cells) // n_chunks)
+    for y, x in cells[::step][:n_chunks]:
+        tile = np.asarray(level[y : y + cy, x : x + cx, :3].compute()).astype(np.int16)
+        if tile.size and int((tile.max(axis=-1) - tile.min(axis=-1)).max()) > tolerance:
+            return False
+    return True
