@@ -1,12 +1,18 @@
-"""Turn core objects into napari layer data tuples. The only place that knows napari's layout."""
+"""Turn core objects into napari layer data tuples, and read physical pixel size back from layers.
+
+The only place that knows how napari spells physical units: layers get ``scale`` in µm *and*
+``units`` ("micrometer"), so other plugins (and napari's scale bar) see the same physical world.
+"""
 
 from __future__ import annotations
 
 from napari_virtualstain.core.io import Slide
 
+UNIT = "micrometer"
+
 
 def slide_layer_data(slide: Slide, name: str | None = None) -> tuple:
-    """A multiscale RGB image layer tuple with physical scale (µm) when mpp is known."""
+    """A multiscale RGB image layer tuple with physical scale and units (µm) when mpp is known."""
     known = slide.mpp is not None
     scale = (slide.mpp, slide.mpp) if known else (1.0, 1.0)
     layer_name = name or (slide.name if known else f"{slide.name} (mpp unknown)")
@@ -23,8 +29,40 @@ def slide_layer_data(slide: Slide, name: str | None = None) -> tuple:
         "rgb": True,
         "multiscale": len(slide.levels) > 1,
         "scale": scale,
+        "units": (UNIT, UNIT) if known else ("pixel", "pixel"),
         "contrast_limits": [0, 255],
         "metadata": meta,
     }
     data = slide.levels if len(slide.levels) > 1 else slide.levels[0]
     return (data, kwargs, "image")
+
+
+def layer_mpp(layer) -> float | None:
+    """Level-0 µm per data pixel of ``layer``, or None when it is not known.
+
+    Read from the layer's physical ``units`` and ``scale`` (set by any reader that knows them,
+    e.g. napari-ome-zarr or ours); a layer in pixel units falls back to the ``mpp`` our own
+    layers keep in their metadata. A scale in pixels is never taken as a pixel size.
+    """
+    factor = _um_per_unit((getattr(layer, "units", None) or (None,))[-1])
+    if factor is not None:
+        mpp = float(layer.scale[-1]) * factor
+        return mpp if mpp > 0 else None
+    mpp = (getattr(layer, "metadata", None) or {}).get("mpp")
+    return float(mpp) if mpp else None
+
+
+def _um_per_unit(unit) -> float | None:
+    """µm in one ``unit`` (a pint unit or its name), or None for pixels / no length unit."""
+    if unit is None:
+        return None
+    try:
+        import pint
+
+        ureg = getattr(unit, "_REGISTRY", None) or pint.get_application_registry()
+        quantity = ureg.Quantity(1, unit if not isinstance(unit, str) else ureg(unit).units)
+        if quantity.dimensionality != ureg.micrometer.dimensionality:
+            return None
+        return float(quantity.to(ureg.micrometer).magnitude)
+    except Exception:  # noqa: BLE001 - an unknown unit name is "no physical unit"
+        return None

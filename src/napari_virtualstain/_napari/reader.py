@@ -1,22 +1,36 @@
-"""npe2 reader contribution: slides as lazy multiscale image layers."""
+"""npe2 reader contribution: slides as lazy multiscale image layers.
+
+``get_reader`` opens the slide's metadata (cheap: no pixels beyond one tile) and declines with
+None when we cannot read it, so that napari offers the file to its other readers (a z-stack or
+a fluorescence TIFF is not a slide) instead of showing our error.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from napari_virtualstain.core.io import can_open, open_slide
+from napari_virtualstain.core.io import SlideReadError, can_open, open_slide
 
 from .layers import slide_layer_data
 
 
 def get_reader(path: str | list[str]):
-    """Return a reader function when every path looks like a slide, else None."""
+    """Return a reader function when every path is a slide we can open, else None."""
     paths = [path] if isinstance(path, str | Path) else list(path)
     if not paths or not all(can_open(p) for p in paths):
         return None
-    return read_slides
+    try:
+        slides = [open_slide(p) for p in paths]
+    except SlideReadError:
+        return None
+
+    def read(_path=None) -> list[tuple]:
+        return [slide_layer_data(s) for s in slides]
+
+    return read
 
 
 def read_slides(path: str | list[str]) -> list[tuple]:
+    """Open ``path`` (one or several slides) as layer data; raises ``SlideReadError``."""
     paths = [path] if isinstance(path, str | Path) else list(path)
     return [slide_layer_data(open_slide(p)) for p in paths]

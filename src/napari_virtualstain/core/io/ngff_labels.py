@@ -1,0 +1,144 @@
+"""NGFF (0.4) image-label groups: a labels image under ``<image>.zarr/labels/<name>``.
+
+Label images are pyramids downsampled by taking every other pixel (never averaged: a label id is
+a name, not a quantity). Per-label ``properties`` (positivity, DAB OD, area...) and ``colors`` go
+in the ``image-label`` metadata, as the spec describes, so that OME-Zarr viewers show them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from .errors import SlideWriteError
+from .omezarr import is_zarr_group, pyramid_level_count
+
+LABEL_CHUNK_PX = 1024
+NGFF_VERSION = "0.4"
+
+
+def write_ngff_labels(
+    path: str | Path,
+    labels,
+    name: str,
+    mpp: float | None,
+    properties: Sequence[Mapping] | None = None,
+    colors: Mapping[int, Sequence[float]] | None = None,
+    n_levels: int | None = None,
+) -> Path:
+    """Write a (y, x) integer labels image as ``path/labels/<name>`` (NGFF image-label).
+
+    ``path`` is an OME-Zarr image (the labels join its ``labels`` group) or a new folder (a
+    group holding only labels is made). A label of the same name is replaced as a whole, after
+    the new one is complete; anything else in the store is left alone. ``properties`` are dicts
+    with a ``"label-value"`` key; ``colors`` map label values to RGBA in 0..1.
+    """
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and is_zarr_group(path)):
+        raise SlideWriteError(path, "exists and is not a zarr group; refusing to write into it")
+    if not name or "/" in name or name.startswith("."):
+        raise SlideWriteError(path, f"bad label name {name!r}")
+    if mpp is not None and not (mpp > 0):
+        raise SlideWriteError(path, f"mpp must be positive, got {mpp}")
+    data = da.asarray(labels)
+    if data.ndim != 2 or not np.issubdtype(data.dtype, np.integer):
+        raise SlideWriteError(
+            path, f"expected (y, x) integer labels, got {data.shape} {data.dtype}"
+        )
+    if np.issubdtype(data.dtype, np.signedinteger):
+        data = data.astype(np.uint32 if data.dtype.itemsize <= 4 else np.uint64)
+    n_levels = n_levels or pyramid_level_count(data.shape, top_max_side_px=LABEL_CHUNK_PX)
+
+    root = zarr.open_group(str(path), mode="a", zarr_format=2)
+    group = root.require_group("labels")
+    tmp_name = f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = group.create_group(tmp_name)
+    try:
+        for k in range(n_levels):
+            level = data[:: 2**k, :: 2**k].rechunk(LABEL_CHUNK_PX)
+            target = tmp.create_array(
+                str(k),
+                shape=level.shape,
+                chunks=(LABEL_CHUNK_PX, LABEL_CHUNK_PX),
+                dtype=level.dtype,
+                fill_value=0,
+                chunk_key_encoding={"name": "v2", "separator": "/"},
+            )
+            da.store(level, target, lock=False)
+        tmp.attrs.update(_label_attrs(name, n_levels, mpp, properties, colors))
+    except BaseException:
+        shutil.rmtree(path / "labels" / tmp_name, ignore_errors=True)
+        raise
+    _swap_in(path / "labels", tmp_name, name)
+    names = [n for n in group.attrs.get("labels", []) if n != name] + [name]
+    group.attrs["labels"] = names
+    return path / "labels" / name
+
+
+def _swap_in(folder: Path, tmp_name: str, name: str) -> None:
+    final, old = folder / name, folder / f".{name}.old-{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        final.rename(old)
+    (folder / tmp_name).rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _label_attrs(name, n_levels, mpp, properties, colors) -> dict:
+    unit = {"unit": "micrometer"} if mpp is not None else {}
+    pixel = mpp if mpp is not None else 1.0
+    image_label: dict = {"version": NGFF_VERSION, "source": {"image": "../../"}}
+    if colors:
+        image_label["colors"] = [
+            {"label-value": int(v), "rgba": [int(round(255 * c)) for c in rgba]}
+            for v, rgba in sorted(colors.items())
+        ]
+    if properties:
+        image_label["properties"] = [_json_ready(p) for p in properties]
+    return {
+        "multiscales": [
+            {
+                "version": NGFF_VERSION,
+                "name": name,
+                "axes": [
+                    {"name": "y", "type": "space", **unit},
+                    {"name": "x", "type": "space", **unit},
+                ],
+                "datasets": [
+                    {
+                        "path": str(k),
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [pixel * 2**k, pixel * 2**k]}
+                        ],
+                    }
+                    for k in range(n_levels)
+                ],
+                "type": "nearest",
+            }
+        ],
+        "image-label": image_label,
+    }
+
+
+def _json_ready(row: Mapping) -> dict:
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[str(key)] = value
+    return json.loads(json.dumps(out, default=str))
+
+
+def read_label_properties(path: str | Path, name: str) -> list[dict]:
+    """The ``image-label`` properties stored for label image ``name`` (for tests and tools)."""
+    group = zarr.open_group(str(Path(path) / "labels" / name), mode="r")
+    return list(dict(group.attrs).get("image-label", {}).get("properties", []))
