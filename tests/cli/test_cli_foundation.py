@@ -46,6 +46,7 @@ def test_headless_demo_writes_outputs(tmp_path):
     for entry in ratio.values():
         assert entry["n_nuclei"] > 100
         assert 0.0 <= entry["labelling_index"] <= 1.0
-        assert entry["bin"] in ("0-0.2", "0.2-0.5", "0.5-1")
+        # Fewer than 500 nuclei (the virtual Ki-67 of the small H&E crop): no bin, a reason.
+        assert entry["bin"] in ("0-0.2", "0.2-0.5", "0.5-1") or entry["no_grade_reason"]
     qa = json.loads((out / "qa.json").read_text())
     assert 0.0 < qa["ssim"] < 1.0 and qa["psnr_db"] > 10

@@ -60,8 +60,12 @@ def test_classes_ratios_and_hscore_by_hand():
     assert r.labelling_index == pytest.approx(0.6)
     assert r.area_ratio == pytest.approx(90 / 110)
     assert r.h_score == pytest.approx(100 * (1 + 2 + 3) / 5)
-    assert r.bin == "0.5-1" and r.who_grade == "G3"
-    assert any("too few for grading" in w for w in r.warnings)
+    # Five nuclei: the figures are given, but never a bin or grade beside "too few".
+    assert r.bin is None and r.who_grade is None and not r.graded
+    assert r.no_grade_reason == "too few nuclei for grading (5 < 500)"
+    assert any("too few nuclei for grading" in w for w in r.warnings)
+    graded = summarise(nuclei, "roi", Ki67Config(min_nuclei_for_grade=5))
+    assert graded.bin == "0.5-1" and graded.who_grade == "G3" and graded.no_grade_reason == ""
     three = Ki67Config(thresholds=(0.4, 0.5, 0.6))
     assert summarise(_nuclei([0.1, 0.3, 0.45, 0.7], config=three), "t", three).n_positive == 2
     assert three.class_names == ("Negative", "1+", "2+", "3+")

@@ -3,7 +3,8 @@
 - ``measure``: nuclei measurements, classes, ``Ki67Result``, bin and WHO grade;
 - ``pipeline``: ROIs of a slide through a segmenter to results (``iter_measure_rois``);
 - ``hotspot``: the window with the highest labelling index;
-- ``export``: CSV files.
+- ``stain_check``: does the image look like H-DAB (refuse H&E, greyscale, foreign stains);
+- ``export``: CSV, JSON, GeoJSON and label files, one policy for ROIs too large to outline.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from .measure import (
     summarise,
     who_grade,
 )
-from .pipeline import RatioRun, RoiMeasurement, iter_measure_rois, measure_rois
+from .pipeline import iter_measure_rois, measure_rois
+from .run import RatioRun, RoiMeasurement
+from .stain_check import UNVERIFIED, StainCheck, StainCheckError, check_hdab
 
 __all__ = [
     "MIN_NUCLEI_FOR_GRADE",
@@ -35,6 +38,10 @@ __all__ = [
     "Nuclei",
     "RatioRun",
     "RoiMeasurement",
+    "StainCheck",
+    "StainCheckError",
+    "UNVERIFIED",
+    "check_hdab",
     "classify",
     "find_hotspot",
     "iter_measure_rois",

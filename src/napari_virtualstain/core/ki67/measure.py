@@ -19,6 +19,9 @@ from ..deconvolution import QUPATH_HDAB, StainVectors, estimate_background, stai
 QUPATH_INTENSITY_THRESHOLDS = (0.2, 0.4, 0.6)
 RATIO_BINS = ((0.0, 0.2, "0-0.2"), (0.2, 0.5, "0.2-0.5"), (0.5, 1.0, "0.5-1"))
 MIN_NUCLEI_FOR_GRADE = 500
+# QuPath's default nucleus detection threshold (hematoxylin OD); nuclei below it in H + DAB are
+# too faint to tell positive from negative with confidence.
+FAINT_NUCLEUS_OD = 0.1
 
 
 @dataclass(frozen=True)
@@ -33,14 +36,23 @@ class Ki67Config:
     hscore_thresholds : tuple of float
         The three tiers the H-score counts; the same as ``thresholds`` when three are given.
     min_nuclei_for_grade : int
-        Fewer nuclei than this adds a warning that the count is too small for grading.
+        With fewer nuclei than this no bin or grade is given (``no_grade_reason`` says so).
+    faint_od : float
+        A nucleus whose mean hematoxylin + DAB OD is below this is reported as too faint to
+        classify (``n_faint``); it still counts, as a negative, as QuPath counts it.
     """
 
     thresholds: tuple[float, ...] = (0.2,)
     hscore_thresholds: tuple[float, float, float] = QUPATH_INTENSITY_THRESHOLDS
     min_nuclei_for_grade: int = MIN_NUCLEI_FOR_GRADE
+    faint_od: float = FAINT_NUCLEUS_OD
 
     def __post_init__(self) -> None:
+        if self.min_nuclei_for_grade < 0 or not self.faint_od >= 0:
+            raise ValueError(
+                f"min_nuclei_for_grade and faint_od must be >= 0, got "
+                f"{self.min_nuclei_for_grade}, {self.faint_od}"
+            )
         th = tuple(float(t) for t in self.thresholds)
         if len(th) not in (1, 3):
             raise ValueError(f"give one or three DAB OD thresholds, got {len(th)}: {th}")
@@ -227,6 +239,13 @@ class Ki67Result:
     roi_area_um2: float | None = None
     n_flipped: int = 0
     warnings: tuple[str, ...] = ()
+    no_grade_reason: str = ""
+    n_faint: int = 0
+
+    @property
+    def graded(self) -> bool:
+        """True when a bin and a grade are given (enough nuclei, stain verified)."""
+        return self.bin is not None and self.who_grade is not None
 
     def to_dict(self) -> dict:
         """JSON-ready (plain floats and ints, warnings as a list)."""
@@ -269,19 +288,26 @@ def summarise(
     tiers[0] += n_pos - sum(tiers)
     area = float(nuclei.area_um2.sum())
     pos_area = float(nuclei.area_um2[nuclei.positive].sum())
-    warnings = []
+    warnings, no_grade = [], ""
     if n == 0:
         why = "no tissue in the ROI" if no_tissue else "no nuclei detected in the ROI"
+        no_grade = why
         warnings.append(f"{name}: {why}; counts are 0 and no bin or grade is given")
         li = ar = hs = 0.0
     else:
         li, ar = n_pos / n, (pos_area / area if area > 0 else 0.0)
         hs = 100.0 * (tiers[0] + 2 * tiers[1] + 3 * tiers[2]) / n
         if n < config.min_nuclei_for_grade:
-            warnings.append(
-                f"{name}: only {n} nuclei counted (< {config.min_nuclei_for_grade}): "
-                "too few for grading"
-            )
+            # A bin or grade beside "too few" would be read as a result: give neither.
+            no_grade = f"too few nuclei for grading ({n} < {config.min_nuclei_for_grade})"
+            warnings.append(f"{name}: {no_grade}; no bin or grade is given")
+    faint = (nuclei.dab_od_mean + nuclei.hematoxylin_od_mean) < config.faint_od
+    n_faint = int((faint & ~nuclei.flipped).sum())
+    if n_faint:
+        warnings.append(
+            f"{name}: {n_faint} nuclei too faint to classify (H + DAB OD < {config.faint_od}); "
+            "counted as negative"
+        )
     return Ki67Result(
         name=name,
         n_nuclei=n,
@@ -293,11 +319,13 @@ def summarise(
         labelling_index=float(li),
         area_ratio=float(ar),
         h_score=float(hs),
-        bin=ratio_bin(ar) if n else None,
-        who_grade=who_grade(li) if n else None,
+        bin=None if no_grade else ratio_bin(ar),
+        who_grade=None if no_grade else who_grade(li),
         nuclei_area_um2=area,
         positive_area_um2=pos_area,
         roi_area_um2=roi_area_um2,
         n_flipped=int(nuclei.flipped.sum()),
         warnings=tuple(warnings),
+        no_grade_reason=no_grade,
+        n_faint=n_faint,
     )

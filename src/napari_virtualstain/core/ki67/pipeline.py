@@ -9,7 +9,7 @@ on it.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,76 +24,14 @@ from ..deconvolution import (
 from ..roi import ROI, validate_rois
 from ..segmentation import Progress, drain, get_segmenter, iter_segment_in_blocks
 from ..segmentation.blocks import DEFAULT_BLOCK_PX, default_overlap_px
-from .measure import Ki67Config, Ki67Result, Nuclei, measure_nuclei, summarise
+from .measure import Ki67Config, Nuclei, measure_nuclei, summarise
+from .run import MAX_LABEL_PIXELS, RatioRun, RoiMeasurement
+from .stain_check import UNVERIFIED, StainCheckError, check_hdab
 
 # Side of the subsampled view used for the glass level and stain estimation.
 OVERVIEW_SIDE_PX = 2048
 # Below this fraction of tissue pixels an ROI "has no tissue".
 MIN_TISSUE_FRACTION = 0.01
-# ROIs whose (grown) box has more pixels than this are measured without a label image (1 GiB).
-MAX_LABEL_PIXELS = 16384 * 16384
-
-
-@dataclass(frozen=True)
-class RoiMeasurement:
-    """One ROI's nuclei, label image (over the ROI's pixel box) and result."""
-
-    roi: ROI
-    result: Ki67Result
-    nuclei: Nuclei
-    labels: np.ndarray | None  # None for ROIs too large to hold a label image
-    origin_px: tuple[int, int]
-    config: Ki67Config = field(default_factory=Ki67Config)
-
-    def flip(self, label: int) -> RoiMeasurement:
-        """Switch one nucleus between positive and negative and recount."""
-        nuclei = self.nuclei.with_flipped(label)
-        result = summarise(nuclei, self.roi.name, self.config, self.result.roi_area_um2)
-        return replace(self, nuclei=nuclei, result=result)
-
-
-@dataclass(frozen=True)
-class RatioRun:
-    """All ROIs of one image, with what produced them."""
-
-    measurements: tuple[RoiMeasurement, ...]
-    mpp: float
-    stains: StainVectors
-    background_rgb: tuple[float, float, float]
-    provenance: dict
-
-    @property
-    def results(self) -> list[Ki67Result]:
-        return [m.result for m in self.measurements]
-
-    def labels_union(self) -> tuple[np.ndarray, tuple[int, int]]:
-        """One uint32 label image over the bounding box of all ROIs, and its origin (y, x).
-
-        A nucleus inside two overlapping ROIs is measured in each under two ids; here the
-        first ROI's id is kept.
-        """
-        kept = [m for m in self.measurements if m.labels is not None]
-        if len(kept) < len(self.measurements):
-            big = [m.roi.name for m in self.measurements if m.labels is None]
-            raise ValueError(f"ROIs {big} are too large to keep a label image; use smaller ROIs")
-        y0 = min(m.origin_px[0] for m in kept)
-        x0 = min(m.origin_px[1] for m in kept)
-        y1 = max(m.origin_px[0] + m.labels.shape[0] for m in kept)
-        x1 = max(m.origin_px[1] + m.labels.shape[1] for m in kept)
-        if (y1 - y0) * (x1 - x0) > MAX_LABEL_PIXELS:
-            raise ValueError("the ROIs span too large a box for one label image; export per ROI")
-        out = np.zeros((y1 - y0, x1 - x0), np.uint32)
-        for m in kept:
-            oy, ox = m.origin_px[0] - y0, m.origin_px[1] - x0
-            view = out[oy : oy + m.labels.shape[0], ox : ox + m.labels.shape[1]]
-            paste = (m.labels > 0) & (view == 0)
-            view[paste] = m.labels[paste]
-        return out, (y0, x0)
-
-    def replace_measurement(self, index: int, measurement: RoiMeasurement) -> RatioRun:
-        items = list(self.measurements)
-        items[index] = measurement
-        return replace(self, measurements=tuple(items))
 
 
 def level0(image):
@@ -155,6 +93,7 @@ def iter_measure_rois(
     overlap_px: int | None = None,
     measure_image=None,
     segment_he: bool = False,
+    force: bool = False,
 ) -> Generator[Progress, None, RatioRun]:
     """Measure the Ki-67 ratio in each ROI of ``image`` (whole image when ``rois`` is None).
 
@@ -173,6 +112,10 @@ def iter_measure_rois(
         virtual H&E and measures the original IHC.
     segment_he : bool
         ``image`` is H&E (the built-in detection then uses H&E vectors).
+    force : bool
+        Measure even when the measured image does not look like H-DAB (see ``check_hdab``);
+        every result then carries the warning "stain not verified". Without it such an image
+        raises ``StainCheckError`` before anything is segmented.
     """
     config = config or Ki67Config()
     seg_arr = level0(image)
@@ -188,6 +131,11 @@ def iter_measure_rois(
     dab_image = image if measure_image is None else measure_image
     small = overview(dab_image)
     bg = estimate_background(small) if background_rgb is None else np.asarray(background_rgb, float)
+    check = check_hdab(small, bg)
+    if not check.ok:
+        if not force:
+            raise StainCheckError(check)
+        check = check.as_forced()
     vectors = resolve_stains(stains, small)
     seg_bg = bg if measure_image is None else estimate_background(overview(image))
     if isinstance(segmenter, str):
@@ -210,10 +158,11 @@ def iter_measure_rois(
             next_label,
         )
         next_label += len(m.nuclei)
-        out.append(m)
+        out.append(m if check.verified else m.unverified(f"{UNVERIFIED}: {check.reason}"))
     yield Progress(len(rois), len(rois), "done")
     prov = _provenance(segmenter, vectors, bg, config, mpp, block_px, overlap, measure_image)
-    return RatioRun(tuple(out), mpp, vectors, tuple(float(v) for v in bg), prov)
+    prov["stain_check"] = check.to_dict()
+    return RatioRun(tuple(out), mpp, vectors, tuple(float(v) for v in bg), prov, check)
 
 
 def measure_rois(image, mpp, rois=None, progress=None, **kwargs) -> RatioRun:
