@@ -19,6 +19,7 @@ from .raster import RASTER_SUFFIXES, open_raster
 from .slide import Slide
 from .tiff import open_tiff
 
+MIN_SIDE_PX = 8
 TIFF_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff")
 SUPPORTED_SUFFIXES = (*TIFF_SUFFIXES, ".zarr", *RASTER_SUFFIXES)
 
@@ -44,8 +45,21 @@ def can_open(path: str | Path) -> bool:
 
 
 def open_slide(path: str | Path) -> Slide:
-    """Open a slide lazily. Raises ``SlideReadError`` naming the file for anything unreadable."""
-    path = Path(path).expanduser()
+    """Open a slide lazily. Raises ``SlideReadError`` naming the file for anything unreadable.
+
+    An image narrower than ``MIN_SIDE_PX`` on either side is refused: it holds no tissue to
+    measure or stain, and tiling, tissue masks and deconvolution are undefined on it.
+    """
+    slide = _open_any(Path(path).expanduser())
+    h, w = slide.shape
+    if min(h, w) < MIN_SIDE_PX:
+        raise SlideReadError(
+            slide.path, f"the image is {h} x {w} px; at least {MIN_SIDE_PX} px per side is needed"
+        )
+    return slide
+
+
+def _open_any(path: Path) -> Slide:
     if not path.exists():
         raise SlideReadError(path, "no such file or directory")
     if path.is_dir():

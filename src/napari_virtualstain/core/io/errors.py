@@ -11,6 +11,9 @@ class SlideReadError(ValueError):
         self.reason = reason
         super().__init__(f"Cannot open slide '{path}': {reason}")
 
+    def __reduce__(self):  # picklable across dask.distributed workers
+        return (type(self), (self.path, self.reason))
+
 
 class SlideWriteError(ValueError):
     """A pyramid could not be written; the message names the destination and the reason."""
@@ -19,3 +22,6 @@ class SlideWriteError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"Cannot write '{path}': {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))

@@ -14,6 +14,7 @@ import zarr
 
 from ..progress import OnProgress, Progress
 from .errors import SlideReadError, SlideWriteError
+from .guard import guarded_dask
 from .ownership import check_replaceable, write_marker
 from .pixels import move_channels_last, to_rgb8
 from .slide import Slide, complete_pyramid, display_name, downsample2
@@ -53,14 +54,14 @@ def open_ome_zarr(path: Path) -> Slide:
         raise SlideReadError(
             path, "zarr group has no NGFF 'multiscales' metadata (not an OME-Zarr image)"
         )
-    ms = multiscales[0]
-    axes = ms.get("axes") or [{"name": n} for n in "tczyx"]
-    axis_names = "".join((a["name"] if isinstance(a, dict) else a)[0].upper() for a in axes)
+    ms, axes, axis_names, datasets = _check_multiscales(multiscales, path)
     levels = []
     try:
-        for ds in ms["datasets"]:
-            arr = da.from_zarr(group[ds["path"]])
-            levels.append(move_channels_last(arr, axis_names, path))
+        guard = None
+        yx = (axis_names.index("Y"), axis_names.index("X"))
+        for ds in reversed(datasets):  # coarsest first: each level checks against the coarser
+            arr, guard = guarded_dask(group[ds["path"]], path, datasets.index(ds), guard, yx)
+            levels.insert(0, move_channels_last(arr, axis_names, path))
     except SlideReadError:
         raise
     except Exception as exc:
@@ -76,12 +77,42 @@ def open_ome_zarr(path: Path) -> Slide:
         path=path,
         name=display_name(path),
         levels=converted,
-        mpp=_ngff_mpp(ms, axes),
+        mpp=_checked_mpp(ms, axes, path),
         magnification=provenance.get("magnification"),
         built_levels=built,
         notes=notes,
         format="ome-zarr",
     )
+
+
+def _check_multiscales(multiscales, path) -> tuple[dict, list, str, list]:
+    """Validate the NGFF metadata's shape before use; every failure names the file."""
+    if not isinstance(multiscales, list) or not isinstance(multiscales[0], dict):
+        raise SlideReadError(
+            path, f"'multiscales' must be a list of objects, found {type(multiscales).__name__}"
+        )
+    ms = multiscales[0]
+    datasets = ms.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise SlideReadError(path, "'multiscales' lists no 'datasets' (no pyramid levels)")
+    for i, ds in enumerate(datasets):
+        if not isinstance(ds, dict) or not isinstance(ds.get("path"), str):
+            raise SlideReadError(path, f"multiscales dataset {i} has no 'path' string")
+    axes = ms.get("axes") or [{"name": n} for n in "tczyx"]
+    try:
+        axis_names = "".join((a["name"] if isinstance(a, dict) else a)[0].upper() for a in axes)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise SlideReadError(path, f"malformed 'axes' in multiscales: {axes!r}"[:300]) from exc
+    if "Y" not in axis_names or "X" not in axis_names:
+        raise SlideReadError(path, f"multiscales axes {axis_names!r} have no y and x")
+    return ms, axes, axis_names, datasets
+
+
+def _checked_mpp(ms: dict, axes: list, path) -> float | None:
+    try:
+        return _ngff_mpp(ms, axes)
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError) as exc:
+        raise SlideReadError(path, f"malformed coordinateTransformations ({exc})") from exc
 
 
 def _uint16_peak(levels: list[da.Array]) -> float:

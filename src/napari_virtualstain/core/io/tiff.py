@@ -6,11 +6,11 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import zarr
 
 from .errors import SlideReadError
+from .guard import guarded_dask
 from .pixels import move_channels_last, to_rgb8
 from .slide import Slide, complete_pyramid, display_name
 
@@ -49,8 +49,14 @@ def _slide_from_tiff(tif, path: Path) -> Slide:
             if isinstance(node, zarr.Array)
             else [node[str(i)] for i in range(len(series.levels))]
         )
-        for arr, lv in zip(arrays, series.levels, strict=True):
-            levels_raw.append(move_channels_last(da.from_zarr(arr), lv.axes, path))
+        for i, (arr, lv) in enumerate(zip(arrays, series.levels, strict=True)):
+            yx = (
+                (lv.axes.index("Y"), lv.axes.index("X"))
+                if "Y" in lv.axes and "X" in lv.axes
+                else (0, 1)
+            )
+            guarded, _ = guarded_dask(arr, path, i, None, yx)  # corrupt tiles name the file
+            levels_raw.append(move_channels_last(guarded, lv.axes, path))
         # Touch the first tile so a truncated file fails here, naming the file, not later in napari.
         levels_raw[-1][:1, :1].compute()
     except SlideReadError:
