@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from napari_virtualstain.core.models import (
-    NATIVE_TILE_PX,
+    architecture,
     best_precision,
     build_generator,
     infer_tiles,
@@ -91,7 +91,7 @@ def bench(arch: str, device, n_tiles: int, compile_: bool) -> dict:
                     p.fill_(0.1)
         if device.type == "cpu":
             n_tiles = 1  # four global attention layers, one at 256² (65536 pixels)
-    size = NATIVE_TILE_PX[arch]
+    size = architecture(arch).native_tile_px
     tiles = np.random.default_rng(0).integers(0, 256, (n_tiles, size, size, 3), dtype=np.uint8)
     precision = best_precision(device)
     repeats = 1 if n_tiles == 1 else 3

@@ -9,7 +9,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from napari_virtualstain.core.models import (
+    ARCHITECTURES,
+    GENERATOR_ARCHS,
+    ModelCard,
     SelfAttention,
+    architecture,
     build_discriminator,
     build_generator,
     gaussian_pyramid,
@@ -227,3 +231,26 @@ def test_unknown_arch_and_kwargs_are_clear_errors():
         build_generator("resnet_9blocks", attention=True)
     with pytest.raises(ValueError, match="norm must be one of"):
         build_generator("unet_128", norm="group")
+
+
+@pytest.mark.parametrize("arch", GENERATOR_ARCHS)
+def test_the_architecture_table_is_what_the_networks_do(arch):
+    """Each row's stride is real: multiples of it come back whole, a half-stride offset does not."""
+    spec = architecture(arch)
+    torch.manual_seed(0)
+    g = build_generator(arch, ngf=2)
+    side = spec.native_tile_px
+    with torch.no_grad():
+        assert g(torch.zeros(1, 3, side, side)).shape[-2:] == (side, side)
+        odd = side + spec.stride_px // 2
+        try:
+            shape = g(torch.zeros(1, 3, odd, odd)).shape[-2:]
+        except RuntimeError:  # a skip connection cannot concatenate mismatched sizes
+            shape = None
+    assert shape != (odd, odd)
+    fixed = next(iter(spec.fixed_kwargs), None)
+    if fixed is not None:
+        with pytest.raises(ValueError, match="fixed by its name"):
+            build_generator(arch, **{fixed: 3})
+    assert ModelCard(name="m", arch=arch).arch == arch  # cards accept every row, and only those
+    assert set(GENERATOR_ARCHS) == set(ARCHITECTURES)

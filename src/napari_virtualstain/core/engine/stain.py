@@ -237,9 +237,9 @@ class StainEngine:
 
     @property
     def stride_px(self) -> int:
-        from ..models.build import STRIDE_PX
+        from ..models.build import architecture
 
-        return STRIDE_PX.get(self.card.arch, 1)
+        return architecture(self.card.arch).stride_px
 
     def stain_batch(self, tiles: np.ndarray, should_stop: Callable[[], bool] | None = None):
         """(N, H, W, 3) uint8 -> (N, H, W, 3) uint8; H and W multiples of ``stride_px``.

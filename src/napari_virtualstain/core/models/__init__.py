@@ -10,8 +10,15 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "build": ("build_generator", "build_discriminator", "NATIVE_TILE_PX", "STRIDE_PX"),
-    "card": ("ModelCard", "ModelCardError", "GENERATOR_ARCHS"),
+    "build": (
+        "build_generator",
+        "build_discriminator",
+        "architecture",
+        "ARCHITECTURES",
+        "GENERATOR_ARCHS",
+        "GeneratorArch",
+    ),
+    "card": ("ModelCard", "ModelCardError"),
     "checkpoints": (
         "save_model",
         "load_model",
@@ -46,22 +53,23 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = [
+    "ARCHITECTURES",
     "ArchitectureError",
     "CheckpointError",
     "GENERATOR_ARCHS",
+    "GeneratorArch",
     "LoadedModel",
     "ModelCard",
     "ModelCardError",
     "ModelDownloadError",
     "ModelNotFoundError",
-    "NATIVE_TILE_PX",
     "NormStats",
     "PRECISIONS",
     "ReceptiveField",
     "RegistryEntry",
-    "STRIDE_PX",
     "SelfAttention",
     "arch_receptive_field",
+    "architecture",
     "best_precision",
     "build_discriminator",
     "build_generator",
@@ -103,8 +111,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .build import NATIVE_TILE_PX, STRIDE_PX, build_discriminator, build_generator
-    from .card import GENERATOR_ARCHS, ModelCard, ModelCardError
+    from .build import (
+        ARCHITECTURES,
+        GENERATOR_ARCHS,
+        GeneratorArch,
+        architecture,
+        build_discriminator,
+        build_generator,
+    )
+    from .card import ModelCard, ModelCardError
     from .checkpoints import (
         CheckpointError,
         LoadedModel,

@@ -2,27 +2,70 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
-from .card import GENERATOR_ARCHS
 
-NATIVE_TILE_PX = {
-    "paper": 288,
-    "resnet_9blocks": 256,
-    "resnet_6blocks": 256,
-    "unet_256": 256,
-    "unet_128": 128,
-    "pyramid_pix2pix": 256,
-}
-# Total stride of each network: tile origins must be multiples of it for seamless tiling.
-STRIDE_PX = {
-    "paper": 8,
-    "resnet_9blocks": 4,
-    "resnet_6blocks": 4,
-    "unet_256": 256,
-    "unet_128": 128,
-    "pyramid_pix2pix": 4,
-}
+@dataclass(frozen=True)
+class GeneratorArch:
+    """One generator architecture: everything the package knows about it, in one row.
+
+    Attributes
+    ----------
+    name : str
+        The name cards and ``build_generator`` use (``"resnet_9blocks"``).
+    family : str
+        The network class: ``"paper"``, ``"resnet"``, ``"unet"`` or ``"pyramid"``.
+    native_tile_px : int
+        The tile side it is usually trained and benchmarked at.
+    stride_px : int
+        Total stride: tile origins must be multiples of it for seamless tiling.
+    fixed_kwargs : Mapping
+        Constructor arguments the name fixes (``n_blocks`` of a ResNet, ``num_downs`` of a
+        U-Net); a caller may not override them.
+    """
+
+    name: str
+    family: str
+    native_tile_px: int
+    stride_px: int
+    fixed_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.family not in ("paper", "resnet", "unet", "pyramid"):
+            raise ValueError(f"{self.name}: unknown family {self.family!r}")
+        if self.native_tile_px % self.stride_px:
+            raise ValueError(f"{self.name}: native_tile_px must be a multiple of stride_px")
+        object.__setattr__(self, "fixed_kwargs", MappingProxyType(dict(self.fixed_kwargs)))
+
+
+#: The one architecture table: cards, the builder, the engine and checkpoint inference read it.
+ARCHITECTURES: Mapping[str, GeneratorArch] = MappingProxyType(
+    {
+        arch.name: arch
+        for arch in (
+            GeneratorArch("paper", "paper", native_tile_px=288, stride_px=8),
+            GeneratorArch("resnet_9blocks", "resnet", 256, 4, {"n_blocks": 9}),
+            GeneratorArch("resnet_6blocks", "resnet", 256, 4, {"n_blocks": 6}),
+            GeneratorArch("unet_256", "unet", 256, 256, {"num_downs": 8}),
+            GeneratorArch("unet_128", "unet", 128, 128, {"num_downs": 7}),
+            GeneratorArch("pyramid_pix2pix", "pyramid", native_tile_px=256, stride_px=4),
+        )
+    }
+)
+GENERATOR_ARCHS = tuple(ARCHITECTURES)
+
+
+def architecture(name: str) -> GeneratorArch:
+    """The table row of generator ``name`` (``ValueError`` naming the known ones otherwise)."""
+    try:
+        return ARCHITECTURES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown generator arch {name!r}; expected one of {GENERATOR_ARCHS}"
+        ) from None
 
 
 def build_generator(arch: str, **kwargs: Any):
@@ -48,22 +91,25 @@ def build_generator(arch: str, **kwargs: Any):
     from .paper import PaperGenerator
     from .pyramid import PyramidGenerator
 
+    spec = architecture(arch)
     kwargs = dict(kwargs)
     init = kwargs.pop("init", "normal")
-    if arch not in GENERATOR_ARCHS:
-        raise ValueError(f"unknown generator arch {arch!r}; expected one of {GENERATOR_ARCHS}")
+    if clash := sorted(set(kwargs) & set(spec.fixed_kwargs)):
+        raise ValueError(f"bad keyword arguments for arch {arch!r}: {clash} are fixed by its name")
+    if spec.family == "unet":
+        kwargs.setdefault("norm", "batch")
+    cls = {
+        "paper": PaperGenerator,
+        "resnet": ResnetGenerator,
+        "unet": UnetGenerator,
+        "pyramid": PyramidGenerator,
+    }[spec.family]
     try:
-        if arch == "paper":
-            return PaperGenerator(**kwargs).eval()
-        if arch.startswith("resnet_"):
-            net = ResnetGenerator(n_blocks=int(arch[7]), **kwargs)
-        elif arch.startswith("unet_"):
-            kwargs.setdefault("norm", "batch")
-            net = UnetGenerator(num_downs=8 if arch == "unet_256" else 7, **kwargs)
-        else:
-            net = PyramidGenerator(**kwargs)
+        net = cls(**spec.fixed_kwargs, **kwargs)
     except TypeError as err:
         raise ValueError(f"bad keyword arguments for arch {arch!r}: {err}") from err
+    if spec.family == "paper":
+        return net.eval()  # initialises itself (Xavier)
     return init_weights(net, init).eval()
 
 

@@ -11,15 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .build import GENERATOR_ARCHS
+
 CARD_VERSION = 1
-GENERATOR_ARCHS = (
-    "paper",
-    "resnet_9blocks",
-    "resnet_6blocks",
-    "unet_256",
-    "unet_128",
-    "pyramid_pix2pix",
-)
 NORMALISATIONS = ("[-1,1]", "[0,1]")
 _DIRECTION = re.compile(r"^[A-Za-z0-9_+\-]+->[A-Za-z0-9_+\-]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -38,7 +32,7 @@ class ModelCard:
     name : str
         Short unique name, used by the registry (``virtualstain models``).
     arch : str
-        Generator architecture, one of ``GENERATOR_ARCHS``.
+        Generator architecture, a row of the table ``build.ARCHITECTURES``.
     arch_kwargs : dict
         Keyword arguments of ``build_generator(arch, **arch_kwargs)`` (ngf, norm, ...).
     direction : str

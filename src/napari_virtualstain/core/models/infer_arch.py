@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .build import ARCHITECTURES
+
 _BLOCK = re.compile(r"^model\.(\d+)\.conv_block\.(\d+)\.weight$")
 _PAPER_BLOCK = re.compile(r"^blocks\.(\d+)\.conv_block\.1\.weight$")
 
@@ -69,12 +71,18 @@ def _infer_resnet(sd: dict) -> tuple[str, dict[str, Any]]:
     n_blocks = len(blocks)
     if any(k.endswith(".query.weight") for k in sd):
         return "pyramid_pix2pix", {**kwargs, "n_blocks": n_blocks, "attention": True}
-    if n_blocks not in (6, 9):
+    names = _names_by("resnet", "n_blocks")
+    if n_blocks not in names:
         raise ArchitectureError(
-            f"found {n_blocks} residual blocks; junyanz generators have 9 (resnet_9blocks) "
-            "or 6 (resnet_6blocks)"
+            f"found {n_blocks} residual blocks; junyanz generators have "
+            + " or ".join(f"{n} ({name})" for n, name in names.items())
         )
-    return f"resnet_{n_blocks}blocks", kwargs
+    return names[n_blocks], kwargs
+
+
+def _names_by(family: str, key: str) -> dict[int, str]:
+    """The architecture table's names of ``family``, keyed by the constructor argument ``key``."""
+    return {a.fixed_kwargs[key]: a.name for a in ARCHITECTURES.values() if a.family == family}
 
 
 def _index(key: str) -> int:
@@ -86,11 +94,12 @@ def _infer_unet(sd: dict) -> tuple[str, dict[str, Any]]:
     prefix, depth = "model.model.1.model", 1
     while f"{prefix}.1.weight" in sd:
         prefix, depth = f"{prefix}.3.model", depth + 1
-    archs = {8: "unet_256", 7: "unet_128"}
+    archs = _names_by("unet", "num_downs")
     if depth not in archs:
+        known = " and ".join(f"{name} ({n})" for n, name in archs.items())
         raise ArchitectureError(
-            f"found a U-Net with {depth} downsamplings; junyanz has unet_256 (8) and "
-            f"unet_128 (7); found: {describe_keys(sd)}"
+            f"found a U-Net with {depth} downsamplings; junyanz has {known}; "
+            f"found: {describe_keys(sd)}"
         )
     first = sd["model.model.0.weight"]
     norm = _norm_of(sd, "model.model.1.model.1.weight", "model.model.1.model.2.weight")

@@ -198,7 +198,7 @@ def _cached_arch_rf(arch: str, arch_kwargs_json: str) -> ReceptiveField:
 
     import torch
 
-    from .build import STRIDE_PX, build_generator
+    from .build import architecture, build_generator
 
     arch_kwargs = json.loads(arch_kwargs_json)
     kwargs = {**arch_kwargs, "ngf": 2}
@@ -210,4 +210,4 @@ def _cached_arch_rf(arch: str, arch_kwargs_json: str) -> ReceptiveField:
         for name, param in module.named_parameters():
             if name.endswith("gamma"):
                 param.fill_(0.5)
-    return measure_receptive_field(module, phases=min(STRIDE_PX[arch], 8))
+    return measure_receptive_field(module, phases=min(architecture(arch).stride_px, 8))
