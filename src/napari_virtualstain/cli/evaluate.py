@@ -7,13 +7,16 @@ the QA widget and the trainers use.
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import json
 import math
+import pickle
 from pathlib import Path
 
 import click
 import numpy as np
+
+from ._params import MPP, OUTPUT_FOLDER
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
@@ -32,16 +35,29 @@ def _out_option(f):
 
 
 def _prepare_out(out_dir: Path | None, command: str, inputs: list[Path]) -> Path:
+    """Check ``--out`` before any work; it is created only when the results are written."""
     out = Path(out_dir or f"eval-{command}").resolve()
     for p in inputs:
         # never write results over (or into) what was given as input
         if out == Path(p).resolve() or Path(p).resolve() in (out / "metrics.json",):
             raise click.ClickException(f"--out {out} is an input; choose another folder")
+    return OUTPUT_FOLDER.convert(out, None, None)
+
+
+@contextlib.contextmanager
+def _atomic_file(out: Path, name: str):
+    """A temporary path for ``out/name``, renamed into place when the writer succeeds."""
+    from napari_virtualstain.core.io.atomic import atomic_path
+
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    with atomic_path(out / name) as tmp:
+        yield tmp
 
 
 def _write_json(out: Path, payload: dict) -> Path:
+    from napari_virtualstain.core.io.atomic import write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
     path = out / "metrics.json"
 
     def clean(v):
@@ -55,8 +71,7 @@ def _write_json(out: Path, payload: dict) -> Path:
             return clean(v.item())
         return v
 
-    path.write_text(json.dumps(clean(payload), indent=2))
-    return path
+    return write_json_atomic(path, clean(payload))
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -147,11 +162,12 @@ def stain_cmd(generated, reference, paired, tile_px, phash_weights, out_dir) -> 
         payload = {"mode": "paired", "summary": summary, "per_image": per_item}
         from napari_virtualstain.core.metrics.report import plot_per_item
 
-        plot_per_item(
-            {m: [d[m] for d in per_item.values()] for m in summary},
-            out / "paired_metrics.png",
-            "paired image quality",
-        )
+        with _atomic_file(out, "paired_metrics.png") as png:
+            plot_per_item(
+                {m: [d[m] for d in per_item.values()] for m in summary},
+                png,
+                "paired image quality",
+            )
     else:
         payload, table = _unpaired(gen, ref, phash_weights, out)
     click.echo(table)
@@ -161,7 +177,7 @@ def stain_cmd(generated, reference, paired, tile_px, phash_weights, out_dir) -> 
 def _unpaired(gen: dict, ref: dict, weights: str, out: Path) -> tuple[dict, str]:
     from scipy.stats import ks_2samp, wasserstein_distance
 
-    from napari_virtualstain.core.metrics import PHasher, hash_correlation
+    from napari_virtualstain.core.metrics import PHasher, dab_fraction, hash_correlation
     from napari_virtualstain.core.metrics.report import fmt_mean_sd, format_table, plot_histograms
 
     try:
@@ -169,10 +185,15 @@ def _unpaired(gen: dict, ref: dict, weights: str, out: Path) -> tuple[dict, str]
         ref_hash = hasher.hash_vector(np.mean([hasher.features(r) for r in ref.values()], axis=0))
     except (RuntimeError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from err
+    except pickle.UnpicklingError as err:
+        raise click.ClickException(
+            f"{weights}: refused: the file needs pickle code execution to load; only plain "
+            "tensor files (.safetensors, or a .pth of tensors) are read"
+        ) from err
     phash = {n: hash_correlation(hasher.hash(g), ref_hash) for n, g in gen.items()}
     dab = {
-        "generated": [_dab_fraction(g) for g in gen.values()],
-        "reference": [_dab_fraction(r) for r in ref.values()],
+        "generated": [dab_fraction(g) for g in gen.values()],
+        "reference": [dab_fraction(r) for r in ref.values()],
     }
     ks = ks_2samp(dab["generated"], dab["reference"])
     rows = [
@@ -182,12 +203,13 @@ def _unpaired(gen: dict, ref: dict, weights: str, out: Path) -> tuple[dict, str]
         ["DAB fraction KS statistic (p)", f"{ks.statistic:.4f} ({ks.pvalue:.3g})"],
         ["DAB fraction Wasserstein", f"{wasserstein_distance(*dab.values()):.4f}"],
     ]
-    plot_histograms(
-        dab,
-        out / "dab_fraction.png",
-        "DAB-positive fraction of tissue",
-        "DAB fraction, generated vs reference",
-    )
+    with _atomic_file(out, "dab_fraction.png") as png:
+        plot_histograms(
+            dab,
+            png,
+            "DAB-positive fraction of tissue",
+            "DAB fraction, generated vs reference",
+        )
     table = format_table(["metric", "value"], rows) + f"\nP-hash weights: {hasher.weights_used}"
     payload = {
         "mode": "unpaired",
@@ -200,22 +222,6 @@ def _unpaired(gen: dict, ref: dict, weights: str, out: Path) -> tuple[dict, str]
     return payload, table
 
 
-def _dab_fraction(rgb: np.ndarray, dab_od_min: float = 0.2) -> float:
-    """Fraction of tissue pixels whose DAB OD is at least QuPath's positivity threshold."""
-    from napari_virtualstain.core.deconvolution import (
-        QUPATH_HDAB,
-        estimate_background,
-        stain_channel,
-    )
-    from napari_virtualstain.core.engine.tissue import tissue_mask
-
-    tissue = tissue_mask(rgb)
-    if not tissue.any():
-        return 0.0
-    dab = stain_channel(rgb, QUPATH_HDAB, "dab", estimate_background(rgb))
-    return float((dab[tissue] >= dab_od_min).mean())
-
-
 @eval_group.command("cycle")
 @click.option("--model", "model_ab", required=True, help="Forward generator (A2B).")
 @click.option("--reverse", "model_ba", required=True, help="Backward generator (B2A).")
@@ -225,7 +231,7 @@ def _dab_fraction(rgb: np.ndarray, dab_od_min: float = 0.2) -> float:
     required=True,
     help="Folder of domain-A images.",
 )
-@click.option("--mpp", type=float, default=None, help="µm/px of the images (default: the card's).")
+@click.option("--mpp", type=MPP, default=None, help="µm/px of the images (default: the card's).")
 @_out_option
 def cycle_cmd(model_ab, model_ba, images, mpp, out_dir) -> None:
     """Reconstruction metrics of A -> B -> A (seed 000, Fig. 3), per image and mean ± sd."""
@@ -252,11 +258,12 @@ def cycle_cmd(model_ab, model_ba, images, mpp, out_dir) -> None:
         )
     )
     click.echo(table)
-    plot_per_item(
-        {m: [d[m] for d in per_item.values()] for m in summary},
-        out / "cycle_metrics.png",
-        "cycle reconstruction A -> B -> A",
-    )
+    with _atomic_file(out, "cycle_metrics.png") as png:
+        plot_per_item(
+            {m: [d[m] for d in per_item.values()] for m in summary},
+            png,
+            "cycle reconstruction A -> B -> A",
+        )
     payload = {
         "model": str(model_ab),
         "reverse": str(model_ba),
@@ -267,12 +274,17 @@ def cycle_cmd(model_ab, model_ba, images, mpp, out_dir) -> None:
 
 
 def _read_labels(path: Path) -> np.ndarray:
-    if path.suffix.lower() == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    else:
-        from skimage.io import imread
+    try:
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, allow_pickle=False)  # object arrays would need pickle: refused
+        else:
+            from skimage.io import imread
 
-        arr = imread(path)
+            arr = imread(path)
+    except Exception as err:  # each reader raises its own types for empty or corrupt files
+        reason = "holds Python objects (pickle), not numbers" if "allow_pickle" in str(err) else err
+        raise click.ClickException(f"{path}: cannot read as a label image ({reason})") from err
+    arr = np.asarray(arr)
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
         raise click.ClickException(
             f"{path}: expected a 2-D integer label image, found {arr.shape} {arr.dtype}"
@@ -295,7 +307,7 @@ def _label_items(path: Path) -> dict[str, np.ndarray]:
 @_out_option
 def seg_cmd(pred, truth, out_dir) -> None:
     """Dice, accuracy, precision, recall, F1 at IoU 0.5 and the curve over IoU 0.5-0.95."""
-    from napari_virtualstain.core.metrics import IOU_THRESHOLDS, dice, f1_curve
+    from napari_virtualstain.core.metrics import IOU_THRESHOLDS, dice, f1_curve, pooled_curve
     from napari_virtualstain.core.metrics.report import format_table, plot_curves
 
     out = _prepare_out(out_dir, "seg", [pred, truth])
@@ -306,7 +318,7 @@ def seg_cmd(pred, truth, out_dir) -> None:
         if names
         else [(next(iter(p_items)), next(iter(p_items.values())), next(iter(t_items.values())))]
     )
-    per_item, tp, fp, fn = {}, np.zeros(10), np.zeros(10), np.zeros(10)
+    per_item, curves = {}, []
     for name, p, t in pairs:
         if p.shape != t.shape:
             raise click.ClickException(f"{name}: pred {p.shape} and truth {t.shape} differ")
@@ -318,16 +330,9 @@ def seg_cmd(pred, truth, out_dir) -> None:
                 for k in ("accuracy", "precision", "recall", "f1", "tp", "fp", "fn")
             },
         }
-        tp += [c.tp for c in curve]
-        fp += [c.fp for c in curve]
-        fn += [c.fn for c in curve]
-    # pooled over images: counts summed before the ratios, as StarDist's matching_dataset does
-    pooled = {
-        "accuracy": (tp / np.maximum(tp + fp + fn, 1)).tolist(),
-        "precision": (tp / np.maximum(tp + fp, 1)).tolist(),
-        "recall": (tp / np.maximum(tp + fn, 1)).tolist(),
-        "f1": (2 * tp / np.maximum(2 * tp + fp + fn, 1)).tolist(),
-    }
+        curves.append(curve)
+    counts = pooled_curve(curves)  # counts summed over images before the ratios
+    pooled = {k: counts[k] for k in ("accuracy", "precision", "recall", "f1")}
     table, summary = _summary_table(per_item, ["dice", "accuracy", "precision", "recall", "f1"])
     click.echo(table)
     click.echo(
@@ -336,33 +341,46 @@ def seg_cmd(pred, truth, out_dir) -> None:
             [[t, *(pooled[k][i] for k in pooled)] for i, t in enumerate(IOU_THRESHOLDS)],
         )
     )
-    plot_curves(
-        IOU_THRESHOLDS,
-        pooled,
-        out / "iou_curve.png",
-        "IoU threshold",
-        "object matching over IoU thresholds",
-    )
+    with _atomic_file(out, "iou_curve.png") as png:
+        plot_curves(
+            IOU_THRESHOLDS,
+            pooled,
+            png,
+            "IoU threshold",
+            "object matching over IoU thresholds",
+        )
     payload = {
         "summary_at_iou_0.5": summary,
         "per_image": per_item,
         "iou_curve": {
             "iou": list(IOU_THRESHOLDS),
             **pooled,
-            "tp": tp.tolist(),
-            "fp": fp.tolist(),
-            "fn": fn.tolist(),
+            **{k: counts[k] for k in ("tp", "fp", "fn")},
         },
     }
     click.echo(f"written: {_write_json(out, payload)} and PNG plots in {out}")
 
 
 def _read_ratio_csv(path: Path, column: str | None, key: str | None) -> tuple[list, np.ndarray]:
-    with Path(path).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with Path(path).open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+    except UnicodeDecodeError as err:
+        raise click.ClickException(
+            f"{path}: not UTF-8 text (byte {err.start}); save the CSV as UTF-8"
+        ) from err
+    except csv.Error as err:
+        raise click.ClickException(f"{path}: not a readable CSV ({err})") from err
     if not rows:
         raise click.ClickException(f"{path}: no rows")
-    cols = list(rows[0])
+    cols = list(reader.fieldnames or [])
+    for line, row in enumerate(rows, start=2):
+        if None in row.values() or None in row:
+            raise click.ClickException(
+                f"{path}: row {line} has {len([v for v in row.values() if v is not None])} "
+                f"fields, the header has {len(cols)}"
+            )
     col = column or next((c for c in RATIO_COLUMNS if c in cols), None)
     if col not in cols:
         raise click.ClickException(
@@ -374,7 +392,16 @@ def _read_ratio_csv(path: Path, column: str | None, key: str | None) -> tuple[li
         values = np.asarray([float(r[col]) for r in rows])
     except ValueError as err:
         raise click.ClickException(f"{path}: column {col!r} is not numeric ({err})") from err
-    return ([r[k] for r in rows] if k in cols else list(range(len(rows)))), values
+    keys = [r[k] for r in rows] if k in cols else list(range(len(rows)))
+    seen: dict = {}
+    for line, name in enumerate(keys, start=2):
+        if name in seen:
+            raise click.ClickException(
+                f"{path}: key {name!r} appears twice (rows {seen[name]} and {line}); pairs "
+                "would be ambiguous"
+            )
+        seen[name] = line
+    return keys, values
 
 
 @eval_group.command("ratio")
@@ -416,8 +443,10 @@ def ratio_cmd(pred, truth, column, key, out_dir) -> None:
             ["true \\ pred", *BIN_LABELS], [[BIN_LABELS[i], *m.confusion[i]] for i in range(3)]
         )
     )
-    plot_confusion(m.confusion, BIN_LABELS, out / "confusion.png", "Ki-67 ratio bins")
-    plot_ratio_scatter(p, t, out / "ratio_scatter.png")
+    with _atomic_file(out, "confusion.png") as png:
+        plot_confusion(m.confusion, BIN_LABELS, png, "Ki-67 ratio bins")
+    with _atomic_file(out, "ratio_scatter.png") as png:
+        plot_ratio_scatter(p, t, png)
     payload = {
         **m.to_dict(),
         "pairs": [

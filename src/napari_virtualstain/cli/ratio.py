@@ -213,9 +213,8 @@ def _write_labels(path: Path, run, provenance: dict) -> None:
 
 
 def _write_nuclei_csv(path: Path, run) -> None:
-    from napari_virtualstain.core.ki67 import write_nuclei_csv
-
     from napari_virtualstain.core.io.atomic import atomic_path
+    from napari_virtualstain.core.ki67 import write_nuclei_csv
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
