@@ -9,8 +9,15 @@
 
 from __future__ import annotations
 
-from .export import write_nuclei_csv, write_results_csv
-from .hotspot import Hotspot, find_hotspot
+from .export import (
+    write_nuclei_csv,
+    write_results_csv,
+    write_run_csv,
+    write_run_geojson,
+    write_run_json,
+    write_run_labels,
+)
+from .hotspot import Hotspot, find_hotspot, find_run_hotspot
 from .measure import (
     MIN_NUCLEI_FOR_GRADE,
     QUPATH_INTENSITY_THRESHOLDS,
@@ -44,6 +51,7 @@ __all__ = [
     "check_hdab",
     "classify",
     "find_hotspot",
+    "find_run_hotspot",
     "iter_measure_rois",
     "measure_nuclei",
     "measure_rois",
@@ -52,4 +60,8 @@ __all__ = [
     "who_grade",
     "write_nuclei_csv",
     "write_results_csv",
+    "write_run_csv",
+    "write_run_geojson",
+    "write_run_json",
+    "write_run_labels",
 ]

@@ -35,6 +35,7 @@ def find_hotspot(
     mask_origin_px: tuple[int, int] = (0, 0),
     min_nuclei: int = 20,
     steps_per_window: int = 4,
+    mask_downsample: float = 1.0,
 ) -> Hotspot | None:
     """Search square windows of ``size_um`` for the highest labelling index.
 
@@ -42,6 +43,8 @@ def find_hotspot(
     pixels from ``mask_origin_px``, e.g. an ROI mask or a tissue mask), only windows at least
     90 % inside it count; without it, windows cover the nuclei's extent. Windows with fewer than
     ``min_nuclei`` nuclei are skipped. Returns None when no window qualifies.
+    ``mask_downsample``: one mask pixel covers that many level-0 pixels per side (a coarse
+    mask is plenty, and a whole-slide ROI's full-resolution mask would not fit in memory).
     """
     if size_um <= 0 or mpp <= 0:
         raise ValueError(f"size_um and mpp must be > 0, got {size_um}, {mpp}")
@@ -51,7 +54,7 @@ def find_hotspot(
     if region_mask is not None:
         oy, ox = mask_origin_px
         y0, x0 = oy, ox
-        shape = np.asarray(region_mask.shape, float)
+        shape = np.asarray(region_mask.shape, float) * mask_downsample
     else:
         y0, x0 = float(nuclei.y.min()), float(nuclei.x.min())
         shape = np.array([nuclei.y.max() - y0 + 1, nuclei.x.max() - x0 + 1])
@@ -66,7 +69,7 @@ def find_hotspot(
     win_total, win_pos = _window_sum(total, k), _window_sum(pos, k)
     ok = win_total >= max(1, min_nuclei)
     if region_mask is not None:
-        inside = _cell_fraction(region_mask, cell_px, grid)
+        inside = _cell_fraction(region_mask, cell_px / mask_downsample, grid)
         ok &= _window_sum(inside, k) / (k * k) >= 0.9
     if not ok.any():
         return None
@@ -96,3 +99,33 @@ def _cell_fraction(mask: np.ndarray, cell_px: float, grid) -> np.ndarray:
     cover = np.zeros(grid, float)
     np.add.at(cover, (ys[:, None], xs[None, :]), mask.astype(float))
     return cover / (cell_px * cell_px)
+
+
+def find_run_hotspot(
+    run, size_um: float, min_nuclei: int = 20, steps_per_window: int = 4
+) -> Hotspot | None:
+    """The window of highest labelling index over all ROIs of a ``RatioRun``.
+
+    Each ROI is searched inside its own outline (windows at least 90 % inside it), whether or
+    not it kept a label image; the best window wins (more nuclei break ties).
+    """
+    best = None
+    cell_px = size_um / run.mpp / steps_per_window
+    down = max(1.0, cell_px / 8.0)  # 8 x 8 mask pixels per grid cell
+    for m in run.measurements:
+        y0, x0 = m.origin_px
+        if m.labels is not None:
+            y1, x1 = y0 + m.labels.shape[0], x0 + m.labels.shape[1]
+        else:
+            _, _, y1, x1 = m.roi.bbox_px(run.mpp)
+        shape = (max(1, int(np.ceil((y1 - y0) / down))), max(1, int(np.ceil((x1 - x0) / down))))
+        mask = m.roi.mask(run.mpp * down, (y0 / down, x0 / down), shape)
+        spot = find_hotspot(
+            m.nuclei, size_um, run.mpp, mask, (y0, x0), min_nuclei, steps_per_window, down
+        )
+        if spot is not None and (
+            best is None
+            or (spot.labelling_index, spot.n_nuclei) > (best.labelling_index, best.n_nuclei)
+        ):
+            best = spot
+    return best

@@ -21,6 +21,7 @@ from ..deconvolution import (
     optical_density,
     resolve_stains,
 )
+from ..geometry import level_for_size
 from ..roi import ROI, validate_rois
 from ..segmentation import Progress, drain, get_segmenter, iter_segment_in_blocks
 from ..segmentation.blocks import DEFAULT_BLOCK_PX, default_overlap_px
@@ -56,11 +57,11 @@ def _small_view(image, box_px, side_px: int) -> tuple[np.ndarray, float]:
     """
     y0, x0, y1, x1 = box_px
     levels = getattr(image, "levels", None) or [level0(image)]
-    full_h = levels[0].shape[0]
-    for arr in reversed(levels):  # coarsest first: the first one big enough wins
-        down = full_h / arr.shape[0]
-        if max(y1 - y0, x1 - x0) / down >= min(side_px, max(y1 - y0, x1 - x0)) or arr is levels[0]:
-            break
+    downs = [levels[0].shape[0] / arr.shape[0] for arr in levels]
+    side0 = max(y1 - y0, x1 - x0)
+    # the coarsest level where the box keeps side_px pixels (or all it has at level 0)
+    level = level_for_size([side0 / d for d in downs], min_px=min(side_px, side0))
+    arr, down = levels[level], downs[level]
     ly0, lx0 = int(y0 / down), int(x0 / down)
     ly1, lx1 = max(ly0 + 1, int(np.ceil(y1 / down))), max(lx0 + 1, int(np.ceil(x1 / down)))
     step = max(1, int(np.ceil(max(ly1 - ly0, lx1 - lx0) / side_px)))
