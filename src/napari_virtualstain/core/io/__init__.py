@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import SlideReadError, SlideWriteError
+from .icc import tiff_icc_profile, to_srgb
 from .omezarr import (
     PROVENANCE_KEY,
     is_zarr_group,
@@ -17,11 +18,13 @@ from .omezarr import (
 )
 from .raster import RASTER_SUFFIXES, open_raster
 from .slide import Slide
+from .openslide import OPENSLIDE_SUFFIXES, open_openslide
 from .tiff import open_tiff
 
 MIN_SIDE_PX = 8
 TIFF_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff")
-SUPPORTED_SUFFIXES = (*TIFF_SUFFIXES, ".zarr", *RASTER_SUFFIXES)
+# OpenSlide formats need the optional extra; without it they fail with a message saying so.
+SUPPORTED_SUFFIXES = (*TIFF_SUFFIXES, ".zarr", *RASTER_SUFFIXES, *OPENSLIDE_SUFFIXES)
 
 __all__ = [
     "PROVENANCE_KEY",
@@ -70,7 +73,9 @@ def _open_any(path: Path) -> Slide:
         return open_ome_zarr(path)
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
-        return open_tiff(path)
+        return to_srgb(open_tiff(path), tiff_icc_profile(path))  # no-op without a profile
+    if suffix in OPENSLIDE_SUFFIXES:
+        return open_openslide(path)
     if suffix in RASTER_SUFFIXES:
         return open_raster(path)
     raise SlideReadError(
