@@ -16,7 +16,7 @@ def open_demo_viewer(show: bool = True, overlays: bool = True):
     import napari
 
     from napari_virtualstain._napari.sample_data import sample_he, sample_ki67
-    from napari_virtualstain._napari.virtual_layer import open_overlay
+    from napari_virtualstain._qt.virtual_overlay import open_overlay
 
     viewer = napari.Viewer(title="napari-virtualstain demo", show=show)
     for data, kwargs, _ in sample_he() + sample_ki67():
@@ -32,14 +32,41 @@ def open_demo_viewer(show: bool = True, overlays: bool = True):
             Exception
         ) as exc:  # a widget whose optional dependency is missing must not stop the demo
             print(f"dock widget {name!r} not available: {exc}")
+    if show:
+        size_window(viewer)
+    raise_dock(viewer, "Virtual stain")
     viewer.reset_view()
     ready: list = []
     if overlays:
         for layer_name, model in OVERLAYS.items():
             open_overlay(
-                viewer, viewer.layers[layer_name], model, on_ready=ready.append, opacity=1.0
+                viewer, viewer.layers[layer_name], model, on_ready=ready.append, opacity=0.6
             )
     return viewer, ready
+
+
+def size_window(viewer, min_w: int = 1600, min_h: int = 1000) -> None:
+    """At least ``min_w`` x ``min_h`` where the screen allows it, else maximised."""
+    window = viewer.window._qt_window
+    screen = window.screen().availableGeometry() if window.screen() else None
+    if screen is None or screen.width() < min_w or screen.height() < min_h:
+        window.showMaximized()
+        return
+    w, h = max(min_w, int(screen.width() * 0.85)), max(min_h, int(screen.height() * 0.85))
+    window.resize(min(w, screen.width()), min(h, screen.height()))
+    window.move(screen.x() + (screen.width() - window.width()) // 2,
+                screen.y() + (screen.height() - window.height()) // 2)  # fmt: skip
+
+
+def raise_dock(viewer, name: str) -> None:
+    """Bring the tabbed dock whose title holds ``name`` to the front."""
+    for title, widget in viewer.window.dock_widgets.items():
+        if name in title:
+            qt_widget = widget.native if hasattr(widget, "native") else widget
+            dock = qt_widget.parent()  # the QDockWidget wrapper (napari's documented route)
+            dock.show()
+            dock.raise_()
+            return
 
 
 def run_gui_demo() -> None:

@@ -1,131 +1,67 @@
-"""The overlay in a real napari window (Xvfb): aligned, visible tiles only, GUI never blocked."""
+"""Pure overlay helpers: area shrink, RGBA pyramid buffers, geometry (no display needed)."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_virtualstain._napari.layers import slide_layer_data  # noqa: E402
-from napari_virtualstain._napari.virtual_layer import VirtualOverlay  # noqa: E402
+from napari_virtualstain._napari.virtual_layer import OverlayBuffers, shrink  # noqa: E402
 from napari_virtualstain.core.engine.cache import MemoryLRU, TileCache  # noqa: E402
 from napari_virtualstain.core.engine.lazy import open_virtual_stain  # noqa: E402
-from napari_virtualstain.core.io import open_slide  # noqa: E402
+from napari_virtualstain.core.io import Slide  # noqa: E402
 from napari_virtualstain.core.models import LoadedModel, ModelCard, build_generator  # noqa: E402
-from napari_virtualstain.core.samples import sample_path  # noqa: E402
 
 
-class Slow(torch.nn.Module):
-    """A generator that takes ``delay_s`` per forward pass (a slow GPU-less machine)."""
-
-    def __init__(self, inner, delay_s):
-        super().__init__()
-        self.inner, self.delay_s = inner, delay_s
-
-    def forward(self, x):
-        time.sleep(self.delay_s)
-        return self.inner(x)
+def test_shrink_is_the_area_mean():
+    rng = np.random.default_rng(0)
+    block = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    expected = block.reshape(16, 4, 12, 4, 3).astype(float).mean(axis=(1, 3))
+    np.testing.assert_allclose(shrink(block, (16, 12)), np.round(expected), atol=1)
+    assert shrink(block, (64, 48)) is block
+    uneven = shrink(block, (20, 15))  # bins of 3 or 4 rows / columns
+    assert uneven.shape == (20, 15, 3) and abs(uneven.mean() - block.mean()) < 2
 
 
-def tiny(delay_s=0.0, tile_px=128):
+@pytest.fixture(scope="module")
+def vs():
+    import dask.array as da
+
     torch.manual_seed(0)
     module = build_generator("resnet_6blocks", ngf=4, init="xavier")
-    if delay_s:
-        module = Slow(module, delay_s)
-    card = ModelCard(name="tiny", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.227,
-                     tile_px=tile_px, receptive_field_px=117)  # fmt: skip
-    return LoadedModel(module=module, card=card, path=None)
+    card = ModelCard(name="tiny", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, tile_px=64,
+                     receptive_field_px=117)  # fmt: skip
+    rgb = np.full((256, 256, 3), 245, np.uint8)
+    rgb[:128, :128] = np.random.default_rng(1).integers(60, 160, (128, 128, 3))
+    levels = [da.from_array(rgb), da.from_array(rgb[::2, ::2].copy())]
+    slide = Slide(path=None, name="s", levels=levels, mpp=None)
+    loaded = LoadedModel(module=module, card=card, path=None)
+    return open_virtual_stain(slide, loaded, device="cpu", precision="fp32", tile_px=64,
+                              cache=TileCache(MemoryLRU()))  # fmt: skip
 
 
-def setup(viewer, model, **kwargs):
-    slide = open_slide(sample_path("he"))
-    data, layer_kwargs, _ = slide_layer_data(slide)
-    he = viewer.add_image(data, **layer_kwargs)
-    vs = open_virtual_stain(
-        slide, model, device="cpu", precision="fp32", cache=TileCache(MemoryLRU()), **kwargs
-    )
-    return he, vs
+def test_background_is_painted_opaque_in_glass_and_tissue_stays_transparent(vs):
+    buffers = OverlayBuffers(vs)
+    buffers.paint_background()
+    glass = np.asarray(vs.engine.config.background_rgb)
+    for level in buffers.levels:
+        px = np.asarray(level[:])
+        h, w = px.shape[:2]
+        assert (px[: h // 2 - 1, : w // 2 - 1, 3] == 0).all()  # tissue: not computed yet
+        assert (px[h // 2 + 1 :, :, 3] == 255).all()
+        assert (px[h // 2 + 1 :, :, :3] == glass).all()
 
 
-class Counter:
-    def __init__(self, module):
-        self.n = 0
-        module.register_forward_hook(self)
-
-    def __call__(self, module, args, out):
-        self.n += args[0].shape[0]
-
-
-@pytest.mark.slow
-def test_overlay_is_aligned_above_the_he_and_differs_where_tissue_is(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer(show=True)
-    he, vs = setup(viewer, tiny())
-    overlay = VirtualOverlay(viewer, vs, he, opacity=1.0, max_tiles=400)
-    assert viewer.layers.index(overlay.layer) > viewer.layers.index(he)
-    np.testing.assert_allclose(overlay.layer.scale, he.scale)
-    np.testing.assert_allclose(overlay.layer.translate, he.translate)
-    assert overlay.layer.metadata["virtualstain"]["model"]["name"] == "tiny"
-    viewer.reset_view()
-    qtbot.wait(50)
-    overlay.schedule()
-    qtbot.waitUntil(lambda: overlay.worker is None and overlay.tiles_done > 0, timeout=120_000)
-    assert overlay.tiles_done == vs.grid.n_tiles  # the whole crop is in view
-    with_overlay = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3]
-    overlay.layer.visible = False
-    he_only = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3]
-    tissue = he_only.astype(int).sum(-1) < 600  # H&E tissue pixels in the screenshot
-    assert tissue.mean() > 0.2
-    diff = np.abs(with_overlay.astype(int) - he_only).sum(-1)
-    assert np.median(diff[tissue]) > 30
-
-
-@pytest.mark.slow
-def test_only_tiles_in_view_reach_the_generator(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer(show=True)
-    he, vs = setup(viewer, tiny(tile_px=64))
-    calls = Counter(vs.engine.module)
-    overlay = VirtualOverlay(viewer, vs, he, margin_tiles=0)
-    viewer.reset_view()
-    viewer.camera.zoom *= 6  # a small part of the 1101 px crop: the camera event schedules
-    qtbot.waitUntil(lambda: overlay.tiles_done > 0 and overlay.worker is None, timeout=120_000)
-    box = overlay.visible_box()
-    in_view = vs.grid.tiles_in_box(box)
-    assert 0 < len(in_view) < vs.grid.n_tiles / 4
-    assert calls.n == len(in_view) == overlay.tiles_done
-    assert overlay._done == set(in_view)
-    # panning back over computed tiles costs no generator call
-    overlay._done.clear()
-    overlay.schedule()
-    qtbot.waitUntil(lambda: overlay.worker is None, timeout=60_000)
-    assert calls.n == len(in_view)
-
-
-@pytest.mark.slow
-def test_gui_event_loop_keeps_running_while_a_slow_generator_computes(make_napari_viewer, qtbot):
-    from qtpy.QtCore import QTimer
-
-    viewer = make_napari_viewer(show=True)
-    he, vs = setup(viewer, tiny(delay_s=0.3, tile_px=256))
-    overlay = VirtualOverlay(viewer, vs, he, max_tiles=30)
-    viewer.reset_view()
-    qtbot.wait(50)
-    ticks = []
-    timer = QTimer()
-    timer.setInterval(20)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
-    overlay.schedule()
-    qtbot.wait(1500)
-    timer.stop()
-    still_running = overlay.worker is not None and overlay.worker.is_running
-    assert still_running  # the window above really overlapped the computation
-    gaps = np.diff(ticks)
-    assert len(ticks) > 20
-    assert gaps.max() < 0.5, f"GUI thread blocked for {gaps.max():.2f} s"
-    worker = overlay.worker
-    overlay.stop()
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
-    assert overlay.tiles_done < vs.grid.n_tiles  # stop really cancelled the rest
+def test_a_written_tile_lands_in_every_level(vs):
+    buffers = OverlayBuffers(vs)
+    block = vs.block(0, 0)
+    buffers.write_block(0, 0, block)
+    np.testing.assert_array_equal(np.asarray(buffers.levels[0][:64, :64, :3]), block)
+    coarse = np.asarray(buffers.levels[1][:32, :32])
+    assert (coarse[..., 3] == 255).all()
+    assert np.abs(coarse[..., :3].astype(float) - shrink(block, (32, 32))).max() <= 1
+    assert (0, 0) in buffers.written[0] and (0, 0) in buffers.written[1]
+    buffers.write_block(0, 1, vs.block(0, 1), from_index=1)  # zoomed out: coarse level only
+    assert (0, 1) in buffers.written[1] and (0, 1) not in buffers.written[0]
+    assert (np.asarray(buffers.levels[0][:64, 64:128, 3]) == 0).all()

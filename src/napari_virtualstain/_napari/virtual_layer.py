@@ -1,17 +1,24 @@
-"""The virtual-stain overlay: a buffered image layer over the source, filled visible tiles first.
+"""Pure helpers behind the virtual-stain overlay (no Qt): the source slide of a layer, the
+overlay's RGBA pyramid buffers and where the overlay sits over its source.
 
-The layer never holds a lazy graph (napari would compute it on the GUI thread while slicing).
-It shows RGBA zarr buffers in memory, transparent (alpha 0) where nothing is computed yet, so
-the H&E below shows through and nothing is ever silently wrong. After the camera settles, a
-``thread_worker`` computes the tiles in view (centre outward, then a margin), and each result
-is written into every pyramid level of the buffer on the GUI thread, then the layer refreshes.
+The buffers are in-memory zarr arrays, one per pyramid level, transparent (alpha 0) where
+nothing is computed yet, so the slide below shows through and nothing is ever silently wrong.
+Tiles are written by worker threads (:meth:`OverlayBuffers.write_block`, under a lock); the
+GUI thread only refreshes the layer. Level 0 is written only where someone looked at full
+resolution: a zoomed-out view or a whole-slide run fills the coarse levels, which are small.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from napari_virtualstain.core.engine.tiling import Box, map_box, order_centre_out
+from napari_virtualstain.core.engine.tiling import Box, map_box
+
+# Levels up to this many pixels are painted with the glass colour in one pass when opened,
+# and are filled by whole-slide runs; larger ones only where a view needs them.
+SMALL_LEVEL_PX = 64 << 20
 
 
 def slide_from_layer(layer, mpp: float | None = None):
@@ -33,247 +40,121 @@ def slide_from_layer(layer, mpp: float | None = None):
                 "expected an (y, x, 3) uint8 RGB image"
             )
         slide = Slide(path=path, name=layer.name, levels=levels, mpp=meta.get("mpp"))
-    return slide if mpp is None else slide.with_mpp(mpp)
+    if mpp is not None:
+        slide.mpp = mpp
+    return slide
 
 
-def _buffers(vs) -> list:
-    import zarr
-
-    out = []
-    for level in vs.levels:
-        h, w = level.shape[:2]
-        side = vs.plan.tile_px
-        out.append(
-            zarr.create_array(
-                zarr.storage.MemoryStore(),
-                shape=(h, w, 4),
-                chunks=(min(side, h), min(side, w), 4),
-                dtype="uint8",
-                fill_value=0,  # alpha 0: "not computed yet" is transparent
-            )
-        )
-    return out
+def overlay_geometry(vs, source_layer) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, translate) that put the overlay's level 0 exactly over the source layer."""
+    ratio = vs.downsamples[0]  # the source layer shows the slide's level 0
+    src_scale = np.asarray(source_layer.scale[:2], float)
+    scale = src_scale * ratio
+    translate = np.asarray(source_layer.translate[:2], float) + (ratio - 1) / 2 * src_scale
+    return scale, translate
 
 
-class VirtualOverlay:
-    """Keeps a virtual-stain layer above ``source_layer`` filled where the camera looks.
+def shrink(block: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Area-average ``block`` down to ``shape_hw`` (fast: two ``reduceat``, no filtering)."""
+    h, w = block.shape[:2]
+    th, tw = min(shape_hw[0], h), min(shape_hw[1], w)
+    if (th, tw) == (h, w):
+        return block
+    ys = (np.arange(th) * h) // th
+    xs = (np.arange(tw) * w) // tw
+    s = np.add.reduceat(np.add.reduceat(block.astype(np.uint32), ys, axis=0), xs, axis=1)
+    cy = np.diff(np.append(ys, h))[:, None, None]
+    cx = np.diff(np.append(xs, w))[None, :, None]
+    return ((s + (cy * cx) // 2) // (cy * cx)).astype(np.uint8)
 
-    Parameters
-    ----------
-    viewer : napari.Viewer
-    vs : VirtualStain
-        The lazy virtual stain of the source slide.
-    source_layer : napari.layers.Image
-        The H&E (or IHC) layer; the overlay copies its scale and translate.
-    margin_tiles : int
-        Tiles computed beyond the view on each side, after the view itself.
-    max_tiles : int
-        At most this many tiles are scheduled per view (zoomed far out, zoom in to stain).
-    cancel_queue : int
-        When the view moves and more than this many tiles are still queued, the running
-        work is cancelled and the new view scheduled.
+
+class OverlayBuffers:
+    """The overlay's RGBA pyramid, one zarr array per level of the virtual stain.
+
+    ``written[i]`` holds the base tiles already written into level ``i``; writes are
+    serialised by a lock (a coarse chunk gathers many base tiles).
     """
 
-    def __init__(
-        self,
-        viewer,
-        vs,
-        source_layer,
-        opacity: float = 0.8,
-        margin_tiles: int = 1,
-        max_tiles: int = 256,
-        cancel_queue: int = 8,
-        debounce_ms: int = 120,
-    ) -> None:
-        from qtpy.QtCore import QTimer
+    def __init__(self, vs) -> None:
+        import zarr
 
-        self.viewer, self.vs, self.source = viewer, vs, source_layer
-        self.margin_tiles, self.max_tiles, self.cancel_queue = margin_tiles, max_tiles, cancel_queue
-        self.buffers = _buffers(vs)
-        self.worker = None
-        self.queued = 0
-        self.tiles_done = 0
-        self.status = "idle"
-        self._done: set[tuple[int, int]] = set()
-        self._running: set[tuple[int, int]] = set()
-        self._pending = False
-        self.layer = self._add_layer(opacity)
-        self._timer = QTimer()
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(debounce_ms)
-        self._timer.timeout.connect(self.schedule)
-        viewer.camera.events.center.connect(self._camera_moved)
-        viewer.camera.events.zoom.connect(self._camera_moved)
+        self.vs = vs
+        self.levels = []
+        for level in vs.levels:
+            h, w = level.shape[:2]
+            side = vs.plan.tile_px
+            self.levels.append(
+                zarr.create_array(
+                    zarr.storage.MemoryStore(),
+                    shape=(h, w, 4),
+                    chunks=(min(side, h), min(side, w), 4),
+                    dtype="uint8",
+                    fill_value=0,  # alpha 0: "not computed yet" is transparent
+                )
+            )
+        self.written: list[set[tuple[int, int]]] = [set() for _ in self.levels]
+        self._lock = threading.Lock()
 
-    def _add_layer(self, opacity: float):
-        src = self.source
-        ratio = self.vs.downsamples[0]  # the source layer shows the slide's level 0
-        scale = np.asarray(src.scale[:2], float) * ratio
-        translate = np.asarray(src.translate[:2], float) + (ratio - 1) / 2 * np.asarray(
-            src.scale[:2], float
-        )
-        data = self.buffers if len(self.buffers) > 1 else self.buffers[0]
-        layer = self.viewer.add_image(
-            data,
-            rgb=True,
-            multiscale=len(self.buffers) > 1,
-            name=self.vs.name,
-            opacity=opacity,
-            scale=scale,
-            translate=translate,
-            contrast_limits=[0, 255],
-            metadata={"virtualstain": self.vs.metadata, "source_layer": src.name},
-        )
-        return layer
+    def small_levels(self) -> list[int]:
+        """Levels small enough to hold a whole slide (the whole-slide run fills them)."""
+        out = [i for i, b in enumerate(self.levels) if b.shape[0] * b.shape[1] <= SMALL_LEVEL_PX]
+        return out or [len(self.levels) - 1]
 
-    # -- camera -> tiles ---------------------------------------------------------------------
-    def _camera_moved(self, event=None) -> None:
-        self._timer.start()  # restarts: compute once the camera settles
-
-    def visible_box(self) -> Box:
-        """The base-level box in view, from the layer's corner pixels at its data level."""
-        layer = self.layer
-        level = layer.data_level if layer.multiscale else 0
-        corners = np.asarray(layer.corner_pixels)[:, :2]
-        box = Box(
-            int(corners[0, 0]),
-            int(corners[0, 1]),
-            int(corners[1, 0] - corners[0, 0]) + 1,
-            int(corners[1, 1] - corners[0, 1]) + 1,
-        )
-        ds = self.vs.downsamples
-        return map_box(box, ds[level] / ds[0], 1.0)
-
-    def visible_tiles(self) -> list[tuple[int, int]]:
-        """Tiles in view (centre outward), then the margin ring, not yet computed."""
-        grid = self.vs.grid
-        box = self.visible_box()
-        inner = grid.tiles_in_box(box)
-        m = self.margin_tiles * grid.tile_px
-        outer = grid.tiles_in_box(Box(box.y - m, box.x - m, box.h + 2 * m, box.w + 2 * m))
-        centre = (box.y + box.h / 2, box.x + box.w / 2)
-        inner_set = set(inner)
-        ordered = order_centre_out(inner, grid, centre) + order_centre_out(
-            [t for t in outer if t not in inner_set], grid, centre
-        )
-        todo = [t for t in ordered if not self._shown(t)]
-        return todo[: self.max_tiles]
-
-    def _shown(self, tile: tuple[int, int]) -> bool:
-        return tile in self._done
-
-    # -- work ----------------------------------------------------------------------------
-    def schedule(self) -> None:
-        """(Re)start the worker for the current view; cancels stale work when the queue is long."""
-        from napari.qt.threading import create_worker
-
-        tiles = self.visible_tiles()
-        if self.worker is not None and self.worker.is_running:
-            if set(tiles) <= self._running:
-                return  # the running work already covers this view
-            if self.queued <= self.cancel_queue or not tiles:
-                self._pending = True  # almost done: finish, then take the new view
-                return
-            self.worker.quit()  # stale work scrolled out of view: drop it
-        if not tiles:
-            self.status = "view complete"
+    def paint_background(self) -> None:
+        """Paint every background tile of the small levels in the glass colour, one pass."""
+        vs = self.vs
+        if vs.tissue is None or vs.tissue.all():
             return
-        self._pending = False
-        self._running = set(tiles)
-        self.queued = len(tiles)
-        self.status = f"computing {len(tiles)} tiles"
-        worker = create_worker(
-            _compute_tiles,
-            self.vs,
-            tiles,
-            _progress={"total": len(tiles), "desc": f"{self.vs.name}: tiles in view"},
-        )
-        worker.yielded.connect(self._on_tile)
-        worker.finished.connect(lambda w=worker: self._on_finished(w))
-        self.worker = worker
-        worker.start()
+        rgb = np.asarray(vs.engine.config.background_rgb, np.uint8)
+        ds = vs.downsamples
+        glass = [t for t in vs.grid.tiles() if vs.block_ready(*t) and not vs.is_tissue(*t)]
+        for index in self.small_levels():
+            buf, f = self.levels[index], ds[index] / ds[0]
+            h, w = buf.shape[:2]
+            # Tile-grid image -> this level: each pixel takes the tile its centre falls in.
+            rows = np.minimum(
+                ((np.arange(h) + 0.5) * f // vs.grid.tile_px).astype(int), vs.grid.n_rows - 1
+            )
+            cols = np.minimum(
+                ((np.arange(w) + 0.5) * f // vs.grid.tile_px).astype(int), vs.grid.n_cols - 1
+            )
+            is_glass = np.zeros(vs.tissue.shape, bool)
+            for r, c in glass:
+                is_glass[r, c] = True
+            stripe_px = buf.chunks[0]
+            for y0 in range(0, h, stripe_px):
+                sel = is_glass[rows[y0 : y0 + stripe_px]][:, cols]
+                if not sel.any():
+                    continue
+                out = np.zeros((*sel.shape, 4), np.uint8)
+                out[sel, :3] = rgb
+                out[sel, 3] = 255
+                with self._lock:
+                    buf[y0 : y0 + sel.shape[0]] = out
+            with self._lock:
+                self.written[index].update(glass)
 
-    def _on_tile(self, item) -> None:
-        row, col, block = item
-        self.queued = max(0, self.queued - 1)
-        if (row, col) not in self._done:
-            self.write_block(row, col, block)
-            self.tiles_done += 1
-            self.layer.refresh()
+    def missing(self, tiles, index: int) -> list[tuple[int, int]]:
+        """Those of ``tiles`` not yet written into level ``index``."""
+        done = self.written[index]
+        return [t for t in tiles if t not in done]
 
-    def _on_finished(self, worker) -> None:
-        if worker is not self.worker:
-            return
-        self.worker = None
-        self.status = "idle"
-        if self._pending:
-            self._pending = False
-            self.schedule()
-
-    def write_block(self, row: int, col: int, block: np.ndarray) -> None:
-        """Write one finished base tile into every level of the buffer (alpha 255)."""
+    def write_block(self, row: int, col: int, block: np.ndarray, from_index: int = 0) -> None:
+        """Write a finished base tile into level ``from_index`` and every coarser level."""
         core = self.vs.grid.core(row, col)
         ds = self.vs.downsamples
-        for index, buf in enumerate(self.buffers):
+        for index in range(from_index, len(self.levels)):
+            if (row, col) in self.written[index]:
+                continue
+            buf = self.levels[index]
             f = ds[index] / ds[0]
             target = map_box(core, 1.0, f).intersect(Box(0, 0, *buf.shape[:2]))
             if target is None:
                 continue
-            pixels = block if f == 1 else _shrink(block, (target.h, target.w))
+            pixels = block if f == 1 else shrink(block, (target.h, target.w))
             rgba = np.empty((target.h, target.w, 4), np.uint8)
             rgba[..., :3] = pixels[: target.h, : target.w]
             rgba[..., 3] = 255
-            buf[target.slices] = rgba
-        self._done.add((row, col))
-
-    def stop(self) -> None:
-        """Cancel running work and stop following the camera (the layer stays)."""
-        self._timer.stop()
-        self.viewer.camera.events.center.disconnect(self._camera_moved)
-        self.viewer.camera.events.zoom.disconnect(self._camera_moved)
-        if self.worker is not None:
-            self.worker.quit()
-        self.status = "stopped"
-
-
-def _compute_tiles(vs, tiles):
-    """Worker body: yields ``(row, col, block)`` per tile.
-
-    ``worker.quit()`` closes this generator at its next yield, i.e. after the current batch.
-    """
-    for batch in vs.compute(tiles):
-        yield from batch
-
-
-def _shrink(block: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
-    from skimage.transform import resize
-
-    out = resize(block, (*shape_hw, 3), order=1, preserve_range=True, anti_aliasing=True)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-def open_overlay(viewer, source_layer, model, on_ready=None, on_error=None, opacity=0.8, **kwargs):
-    """Open the virtual stain off the GUI thread, then add the overlay and fill the view.
-
-    ``kwargs`` go to :func:`napari_virtualstain.core.engine.lazy.open_virtual_stain` (config fields,
-    ``mpp``, ``cache_dir``). Returns the worker; ``on_ready(overlay)`` runs on the GUI thread.
-    """
-    from napari.qt.threading import create_worker
-
-    from napari_virtualstain.core.engine.lazy import open_virtual_stain
-
-    mpp = kwargs.pop("mpp", None)
-    slide = slide_from_layer(source_layer, mpp)
-
-    def done(vs) -> None:
-        overlay = VirtualOverlay(viewer, vs, source_layer, opacity=opacity)
-        overlay.schedule()
-        if on_ready is not None:
-            on_ready(overlay)
-
-    worker = create_worker(open_virtual_stain, slide, model, mpp=mpp, **kwargs)
-    worker.returned.connect(done)
-    if on_error is not None:
-        worker.errored.connect(on_error)
-    worker.start()
-    return worker
+            with self._lock:
+                buf[target.slices] = rgba
+                self.written[index].add((row, col))

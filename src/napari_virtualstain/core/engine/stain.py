@@ -16,11 +16,13 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..geometry import level_for_mpp, level_mpps
 from .tissue import TissueConfig
 
 log = logging.getLogger(__name__)
@@ -202,6 +204,7 @@ class StainEngine:
         self.on_event = on_event or (lambda msg: log.warning(msg))
         self.events: list[str] = []
         self.tiles_inferred = 0
+        self.seconds_inferring = 0.0
         self._lock = threading.Lock()
         self._stack = contextlib.ExitStack()
         self.module = self._base_module
@@ -241,6 +244,11 @@ class StainEngine:
 
         return architecture(self.card.arch).stride_px
 
+    @property
+    def seconds_per_tile(self) -> float | None:
+        """Measured inference time per tile so far (None before the first tile)."""
+        return self.seconds_inferring / self.tiles_inferred if self.tiles_inferred else None
+
     def stain_batch(self, tiles: np.ndarray, should_stop: Callable[[], bool] | None = None):
         """(N, H, W, 3) uint8 -> (N, H, W, 3) uint8; H and W multiples of ``stride_px``.
 
@@ -257,6 +265,7 @@ class StainEngine:
                 if should_stop is not None and should_stop():
                     raise InterruptedError("staining cancelled")
                 chunk = tiles[start : start + self.batch_size]
+                t0 = time.perf_counter()
                 try:
                     y = infer_tiles(
                         self.module,
@@ -273,6 +282,7 @@ class StainEngine:
                     self._back_off(len(chunk), err)
                     continue
                 out.append(y)
+                self.seconds_inferring += time.perf_counter() - t0
                 self.tiles_inferred += len(chunk)
                 start += len(chunk)
         return np.concatenate(out) if out else np.zeros_like(tiles)
@@ -376,7 +386,7 @@ def _arch_receptive_field(arch: str, kwargs_json: str) -> int:
 def _choose_level(slide, card, config: StainConfig, mpp: float | None):
     slide_mpp = mpp if mpp is not None else slide.mpp
     ds = slide.downsamples
-    mpps = [None if slide_mpp is None else slide_mpp * d for d in ds]
+    mpps = level_mpps(slide_mpp, ds)
     if config.preview_level is not None:
         level = config.preview_level
         if level >= len(ds):
@@ -399,8 +409,7 @@ def _choose_level(slide, card, config: StainConfig, mpp: float | None):
             f"was trained at {card.mpp} um/px: give the slide's mpp (CLI: --mpp)"
         )
     tol = config.mpp_tolerance
-    fine_enough = [i for i, v in enumerate(mpps) if v <= card.mpp * (1 + tol)]
-    level = max(fine_enough) if fine_enough else 0
+    level = level_for_mpp(mpps, card.mpp, tol)
     ratio = mpps[level] / card.mpp
     if abs(ratio - 1.0) <= tol:
         return (
