@@ -123,3 +123,31 @@ def test_stardist_backend_through_the_cli(tmp_path):
     assert doc["provenance"]["segmenter"] == "stardist"
     (roi,) = doc["rois"]
     assert roi["n_nuclei"] == 36 and roi["labelling_index"] == pytest.approx(0.5)
+
+
+def test_he_sample_is_refused_naming_the_file_and_force_marks_it(tmp_path):
+    from tests.support import PACKAGE_DATA
+
+    he = PACKAGE_DATA / "OS-1-detail_HE.ome.tif"
+    runner = CliRunner()
+    refused = runner.invoke(main, ["ratio", str(he), "--json", str(tmp_path / "r.json")])
+    assert refused.exit_code != 0
+    assert str(he) in refused.output and "eosin" in refused.output and "--force" in refused.output
+    assert not (tmp_path / "r.json").exists()
+    forced = runner.invoke(main, ["ratio", str(he), "--force", "--json", str(tmp_path / "r.json")])
+    assert forced.exit_code == 0, forced.output
+    assert "stain not verified" in forced.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    (roi,) = doc["rois"]
+    assert roi["bin"] is None and roi["who_grade"] is None
+    assert roi["no_grade_reason"].startswith("stain not verified")
+    assert doc["provenance"]["stain_check"]["verified"] is False
+
+
+def test_too_few_nuclei_print_no_grade(tile):
+    path, _ = tile
+    result = CliRunner().invoke(main, ["ratio", str(path), "--mpp", "0.5"])
+    assert result.exit_code == 0, result.output
+    line = next(li for li in result.output.splitlines() if li.startswith("whole image:"))
+    assert "no bin or grade: too few nuclei for grading (36 < 500)" in line
+    assert "WHO" not in line and "G1" not in line and "G3" not in line

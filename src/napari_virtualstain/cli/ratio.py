@@ -3,9 +3,13 @@
 The contract (other tools rely on it)::
 
     virtualstain ratio IMAGE [--roi ROI.geojson] [--mpp 0.25]
-        [--segmenter builtin|stardist|cellpose] [--model-dir DIR] [--threshold 0.2]
+        [--segmenter builtin|stardist|cellpose|...] [--model-dir DIR] [--threshold 0.2]
         [--stains qupath|skimage|estimate] [--json OUT.json] [--labels-out LABELS.tif]
-        [--nuclei-csv NUCLEI.csv] [--geojson-out OUT.geojson]
+        [--nuclei-csv NUCLEI.csv] [--geojson-out OUT.geojson] [--force]
+
+IMAGE must look like hematoxylin + DAB (``core.ki67.stain_check``); H&E, greyscale or foreign
+stains are refused with the reason, unless ``--force``, which marks every result "stain not
+verified" and gives no bin or grade. Files are written through ``core.ki67.export``.
 """
 
 from __future__ import annotations
@@ -16,20 +20,15 @@ from pathlib import Path
 
 import click
 
+from napari_virtualstain.core.ki67.export import JSON_KEYS  # noqa: F401 - the contract's keys
+
 from ._params import MPP, OUTPUT_FILE
 
-JSON_KEYS = (
-    "name",
-    "n_nuclei",
-    "n_positive",
-    "labelling_index",
-    "area_ratio",
-    "h_score",
-    "bin",
-    "who_grade",
-    "nuclei_area_um2",
-    "positive_area_um2",
-)
+
+def _segmenter_names() -> list[str]:
+    from napari_virtualstain.core.segmentation import BACKENDS
+
+    return list(BACKENDS)
 
 
 @click.command()
@@ -38,7 +37,7 @@ JSON_KEYS = (
 @click.option("--mpp", type=MPP, help="µm per pixel; overrides (or supplies) the file's.")
 @click.option(
     "--segmenter",
-    type=click.Choice(["builtin", "stardist", "cellpose"]),
+    type=click.Choice(_segmenter_names()),
     default="builtin",
     show_default=True,
 )
@@ -60,13 +59,18 @@ JSON_KEYS = (
 @click.option("--labels-out", type=OUTPUT_FILE, help="uint32 nuclei labels (TIFF).")
 @click.option("--nuclei-csv", type=OUTPUT_FILE, help="Per-nucleus CSV.")
 @click.option("--geojson-out", type=OUTPUT_FILE, help="ROIs + nuclei for QuPath.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Measure even if IMAGE does not look like H-DAB (results: 'stain not verified').",
+)
 def ratio(
     image, roi_path, mpp, segmenter, model_dir, thresholds, stains, json_out, labels_out,
-    nuclei_csv, geojson_out,
+    nuclei_csv, geojson_out, force,
 ) -> None:  # fmt: skip
     """Measure the Ki-67 labelling index and area ratio of IMAGE (whole image or --roi ROIs)."""
     from napari_virtualstain.core.io import SlideReadError, open_slide
-    from napari_virtualstain.core.ki67 import Ki67Config
+    from napari_virtualstain.core.ki67 import Ki67Config, StainCheckError
 
     outputs = [p for p in (json_out, labels_out, nuclei_csv, geojson_out) if p is not None]
     _refuse_overwriting_input(image, roi_path, outputs)
@@ -77,27 +81,40 @@ def ratio(
     mpp = mpp if mpp is not None else slide.mpp
     if mpp is None or mpp <= 0:
         raise click.ClickException(f"{image}: the pixel size is unknown; pass --mpp (µm/px)")
-    _refuse_greyscale(slide, image)
     try:
         config = Ki67Config(thresholds=tuple(thresholds) or (0.2,))
         rois = _read_rois(roi_path, mpp)
-        _check_rois_inside(rois, slide.shape, mpp, roi_path)
-        run = _run(slide, mpp, rois, segmenter, model_dir, stains, config)
+        run = _run(slide, mpp, rois, segmenter, model_dir, stains, config, force)
+    except StainCheckError as err:
+        raise click.ClickException(f"{image}: {err}") from err
     except (ValueError, ImportError) as err:
         raise click.ClickException(str(err)) from err
     _echo(run)
+    _write_outputs(run, image, roi_path, json_out, nuclei_csv, labels_out, geojson_out)
+
+
+def _write_outputs(run, image, roi_path, json_out, nuclei_csv, labels_out, geojson_out) -> None:
+    from napari_virtualstain.core.ki67 import export
+
     provenance = {**run.provenance, "image": str(image), "roi_file": _str(roi_path)}
     if json_out:
-        _write_json(json_out, run, provenance)
+        export.write_run_json(json_out, run, provenance)
     if nuclei_csv:
-        _write_nuclei_csv(nuclei_csv, run)
-    try:
-        if labels_out:
-            _write_labels(labels_out, run, provenance)
-        if geojson_out:
-            _write_geojson(geojson_out, run)
-    except ValueError as err:  # ROIs too large for a label image
-        raise click.ClickException(str(err)) from err
+        Path(nuclei_csv).parent.mkdir(parents=True, exist_ok=True)
+        export.write_nuclei_csv(nuclei_csv, [(m.roi.name, m.nuclei) for m in run.measurements])
+    if geojson_out:
+        skipped = export.write_run_geojson(geojson_out, run)
+        if skipped:
+            click.echo(
+                f"warning: {geojson_out}: nuclei of ROIs {skipped} left out (too large to "
+                "outline); their results are in the file",
+                err=True,
+            )
+    if labels_out:
+        try:
+            export.write_run_labels(labels_out, run, provenance)
+        except ValueError as err:  # ROIs too large for a label image
+            raise click.ClickException(f"{labels_out}: {err}") from err
 
 
 def _str(p):
@@ -152,7 +169,7 @@ def _read_rois(roi_path, mpp):
     return rois
 
 
-def _run(slide, mpp, rois, segmenter, model_dir, stains, config):
+def _run(slide, mpp, rois, segmenter, model_dir, stains, config, force):
     from napari_virtualstain.core.ki67.pipeline import iter_measure_rois
     from napari_virtualstain.core.segmentation import drain
 
@@ -167,72 +184,27 @@ def _run(slide, mpp, rois, segmenter, model_dir, stains, config):
         if step.message:
             click.echo(f"[{step.done}/{step.total}] {step.message}", err=True)
 
-    gen = iter_measure_rois(slide, mpp, rois, segmenter=seg, stains=stains, config=config)
+    gen = iter_measure_rois(
+        slide, mpp, rois, segmenter=seg, stains=stains, config=config, force=force
+    )
     return drain(gen, report)
 
 
 def _echo(run) -> None:
     click.echo(f"stains: {json.dumps(run.stains.to_dict())}")
+    if not run.stain_verified:
+        click.echo(f"warning: stain not verified: {run.stain_check.reason}", err=True)
     for r in run.results:
-        grade = r.who_grade or "n/a"
+        graded = f"(bin {r.bin}), H-score {r.h_score:.1f}, WHO {r.who_grade}"
+        if not r.graded:
+            graded = f"H-score {r.h_score:.1f}, no bin or grade: {r.no_grade_reason}"
         click.echo(
             f"{r.name}: {r.n_positive}/{r.n_nuclei} positive, labelling index "
-            f"{r.labelling_index:.3f}, area ratio {r.area_ratio:.3f} (bin {r.bin}), "
-            f"H-score {r.h_score:.1f}, WHO {grade}"
+            f"{r.labelling_index:.3f}, area ratio {r.area_ratio:.3f} {graded}"
+            + (f"; {r.n_faint} too faint to classify" if r.n_faint else "")
         )
         for w in r.warnings:
             click.echo(f"warning: {w}", err=True)
-
-
-def _write_json(path: Path, run, provenance: dict) -> None:
-    rois = []
-    for m in run.measurements:
-        d = m.result.to_dict()
-        rois.append(
-            {**{k: d[k] for k in JSON_KEYS}, **{k: v for k, v in d.items() if k not in JSON_KEYS}}
-        )
-    payload = {"rois": rois, "provenance": provenance}
-    from napari_virtualstain.core.io.atomic import write_json_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, payload)  # a failed write leaves the previous file intact
-
-
-def _write_labels(path: Path, run, provenance: dict) -> None:
-    import tifffile
-
-    labels, (y0, x0) = run.labels_union()
-    meta = {"origin_yx_px": [int(y0), int(x0)], "mpp": run.mpp, "provenance": provenance}
-    from napari_virtualstain.core.io.atomic import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(
-            tmp, labels.astype("uint32"), compression="zlib", description=json.dumps(meta)
-        )
-
-
-def _write_nuclei_csv(path: Path, run) -> None:
-    from napari_virtualstain.core.io.atomic import atomic_path
-    from napari_virtualstain.core.ki67 import write_nuclei_csv
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        write_nuclei_csv(tmp, [(m.roi.name, m.nuclei) for m in run.measurements])
-
-
-def _write_geojson(path: Path, run) -> None:
-    from napari_virtualstain.core.geojson import nuclei_features, roi_features, write_geojson
-
-    rois = [m.roi for m in run.measurements]
-    feats = roi_features(rois, run.mpp, run.results)
-    for m in run.measurements:
-        if m.labels is None:
-            raise ValueError(
-                f"ROI {m.roi.name!r} is too large to outline its nuclei; use smaller ROIs"
-            )
-        feats += nuclei_features(m.labels, m.nuclei, m.origin_px, m.config.class_names)
-    write_geojson(path, feats)
 
 
 if __name__ == "__main__":  # pragma: no cover
