@@ -16,12 +16,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_virtualstain.core.io import Slide, SlideReadError, open_slide
+from napari_virtualstain.core.io import SUPPORTED_SUFFIXES, Slide, SlideReadError, open_slide
 from napari_virtualstain.core.io.formatting import format_summary
 
 from .._napari.layers import slide_layer_data
 
-FILE_FILTER = "Slides (*.svs *.ndpi *.tif *.tiff *.ome.tif *.png *.jpg);;All files (*)"
+FILE_FILTER = f"Slides ({' '.join('*' + s for s in SUPPORTED_SUFFIXES)});;All files (*)"
 
 
 class SlideWidget(QWidget):
@@ -33,7 +33,7 @@ class SlideWidget(QWidget):
         self.slide: Slide | None = None
 
         self.path_edit = QLineEdit()
-        self.path_edit.setPlaceholderText("slide path (.svs .ndpi .ome.tif .tif .zarr)")
+        self.path_edit.setPlaceholderText("slide path (.svs .ndpi .tif .zarr .mrxs .scn .png ...)")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         self.open_button = QPushButton("Open")

@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "tiles": "napari_virtualstain.cli.tiles:tiles",
     "pairs": "napari_virtualstain.cli.tiles:pairs",
     "train": "napari_virtualstain.cli.train:train",
+    "segment": "napari_virtualstain.cli.segment:segment",
+    "register": "napari_virtualstain.cli.register:register",
 }
 
 

@@ -182,6 +182,27 @@ def nuclei_features(
     return feats
 
 
+def label_features(
+    labels: np.ndarray, origin_px: tuple[int, int] = (0, 0), mpp: float | None = None
+) -> list[dict]:
+    """Each object of ``labels`` (placed at ``origin_px``) as an unclassified QuPath detection.
+
+    Measurements: its label id, and its area in µm² when ``mpp`` is given.
+    """
+    from skimage import measure
+
+    feats = []
+    for region in measure.regionprops(labels):
+        ring = _outline(region.image, region.bbox[:2], origin_px)
+        if ring is None:
+            continue
+        meas = {"Label": int(region.label)}
+        if mpp is not None:
+            meas[MEASUREMENT_NAMES["area_um2"]] = float(region.area) * mpp**2
+        feats.append(_feature(ring, "detection", "", None, meas))
+    return feats
+
+
 def _outline(mask: np.ndarray, top_left, origin_px):
     """The outer contour of one nucleus mask as an [x, y] ring in whole-image pixels."""
     from skimage import measure
