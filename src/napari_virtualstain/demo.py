@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_virtualstain.core.geometry import level_for_size
 from napari_virtualstain.core.io import open_slide, write_ome_zarr
 from napari_virtualstain.core.io.formatting import format_summary
 from napari_virtualstain.core.samples import SAMPLES, sample_path
@@ -37,10 +38,7 @@ def save_png(path: Path, rgb: np.ndarray) -> Path:
 
 def thumbnail(slide, max_side_px: int = THUMBNAIL_MAX_SIDE_PX) -> np.ndarray:
     """The finest level that fits in ``max_side_px``, subsampled to fit exactly."""
-    level = next(
-        (i for i, lv in enumerate(slide.levels) if max(lv.shape[:2]) <= max_side_px),
-        len(slide.levels) - 1,
-    )
+    level = level_for_size([lv.shape for lv in slide.levels], max_px=max_side_px)
     arr = np.asarray(slide.levels[level].compute())
     step = max(1, int(np.ceil(max(arr.shape[:2]) / max_side_px)))
     return arr[::step, ::step]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry import level_for_size
 from .tiling import TileGrid, map_box
 
 METHODS = ("saturation", "od")
@@ -93,10 +94,7 @@ def tissue_mask(rgb: np.ndarray, config: TissueConfig | None = None) -> np.ndarr
 def mask_level(slide, config: TissueConfig | None = None) -> int:
     """The finest level whose long side fits ``config.mask_side_px`` (else the coarsest)."""
     config = config or TissueConfig()
-    for level, arr in enumerate(slide.levels):
-        if max(arr.shape[:2]) <= config.mask_side_px:
-            return level
-    return len(slide.levels) - 1
+    return level_for_size([lv.shape for lv in slide.levels], max_px=config.mask_side_px)
 
 
 def slide_tissue_mask(slide, config: TissueConfig | None = None) -> tuple[np.ndarray, int]:

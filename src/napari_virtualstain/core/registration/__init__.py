@@ -7,6 +7,7 @@ smooth displacement field, that maps points, ROIs, GeoJSON, images and label ima
 
 from __future__ import annotations
 
+from ..geometry import level_for_size
 from ..progress import drain
 from .estimate import (
     RegistrationConfig,
@@ -35,11 +36,8 @@ def register_images(fixed_rgb, moving_rgb, fixed_mpp, moving_mpp, config=None, *
 
 
 def _working_level(slide, side_px: int) -> int:
-    # the finest level that is still no more than twice the working size: cheap to read
-    for level in range(len(slide.levels) - 1, -1, -1):
-        if max(slide.levels[level].shape[:2]) >= 2 * side_px:
-            return level
-    return 0
+    # the coarsest level still at least twice the working size: cheap to read, detailed enough
+    return level_for_size([lv.shape for lv in slide.levels], min_px=2 * side_px)
 
 
 def iter_register_slides(fixed, moving, config=None):
