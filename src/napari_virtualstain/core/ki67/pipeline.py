@@ -22,7 +22,6 @@ from ..deconvolution import (
     resolve_stains,
 )
 from ..geometry import level_for_size
-from ..geometry import level_for_size
 from ..roi import ROI, validate_rois
 from ..segmentation import Progress, drain, get_segmenter, iter_segment_in_blocks
 from ..segmentation.blocks import DEFAULT_BLOCK_PX, default_overlap_px
