@@ -15,6 +15,8 @@ from .build import GENERATOR_ARCHS
 
 CARD_VERSION = 1
 NORMALISATIONS = ("[-1,1]", "[0,1]")
+# A card's name becomes a folder under the models folder: no separators, no "." or "..".
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _DIRECTION = re.compile(r"^[A-Za-z0-9_+\-]+->[A-Za-z0-9_+\-]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -78,8 +80,11 @@ class ModelCard:
     url: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name or "\\" in self.name:
-            raise ModelCardError(f"name must be a non-empty file-safe string, got {self.name!r}")
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ModelCardError(
+                "name must be a folder-safe name (letters, digits, '.', '_', '-', starting with "
+                f"a letter or digit, at most 100 characters), got {self.name!r}"
+            )
         if self.arch not in GENERATOR_ARCHS:
             raise ModelCardError(f"arch must be one of {GENERATOR_ARCHS}, got {self.arch!r}")
         if not isinstance(self.arch_kwargs, dict):

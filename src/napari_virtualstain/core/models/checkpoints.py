@@ -94,16 +94,22 @@ def unwrap_state_dict(obj: Any, path: Path) -> dict:
 
 
 def clean_state_dict(state_dict: dict) -> dict:
-    """Strip DataParallel's ``module.`` prefix and old InstanceNorm running statistics.
+    """Strip DataParallel's ``module.`` prefix and PyTorch < 0.4 InstanceNorm statistics.
 
-    PyTorch < 0.4 saved ``running_mean`` / ``running_var`` for InstanceNorm layers; they are
-    recognised by the absence of a ``.weight`` beside them (BatchNorm always has one).
+    PyTorch < 0.4 saved unused ``running_mean`` / ``running_var`` for every InstanceNorm; they
+    are recognised by having neither a ``.weight`` nor a ``.num_batches_tracked`` beside them
+    (upstream junyanz drops them the same way). Running statistics that come with
+    ``num_batches_tracked`` are real: BatchNorm(affine=False) or
+    InstanceNorm(track_running_stats=True), and they are kept and used.
     """
     sd = {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
     drop = set()
     for key in sd:
-        for suffix in _RUNNING:
-            if key.endswith(suffix) and key[: -len(suffix)] + ".weight" not in sd:
+        for suffix in _RUNNING[:2]:
+            prefix = key[: -len(suffix)]
+            if key.endswith(suffix) and not any(
+                prefix + s in sd for s in (".weight", ".num_batches_tracked")
+            ):
                 drop.add(key)
     return {k: v for k, v in sd.items() if k not in drop}
 
@@ -134,10 +140,22 @@ def check_state_dict(module, state_dict: dict, path: Path) -> None:
     ]
     if missing or unexpected or shapes:
         raise CheckpointError(
-            f"{path} does not fit the architecture: missing keys {missing[:6]}"
+            f"{path} does not fit the architecture{_norm_hint(state_dict)}: missing keys {missing[:6]}"
             f"{' ...' if len(missing) > 6 else ''}; unexpected keys {unexpected[:6]}"
             f"{' ...' if len(unexpected) > 6 else ''}; shape mismatches {shapes[:6]}"
         )
+
+
+def _norm_hint(state_dict: dict) -> str:
+    """What the checkpoint's norm layers hold, for a mismatch message."""
+    stats = any(k.endswith(".running_mean") for k in state_dict)
+    if not stats:
+        return ""
+    affine = any(
+        k.endswith(".running_mean") and k[:-13] + ".weight" in state_dict for k in state_dict
+    )
+    kind = "affine BatchNorm" if affine else "running statistics without affine weights"
+    return f" (its norm layers hold {kind}; the card's 'norm' may be wrong)"
 
 
 def _card_for(path: Path) -> ModelCard | None:
@@ -150,7 +168,7 @@ def _card_for(path: Path) -> ModelCard | None:
 def _default_card(path: Path, arch: str, arch_kwargs: dict) -> ModelCard:
     # junyanz names G_A (A->B) and G_B (B->A); the stains themselves are unknown.
     direction = "B->A" if "G_B" in path.name else "A->B"
-    name = re.sub(r"[^\w.-]", "_", path.stem)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip("._-")[:100] or "model"
     return ModelCard(
         name=name,
         arch=arch,
@@ -227,11 +245,31 @@ def load_model(
         card = _default_card(path, arch, dict(arch_kwargs or {}))
     elif arch is not None:
         card = replace(card, arch=arch, arch_kwargs=dict(arch_kwargs or {}))
+    _check_before_building(card, state_dict, path)
     module = build_generator(card.arch, **card.arch_kwargs)
-    check_state_dict(module, state_dict, path)
     module.load_state_dict(state_dict, strict=True)
     device = choose_device() if device is None else device
     return LoadedModel(module.to(device).eval(), card, path)
+
+
+def _check_before_building(card: ModelCard, state_dict: dict, path: Path) -> None:
+    """Compare the weights with the card's architecture built on the meta device.
+
+    Nothing is allocated, so a card that asks for a huge network (say ``ngf`` 100000) is
+    refused by its shapes before it can exhaust memory.
+    """
+    import torch
+
+    from .build import build_generator
+
+    try:
+        with torch.device("meta"):
+            reference = build_generator(card.arch, **card.arch_kwargs)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"{path}: the model card's architecture cannot be built: {err}"
+        ) from None
+    check_state_dict(reference, state_dict, path)
 
 
 def _measured_card(module, card: ModelCard, precision_tiles, measure_rf: bool) -> ModelCard:

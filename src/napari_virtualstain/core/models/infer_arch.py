@@ -33,12 +33,25 @@ def describe_keys(state_dict: dict, limit: int = 8) -> str:
     return ", ".join(items) + (f", ... (+{more} more)" if more > 0 else "")
 
 
-def _norm_of(state_dict: dict, conv_key: str, norm_key: str) -> str:
+def _norm_of(state_dict: dict, conv_key: str, norm_prefix: str) -> str:
+    """The norm layer after ``conv_key``, from what the checkpoint holds at ``norm_prefix``.
+
+    Upstream gives a convolution a bias only before InstanceNorm. Running statistics without
+    affine weights are BatchNorm(affine=False) after a bias-free convolution and
+    InstanceNorm(track_running_stats=True) after a biased one. Affine InstanceNorm is refused,
+    naming what was found, rather than loaded as something else.
+    """
+    has = {s for s in ("weight", "running_mean") if f"{norm_prefix}.{s}" in state_dict}
     if conv_key.replace(".weight", ".bias") in state_dict:
-        return "instance"
-    if norm_key in state_dict:
+        if "weight" in has:
+            raise ArchitectureError(
+                f"'{norm_prefix}' holds affine weights after a biased convolution "
+                "(InstanceNorm2d(affine=True)); no junyanz generator has that layout"
+            )
+        return "instance_running" if "running_mean" in has else "instance"
+    if "weight" in has:
         return "batch"
-    return "none"
+    return "batch_noaffine" if "running_mean" in has else "none"
 
 
 def _infer_resnet(sd: dict) -> tuple[str, dict[str, Any]]:
@@ -63,7 +76,7 @@ def _infer_resnet(sd: dict) -> tuple[str, dict[str, Any]]:
     kwargs: dict[str, Any] = {
         "ngf": int(stem.shape[0]),
         "input_nc": int(stem.shape[1]),
-        "norm": _norm_of(sd, "model.1.weight", "model.2.weight"),
+        "norm": _norm_of(sd, "model.1.weight", "model.2"),
         "use_dropout": next(iter(layouts)) == {1, 6},
     }
     last = max((k for k in sd if k.endswith(".weight") and sd[k].ndim == 4), key=_index)
@@ -102,7 +115,7 @@ def _infer_unet(sd: dict) -> tuple[str, dict[str, Any]]:
             f"found: {describe_keys(sd)}"
         )
     first = sd["model.model.0.weight"]
-    norm = _norm_of(sd, "model.model.1.model.1.weight", "model.model.1.model.2.weight")
+    norm = _norm_of(sd, "model.model.1.model.1.weight", "model.model.1.model.2")
     outer_up = sd["model.model.3.weight"]
     kwargs = {
         "ngf": int(first.shape[0]),
@@ -116,7 +129,7 @@ def _infer_unet(sd: dict) -> tuple[str, dict[str, Any]]:
 def _infer_paper(sd: dict) -> tuple[str, dict[str, Any]]:
     stem = sd["stem.1.weight"]
     n_blocks = len({m[1] for k in sd if (m := _PAPER_BLOCK.match(k))})
-    norm = _norm_of(sd, "stem.1.weight", "stem.2.weight")
+    norm = _norm_of(sd, "stem.1.weight", "stem.2")
     return "paper", {"ngf": int(stem.shape[0]), "n_blocks": n_blocks, "norm": norm}
 
 

@@ -12,7 +12,7 @@ import functools
 import torch
 from torch import nn
 
-NORMS = ("instance", "batch", "none")
+NORMS = ("instance", "batch", "none", "batch_noaffine", "instance_running")
 
 
 class Identity(nn.Module):
@@ -22,16 +22,44 @@ class Identity(nn.Module):
         return x
 
 
+class RunningInstanceNorm2d(nn.BatchNorm2d):
+    """``InstanceNorm2d(affine=False, track_running_stats=True)``, exactly.
+
+    Training normalises each image by its own statistics and updates the running ones; eval
+    uses the running statistics (a fixed per-channel affine map), as PyTorch's InstanceNorm
+    does. It is a ``BatchNorm2d`` subclass so that per-slide InstanceNorm statistics (see
+    ``normstats``) are never swapped in for the statistics the checkpoint carries.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features, affine=False, track_running_stats=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        return F.instance_norm(
+            x, self.running_mean, self.running_var, None, None,
+            use_input_stats=self.training, momentum=self.momentum or 0.1, eps=self.eps,
+        )  # fmt: skip
+
+
 def get_norm_layer(norm: str = "instance"):
     """Return a factory ``f(n_channels) -> nn.Module`` for ``norm``.
 
     Parameters
     ----------
-    norm : {"instance", "batch", "none"}
+    norm : {"instance", "batch", "none", "batch_noaffine", "instance_running"}
         Instance norm has no affine parameters and no running statistics, as upstream.
+        ``batch_noaffine`` is ``BatchNorm2d(affine=False)`` (running statistics only) and
+        ``instance_running`` is ``InstanceNorm2d(track_running_stats=True)``: variants that
+        edited copies of upstream train, and whose statistics must not be dropped.
     """
     if norm == "batch":
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
+    if norm == "batch_noaffine":
+        return functools.partial(nn.BatchNorm2d, affine=False, track_running_stats=True)
+    if norm == "instance_running":
+        return RunningInstanceNorm2d
     if norm == "instance":
         return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
     if norm == "none":
@@ -42,7 +70,7 @@ def get_norm_layer(norm: str = "instance"):
 def _uses_bias(norm: str) -> bool:
     # Upstream gives convolutions a bias only when followed by InstanceNorm (affine=False);
     # with BatchNorm the norm's beta replaces it, and "none" inherits the BatchNorm rule.
-    return norm == "instance"
+    return norm in ("instance", "instance_running")
 
 
 class ResnetBlock(nn.Module):

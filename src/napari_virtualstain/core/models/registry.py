@@ -210,7 +210,10 @@ def download_model(
     """
     if not card.url or not card.sha256:
         raise ModelDownloadError(f"model card {card.name!r} needs both url and sha256 to download")
-    folder = Path(root or user_models_dir()) / card.name
+    root = Path(root or user_models_dir())
+    folder = root / card.name
+    if folder.resolve().parent != root.resolve():  # the card's name is validated; belt and braces
+        raise ModelDownloadError(f"model name {card.name!r} would install outside {root}")
     download_file(card.url, card.sha256, folder / "weights.safetensors", timeout_s)
     card_path = folder / "card.json"
     if not card_path.exists():
