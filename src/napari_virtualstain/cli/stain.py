@@ -10,9 +10,14 @@ from ._params import DEVICE, MPP, OUTPUT_FOLDER
 
 
 @click.command()
-@click.argument("slide", type=click.Path(exists=True, path_type=Path))
+@click.argument("slides", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--model", "-m", required=True, help="Registry name or checkpoint path.")
-@click.option("--out", "-o", required=True, type=OUTPUT_FOLDER, help="OUT.zarr")
+@click.option("--out", "-o", type=OUTPUT_FOLDER, help="OUT.zarr (one slide)")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for several slides: DIR/NAME.zarr each, one cluster, a summary table.",
+)
 @click.option("--mpp", type=MPP, help="Level-0 µm/px; required when the slide does not state it.")
 @click.option(
     "--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps."
@@ -46,9 +51,10 @@ from ._params import DEVICE, MPP, OUTPUT_FOLDER
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def stain(
-    slide: Path,
+    slides: tuple[Path, ...],
     model: str,
-    out: Path,
+    out: Path | None,
+    out_dir: Path | None,
     mpp: float | None,
     device: str,
     precision: str,
@@ -68,6 +74,9 @@ def stain(
 ) -> None:
     """Stain every tissue tile of SLIDE and write an OME-Zarr pyramid with provenance.
 
+    Several slides (SLIDE... --out-dir DIR) run on one cluster, one DIR/NAME.zarr each, with
+    per-slide resume and a summary table (cli/stain_many.py).
+
     An interrupted run resumes from the tiles already computed (kept in a scratch folder
     OUT.tiles-* beside OUT, removed after success). Only one run writes an OUT at a time.
     """
@@ -85,6 +94,15 @@ def stain(
         raise click.UsageError(str(err)) from err
     from .progress import tqdm_progress
 
+    if out_dir is not None or len(slides) > 1:
+        from .stain_many import stain_many
+
+        stain_many(slides, out_dir, model, config, mpp=mpp, cache_dir=cache_dir,
+                   keep_cache=keep_cache, scheduler=scheduler, overwrite=overwrite, quiet=quiet)  # fmt: skip
+        return
+    if out is None:
+        raise click.UsageError("give --out OUT.zarr (or --out-dir DIR for several slides)")
+    slide = slides[0]
     try:
         with tqdm_progress("staining", quiet, unit="chunk") as on_progress:
             result = stain_slide(
