@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -103,8 +104,16 @@ def stain(
     if out is None:
         raise click.UsageError("give --out OUT.zarr (or --out-dir DIR for several slides)")
     slide = slides[0]
+    bar = contextlib.ExitStack()
+    shown = []
+
+    def on_progress(p) -> None:  # the bar appears with the first chunk, not before an error
+        if not shown:
+            shown.append(bar.enter_context(tqdm_progress("staining", quiet, unit="chunk")))
+        shown[0](p)
+
     try:
-        with tqdm_progress("staining", quiet, unit="chunk") as on_progress:
+        with bar:
             result = stain_slide(
                 slide, model, out, config=config, mpp=mpp, cache_dir=cache_dir,
                 keep_cache=keep_cache, scheduler=scheduler, overwrite=overwrite,

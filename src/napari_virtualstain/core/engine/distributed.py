@@ -121,6 +121,17 @@ def _check_paths(slide_path: Path | None, out: Path, overwrite: bool) -> str:
     return "replace"
 
 
+def _refuse_greyscale(slide) -> None:
+    """A stain model maps colour to colour: a grey slide would come out as 'background'."""
+    from ..io.pixels import is_colourless
+
+    if "greyscale" in getattr(slide, "notes", "") or is_colourless(slide.levels[0]):
+        raise ValueError(
+            f"{slide.path}: the image has no colour (greyscale); virtual staining needs a "
+            "brightfield RGB slide (H&E or Ki-67 IHC)"
+        )
+
+
 def _scratch_for(out: Path, state: str) -> tuple[Path, bool]:
     """The tile scratch folder: the interrupted run's (named in the marker) or a new one.
 
@@ -194,6 +205,7 @@ def stain_slide(
             if not hasattr(slide, "levels"):
                 slide = open_slide(slide)
             slide_path = Path(str(slide.path)) if getattr(slide, "format", "") else None
+            _refuse_greyscale(slide)
             state = _check_paths(slide_path, out, overwrite)
         if cache_dir is not None:
             cache_dir, own_cache = Path(cache_dir), False  # the user's: never deleted
