@@ -133,6 +133,8 @@ class NucleusUNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(w_deep, w_skip, 2, stride=2))
             self.dec.append(_block(2 * w_skip, w_skip))
         self.head = nn.Conv2d(widths[0], n_out, 1)
+        with torch.no_grad():  # CenterNet's prior: few pixels are centres, so start the logit low
+            self.head.bias[HEAT] = -4.0
         self.pool = nn.MaxPool2d(2)
 
     @property
@@ -182,6 +184,8 @@ def load_model(folder: str | Path) -> tuple[NucleusUNet, NucleusCard]:
             raise FileNotFoundError(f"{folder} is not a nucleus model folder: {path.name} missing")
     card = NucleusCard.from_json(card_path)
     module = NucleusUNet(card.widths)
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(weights_path).items()}
+    state = {
+        k: (v.float() if v.is_floating_point() else v) for k, v in load_file(weights_path).items()
+    }
     module.load_state_dict(state, strict=True)
     return module.eval(), card

@@ -82,7 +82,9 @@ def resample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return labels
     rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(np.intp)
     cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(np.intp)
-    return labels[np.minimum(rows, labels.shape[0] - 1)[:, None], np.minimum(cols, labels.shape[1] - 1)]
+    return labels[
+        np.minimum(rows, labels.shape[0] - 1)[:, None], np.minimum(cols, labels.shape[1] - 1)
+    ]
 
 
 def label_centroids(labels: np.ndarray) -> np.ndarray:
@@ -217,7 +219,12 @@ def heatmap_target(points: np.ndarray, shape: tuple[int, int], sigma_px: float) 
         iy, ix = int(round(y)), int(round(x))
         if not (0 <= iy < shape[0] and 0 <= ix < shape[1]):
             continue
-        y0, y1, x0, x1 = max(0, iy - r), min(shape[0], iy + r + 1), max(0, ix - r), min(shape[1], ix + r + 1)
+        y0, y1, x0, x1 = (
+            max(0, iy - r),
+            min(shape[0], iy + r + 1),
+            max(0, ix - r),
+            min(shape[1], ix + r + 1),
+        )
         yy, xx = np.mgrid[y0:y1, x0:x1]
         g = np.exp(-((yy - iy) ** 2 + (xx - ix) ** 2) / (2 * sigma_px**2))
         np.maximum(heat[y0:y1, x0:x1], g, out=heat[y0:y1, x0:x1])
@@ -296,12 +303,19 @@ def random_crop(
     pts = sample.points - np.array([y0, x0], np.float32)
     factor = crop_px / src_px
     if src_px != crop_px:
-        rgb = ndi.zoom(rgb.astype(np.float32), (factor, factor, 1), order=1, grid_mode=True, mode="nearest")
+        rgb = ndi.zoom(
+            rgb.astype(np.float32), (factor, factor, 1), order=1, grid_mode=True, mode="nearest"
+        )
         rgb = rgb[:crop_px, :crop_px].clip(0, 255).astype(np.uint8)
         if labels is not None:
             labels = resample_labels(labels, (crop_px, crop_px))
         pts = (pts + 0.5) * factor - 0.5
-    keep = (pts[:, 0] > -0.5) & (pts[:, 1] > -0.5) & (pts[:, 0] < crop_px - 0.5) & (pts[:, 1] < crop_px - 0.5)
+    keep = (
+        (pts[:, 0] > -0.5)
+        & (pts[:, 1] > -0.5)
+        & (pts[:, 0] < crop_px - 0.5)
+        & (pts[:, 1] < crop_px - 0.5)
+    )
     pts = pts[keep]
     k = int(rng.integers(4))
     flip = bool(rng.integers(2))
