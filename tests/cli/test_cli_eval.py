@@ -223,6 +223,23 @@ def test_cycle_with_saved_generators(tmp_path, tiles):
     assert set(data["per_image"]) == {"t0", "t1"}
     # untrained generators do not reconstruct: the numbers must say so
     assert data["summary"]["ssim"]["mean"] < 0.9
+    # and they are the metrics of A -> B -> A, recomputed here from the QA module's
+    # reconstruction of each image (its own call path into the engine)
+    from skimage.io import imread
+
+    from napari_virtualstain.core.models import load_model
+    from napari_virtualstain.core.residual import reconstruct
+
+    fwd = load_model(tmp_path / "a2b", device="cpu")
+    back = load_model(tmp_path / "b2a", device="cpu")
+    for name in ("t0", "t1"):
+        img = imread(images / f"{name}.png")[..., :3]
+        rec = reconstruct(img, fwd, back)
+        got = data["per_image"][name]
+        assert got["ssim"] == pytest.approx(ssim(img, rec), abs=1e-6)
+        assert got["psnr_db"] == pytest.approx(psnr(img, rec), abs=1e-4)
+    mean = np.mean([data["per_image"][n]["ssim"] for n in ("t0", "t1")])
+    assert data["summary"]["ssim"]["mean"] == pytest.approx(mean)
     _png_ok(tmp_path / "c/cycle_metrics.png")
 
 

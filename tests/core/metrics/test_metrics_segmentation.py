@@ -105,3 +105,30 @@ def test_ratio_bad_input():
         ratio_metrics([1.5], [0.5])
     with pytest.raises(ValueError, match="2 predicted ratios but 1"):
         ratio_metrics([0.1, 0.2], [0.5])
+
+
+def test_pooled_curve_sums_counts_before_the_ratios():
+    from napari_virtualstain.core.metrics import MatchResult, pooled_curve
+
+    def curve(tp, fp, fn):
+        return [
+            MatchResult(0.5, tp, fp, fn, 0.8),
+            MatchResult(0.75, tp // 2, fp + tp - tp // 2, fn + tp - tp // 2, 0.9),
+        ]
+
+    big, small = curve(90, 10, 0), curve(0, 0, 1)
+    pooled = pooled_curve([big, small])
+    assert pooled["iou"] == [0.5, 0.75]
+    assert pooled["tp"] == [90.0, 45.0] and pooled["fn"] == [1.0, 46.0]
+    # pooled accuracy 90 / 101, not the mean of the images' 0.9 and 0.0
+    assert pooled["accuracy"][0] == pytest.approx(90 / 101)
+    assert pooled["precision"][0] == pytest.approx(0.9) and pooled["recall"][0] == pytest.approx(
+        90 / 91
+    )
+    assert pooled["f1"][0] == pytest.approx(180 / 191)
+    empty = pooled_curve([curve(0, 0, 0)])
+    assert empty["f1"] == [0.0, 0.0]  # nothing to count is 0, as the CLI has always written
+    with pytest.raises(ValueError, match="same IoU thresholds"):
+        pooled_curve([big, big[:1]])
+    with pytest.raises(ValueError, match="no images"):
+        pooled_curve([])

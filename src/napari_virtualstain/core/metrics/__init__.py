@@ -8,7 +8,15 @@ from __future__ import annotations
 from .image import MS_SSIM_WEIGHTS, mae, ms_ssim, ms_ssim_torch, psnr, ssim, ssim_map, ssim_torch
 from .phash import PHasher, hash_correlation, phash_similarity
 from .ratio import RatioMetrics, confusion_matrix, ratio_metrics
-from .segmentation import IOU_THRESHOLDS, MatchResult, dice, f1_curve, match_instances
+from .segmentation import (
+    IOU_THRESHOLDS,
+    MatchResult,
+    dice,
+    f1_curve,
+    match_instances,
+    pooled_curve,
+)
+from .stain import dab_fraction
 
 __all__ = [
     "IOU_THRESHOLDS",
@@ -17,6 +25,7 @@ __all__ = [
     "PHasher",
     "RatioMetrics",
     "confusion_matrix",
+    "dab_fraction",
     "dice",
     "f1_curve",
     "hash_correlation",
@@ -25,6 +34,7 @@ __all__ = [
     "ms_ssim",
     "ms_ssim_torch",
     "phash_similarity",
+    "pooled_curve",
     "psnr",
     "ratio_metrics",
     "ssim",

@@ -109,3 +109,30 @@ def f1_curve(
     """:func:`match_instances` at each IoU threshold (0.5 to 0.95 in 0.05 steps by default)."""
     iou, _, _ = iou_matrix(pred, truth)
     return [_match_from_iou(iou, t) for t in thresholds]
+
+
+def pooled_curve(curves: list[list[MatchResult]]) -> dict[str, list[float]]:
+    """Object-matching scores over IoU thresholds, pooled over images.
+
+    ``curves`` holds one :func:`f1_curve` per image (same thresholds). Counts are summed over
+    images before the ratios, as StarDist's ``matching_dataset`` does, so a large image weighs
+    by its objects, not as one image. A ratio with nothing to count is 0.
+    """
+    if not curves:
+        raise ValueError("no images to pool")
+    thresholds = [m.iou_threshold for m in curves[0]]
+    if any([m.iou_threshold for m in c] != thresholds for c in curves):
+        raise ValueError("every image's curve must use the same IoU thresholds")
+    tp, fp, fn = (
+        np.array([[getattr(m, k) for m in c] for c in curves]).sum(0) for k in "tp fp fn".split()
+    )
+    return {
+        "iou": thresholds,
+        "accuracy": (tp / np.maximum(tp + fp + fn, 1)).tolist(),
+        "precision": (tp / np.maximum(tp + fp, 1)).tolist(),
+        "recall": (tp / np.maximum(tp + fn, 1)).tolist(),
+        "f1": (2 * tp / np.maximum(2 * tp + fp + fn, 1)).tolist(),
+        "tp": tp.astype(float).tolist(),
+        "fp": fp.astype(float).tolist(),
+        "fn": fn.astype(float).tolist(),
+    }
