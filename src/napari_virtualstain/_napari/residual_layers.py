@@ -7,6 +7,8 @@ labels layer (magenta: positive only in the virtual stain, cyan: only in the rea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from napari_virtualstain.core.residual import POSITIVE_ONLY_IN_A, POSITIVE_ONLY_IN_B
@@ -27,31 +29,95 @@ def _diverging_colormap():
 def symmetric_limits(values: np.ndarray, quantile: float = 0.99) -> tuple[float, float]:
     """±the ``quantile`` of |values| (never 0, so a zero residual still displays as white)."""
     v = np.abs(np.asarray(values, dtype=np.float32))
-    top = float(np.quantile(v[np.isfinite(v)], quantile)) if v.size else 0.0
+    v = v[np.isfinite(v)]  # NaN: pixels the overlay has not computed
+    top = float(np.quantile(v, quantile)) if v.size else 0.0
     top = max(top, 1e-3)
     return -top, top
 
 
-def qa_layer_data(result, world_mpp: float | None = None) -> list[tuple]:
-    """Layer data tuples of a :class:`~napari_virtualstain.core.residual.QAResult`.
+@dataclass(frozen=True)
+class Legend:
+    """What a QA layer's colours mean: a colour bar from ``low`` to ``high`` in ``units``."""
 
-    Layers are placed over the region they were computed for: scale = the region's pixel size in
-    world units (µm when the slides' world is µm, else ``world_mpp`` µm per world unit).
+    title: str
+    units: str
+    colors: tuple  # RGBA stops, low to high
+    low: float
+    high: float
+    low_means: str
+    high_means: str
+
+    def ticks(self) -> list[str]:
+        mid = (self.low + self.high) / 2
+        return [f"{v:+.3g}" if self.low < 0 else f"{v:.3g}" for v in (self.low, mid, self.high)]
+
+
+UNITS = {
+    "rgb": "grey levels / 255 (mean of R, G, B)",
+    "od": "optical density (mean of R, G, B)",
+    "dab": "DAB optical density",
+    "hematoxylin": "hematoxylin optical density",
+    "ssim": "local SSIM (11 px window)",
+}
+
+
+def legend(name: str, kind: str, contrast_limits) -> Legend | None:
+    """The legend of a QA layer (``None`` for a kind without a colour scale)."""
+    lo, hi = (float(v) for v in contrast_limits)
+    if kind == "ssim":
+        return Legend(name, UNITS["ssim"], ((0, 0, 0, 1), (1, 1, 1, 1)), lo, hi,
+                      "dissimilar", "identical")  # fmt: skip
+    if kind == "disagreement":
+        return Legend(name, "nuclei", ((1, 0, 1, 1), (0, 1, 1, 1)), 1.0, 2.0,
+                      "positive only in the virtual stain", "positive only in the real stain")  # fmt: skip
+    if kind not in UNITS:
+        return None
+    cycle = name.startswith("cycle")
+    a, b = ("source", "reconstruction") if cycle else ("virtual", "real")
+    if kind == "rgb":
+        low, high = f"{a} darker", f"{a} lighter"
+    else:
+        low, high = f"{a} holds less stain than {b}", f"{a} holds more stain"
+    return Legend(name, f"{UNITS[kind]}, {a} - {b}", tuple(map(tuple, DIVERGING["colors"])),
+                  lo, hi, low, high)  # fmt: skip
+
+
+def layer_legend(layer) -> Legend | None:
+    """The legend of a napari layer built by :func:`qa_layer_data` (None for other layers)."""
+    meta = (layer.metadata or {}).get("napari_virtualstain", {})
+    kind = meta.get("qa_kind")
+    if kind is None:
+        return None
+    limits = getattr(layer, "contrast_limits", (1, 2)) if kind != "disagreement" else (1, 2)
+    return legend(layer.name, kind, limits)
+
+
+def qa_layer_data(result, world_mpp: float | None = None) -> list[tuple]:
+    """Layer data tuples of a :class:`~napari_virtualstain.core.qa.QAResult`.
+
+    Layers are placed over the region they were computed for: by the result's ``scale`` and
+    ``translate`` (world units) when it has them, else scale = the region's pixel size in world
+    units (µm when the slides' world is µm, else ``world_mpp`` µm per world unit).
     """
     from napari.utils.colormaps import DirectLabelColormap
 
-    px = result.mpp if world_mpp is None else result.mpp / world_mpp
-    y0, x0 = result.box_px[:2]
+    if result.scale is not None:
+        px_scale, translate = tuple(result.scale), tuple(result.translate)
+    else:
+        px = result.mpp if world_mpp is None else result.mpp / world_mpp
+        px_scale, translate = (px, px), (result.box.y * px, result.box.x * px)
     out = []
     for name, (data, kind) in result.maps.items():
+        if isinstance(data, list) and len(data) == 1:  # a one-level pyramid is one image
+            data = data[0]
         multiscale = isinstance(data, list)
         # a pyramid's coarsest level is already computed: display limits come from it
         sample = data[-1] if multiscale else data
-        placed = {"scale": (px, px), "translate": (y0 * px, x0 * px), "multiscale": multiscale}
+        placed = {"scale": px_scale, "translate": translate, "multiscale": multiscale}
         meta = {
             "napari_virtualstain": {
                 "qa_kind": kind,
-                "box_px": list(result.box_px),
+                "box_px": list(result.box.corners),
                 "mpp": result.mpp,
             }
         }
@@ -97,52 +163,62 @@ def qa_layer_data(result, world_mpp: float | None = None) -> list[tuple]:
     return out
 
 
-def registered_layer_data(
-    layer_tuple: tuple, registration, fixed_level_shapes=None, fixed_level_mpps=None
-) -> tuple:
-    """The moving slide's layer tuple, shown in the fixed slide's µm world.
+def _um_to_world(frame) -> np.ndarray:
+    """3x3 affine from a layer's µm frame (level-0 pixel index x mpp) to the viewer's world."""
+    k = np.asarray(frame.scale) / frame.mpp
+    return np.array([[k[0], 0.0, frame.translate[0]], [0.0, k[1], frame.translate[1]], [0, 0, 1.0]])
 
-    An affine registration only sets the layer's ``affine`` (exact, no resampling). With a
-    displacement field each pyramid level is warped lazily onto the fixed slide's levels
-    (``fixed_level_shapes`` / ``fixed_level_mpps``), chunk by chunk as napari asks for them.
+
+def registered_layer_data(layer_tuple: tuple, registration, fixed_frame=None) -> tuple:
+    """The moving slide's layer tuple, shown over the fixed slide in the viewer's world.
+
+    ``fixed_frame`` (a ``core.registration.frames.LayerFrame``) places the fixed slide; without
+    it the world is the fixed slide's µm. An affine registration only sets the layer's
+    ``affine`` (exact, no resampling). With a displacement field each pyramid level is warped
+    lazily onto the fixed slide's levels, chunk by chunk as napari asks for them.
     """
     data, kwargs, kind = layer_tuple
     kwargs = dict(kwargs)
     name = kwargs.get("name", "moving")
     kwargs["name"] = f"{name} (registered)"
     levels = data if isinstance(data, list | tuple) else [data]
+    to_world = np.eye(3) if fixed_frame is None else _um_to_world(fixed_frame)
     if registration.is_affine:
         kwargs.pop("scale", None)
-        kwargs["affine"] = registration.layer_affine()  # moving px -> fixed µm
+        kwargs.pop("translate", None)
+        kwargs["affine"] = to_world @ registration.layer_affine()  # moving px -> fixed world
         return data, kwargs, kind
-    if fixed_level_shapes is None or fixed_level_mpps is None:
-        raise ValueError("a non-rigid registration needs the fixed slide's level shapes and mpps")
+    if fixed_frame is None:
+        raise ValueError("a non-rigid registration needs the fixed slide's frame (level shapes)")
     moving_mpp0 = registration.moving_mpp
     moving_mpps = [moving_mpp0 * levels[0].shape[0] / lv.shape[0] for lv in levels]
     warped = []
-    for shape, mpp in zip(fixed_level_shapes, fixed_level_mpps, strict=True):
+    for shape, mpp in zip(fixed_frame.shapes_px, fixed_frame.level_mpps, strict=True):
         # read the moving level closest to (not coarser than) the output pixel size
         src = max((i for i, m in enumerate(moving_mpps) if m <= mpp * 1.01), default=0)
         warped.append(registration.warp(levels[src], shape[:2], mpp, moving_mpps[src]))
-    kwargs["scale"] = (fixed_level_mpps[0], fixed_level_mpps[0])
+    kwargs["scale"], kwargs["translate"] = fixed_frame.scale, fixed_frame.translate
     kwargs["multiscale"] = len(warped) > 1
     return (warped if len(warped) > 1 else warped[0]), kwargs, kind
 
 
 def map_shapes(
-    shapes_world_um: list[np.ndarray],
+    shapes_world: list[np.ndarray],
     shape_types: list[str],
     registration,
-    direction: str = "fixed_to_moving",
+    fixed_frame,
+    moving_frame,
 ) -> list[np.ndarray]:
-    """Shapes (napari vertices in world µm of one slide) as polygons (µm) of the other slide.
+    """Shapes over the fixed slide (napari vertices, world units) as polygons over the moving
+    slide (world units), through the registration.
 
     Rectangles and ellipses become polygons first, so a rotated or warped ROI keeps its outline.
     """
     from napari_virtualstain.core.roi import ROI
 
     rois = [
-        ROI.from_pixels(kind, np.asarray(s)[:, -2:], 1.0, f"shape {i}")
-        for i, (s, kind) in enumerate(zip(shapes_world_um, shape_types, strict=True))
+        ROI.from_pixels(kind, fixed_frame.world_to_um(np.asarray(s)), 1.0, f"shape {i}")
+        for i, (s, kind) in enumerate(zip(shapes_world, shape_types, strict=True))
     ]
-    return [r.polygon_um() for r in registration.map_rois(rois, direction)]
+    mapped = registration.map_rois(rois, "fixed_to_moving")
+    return [moving_frame.px_to_world(r.polygon_um() / moving_frame.mpp, 0) for r in mapped]

@@ -10,10 +10,14 @@ Only the small callbacks run on the GUI thread; the result is handed to ``on_don
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from napari_virtualstain.core.progress import Progress
+from napari_virtualstain.core.progress import Cancelled, Progress
+
+# what bad input raises (a clear message, shown in the widget's status); anything else is a bug
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, Cancelled)
 
 
 class WorkerRunner:
@@ -56,7 +60,11 @@ class WorkerRunner:
             self._say("busy: cancel the running job first")
             return None
         self.last_error = None
-        worker = thread_worker(gen_fn, start_thread=False)(*args, **kwargs)
+        # errors are handled in _on_error: expected ones (bad input) go to the status line, not
+        # to a traceback pop-up; anything else is still relayed to napari's notifications
+        worker = thread_worker(gen_fn, start_thread=False, ignore_errors=True)(*args, **kwargs)
+        with contextlib.suppress(AttributeError, TypeError, RuntimeError):  # not connected
+            worker.errored.disconnect(worker._relay_error)
         self._pbar = progress(total=0, desc=description or getattr(gen_fn, "__name__", "work"))
         worker.yielded.connect(self._on_progress)
         if on_done is not None:
@@ -78,19 +86,26 @@ class WorkerRunner:
     def _on_progress(self, value) -> None:
         if not isinstance(value, Progress):
             return
-        if self._pbar is not None:
-            if self._pbar.total != value.total:
-                self._pbar.total = value.total
-            self._pbar.n = value.done
-            self._pbar.set_description(value.message or self._pbar.desc)
-            self._pbar.refresh()
+        # the status first: updating napari's bar processes events, so the job's error or end
+        # may be handled inside it, and must not be overwritten by this older report
         if value.message:
             pct = f" ({100 * value.fraction:.0f} %)" if value.total else ""
             self._say(f"{value.message}{pct}")
+        pbar = self._pbar  # a local: updating the bar may run _on_finished, which drops it
+        if pbar is not None:
+            if pbar.total != value.total:
+                pbar.total = value.total
+            pbar.n = value.done
+            pbar.set_description(value.message or pbar.desc)
+            pbar.refresh()
 
     def _on_error(self, err: BaseException, on_failed) -> None:
         self.last_error = err
         self._say(f"error: {err}")
+        if not isinstance(err, EXPECTED_ERRORS):  # a bug: keep napari's report, traceback included
+            from napari.utils.notifications import notification_manager
+
+            notification_manager.receive_error(type(err), err, err.__traceback__)
         if on_failed is not None:
             on_failed(str(err))
 

@@ -31,12 +31,34 @@ POSITIVE_ONLY_IN_A = 1
 POSITIVE_ONLY_IN_B = 2
 
 
+def split_alpha(img) -> tuple[np.ndarray, np.ndarray | None]:
+    """(RGB, valid) of a (y, x, 3) or (y, x, 4) uint8 image; ``valid`` is None without alpha.
+
+    An RGBA image (the plugin's own virtual-stain overlay) is missing where alpha is 0: tiles
+    not computed yet. Residuals are NaN there and summaries leave those pixels out.
+    """
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+        raise ValueError(
+            f"image must be (y, x, 3) or (y, x, 4) uint8, found {img.shape} {img.dtype}"
+        )
+    if img.shape[2] == 3:
+        return img, None
+    return np.ascontiguousarray(img[..., :3]), img[..., 3] > 0
+
+
 def _check_rgb_pair(a, b) -> None:
     for name, img in (("first", a), ("second", b)):
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"{name} image must be (y, x, 3) uint8, found {img.shape} {img.dtype}")
     if a.shape != b.shape:
         raise ValueError(f"images differ in size: {a.shape[:2]} vs {b.shape[:2]}")
+
+
+def _valid_of(va, vb) -> np.ndarray | None:
+    if va is None:
+        return vb
+    return va if vb is None else va & vb
 
 
 def residual_map(
@@ -49,12 +71,21 @@ def residual_map(
     """One residual map of two (y, x, 3) uint8 images; see the module doc for ``kind``.
 
     ``backgrounds`` are the glass RGB levels of ``a`` and ``b``; pass them when tiling, so every
-    tile uses the same ones (None estimates them from these pixels).
+    tile uses the same ones (None estimates them from these pixels). An RGBA image is missing
+    where its alpha is 0: the map is NaN there.
     """
     if kind not in RESIDUAL_KINDS:
         raise ValueError(f"kind must be one of {RESIDUAL_KINDS}, got {kind!r}")
-    a, b = np.asarray(a), np.asarray(b)
+    (a, va), (b, vb) = split_alpha(a), split_alpha(b)
     _check_rgb_pair(a, b)
+    out = _residual(kind, a, b, stains, backgrounds)
+    valid = _valid_of(va, vb)
+    if valid is not None:
+        out = np.where(valid, out, np.float32(np.nan)).astype(np.float32)
+    return out
+
+
+def _residual(kind, a, b, stains, backgrounds) -> np.ndarray:
     if kind == "rgb":
         return ((a.astype(np.float32) - b.astype(np.float32)) / 255.0).mean(axis=-1)
     if kind == "ssim":
@@ -69,7 +100,7 @@ def residual_map(
 def sample_background(image, max_px: int = 512) -> np.ndarray:
     """Glass RGB level of a (possibly huge, dask) image from a strided thumbnail."""
     step = max(1, max(image.shape[:2]) // max_px)
-    return estimate_background(np.asarray(image[::step, ::step]))
+    return estimate_background(np.asarray(image[::step, ::step, :3]))
 
 
 def lazy_residual_map(
@@ -83,15 +114,14 @@ def lazy_residual_map(
     """:func:`residual_map` as a dask array, computed per chunk (with a halo for ``ssim``)."""
     import dask.array as da
 
-    if tuple(a.shape) != tuple(b.shape):
+    if tuple(a.shape[:2]) != tuple(b.shape[:2]):
         raise ValueError(f"images differ in size: {a.shape} vs {b.shape}")
     if kind not in RESIDUAL_KINDS:
         raise ValueError(f"kind must be one of {RESIDUAL_KINDS}, got {kind!r}")
     if kind in ("od", "dab", "hematoxylin") and backgrounds is None:
         backgrounds = (sample_background(a), sample_background(b))
-    chunks = (chunk_px, chunk_px, 3)
-    a = da.asarray(a).rechunk(chunks)
-    b = da.asarray(b).rechunk(chunks)
+    a = da.asarray(a).rechunk((chunk_px, chunk_px, a.shape[2]))
+    b = da.asarray(b).rechunk((chunk_px, chunk_px, b.shape[2]))
 
     def block(x, y):
         return residual_map(kind, x, y, stains, backgrounds)
@@ -116,7 +146,13 @@ def as_rgb_function(model, mpp: float | None = None) -> Callable[[np.ndarray], n
 
         # without a stated pixel size the image is taken to be at the model's own resolution
         run_mpp = mpp if mpp is not None else model.card.mpp
-        return lambda rgb: stain_image(model, rgb, mpp=run_mpp)
+
+        def run_model(rgb: np.ndarray) -> np.ndarray:
+            out = stain_image(model, rgb, mpp=run_mpp)
+            # the engine works at the model's µm/px: bring the result back onto the input grid
+            return out if out.shape == rgb.shape else resize_rgb(out, rgb.shape[:2])
+
+        return run_model
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -136,32 +172,28 @@ def as_rgb_function(model, mpp: float | None = None) -> Callable[[np.ndarray], n
     raise TypeError(f"cannot run {type(model).__name__} as a generator")
 
 
-def reconstruct(source: np.ndarray, forward, backward) -> np.ndarray:
-    """``G_back(G_fwd(source))`` of a (y, x, 3) uint8 region."""
-    fwd, back = as_rgb_function(forward), as_rgb_function(backward)
+def resize_rgb(rgb: np.ndarray, shape_px: tuple[int, int]) -> np.ndarray:
+    """(y, x, 3) uint8 resampled to ``shape_px`` (linear, anti-aliased when shrinking)."""
+    from skimage.transform import resize
+
+    shrink = shape_px[0] < rgb.shape[0]
+    out = resize(rgb, (*shape_px, 3), order=1, anti_aliasing=shrink, preserve_range=True)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def reconstruct(source: np.ndarray, forward, backward, mpp: float | None = None) -> np.ndarray:
+    """``G_back(G_fwd(source))`` of a (y, x, 3) uint8 region of pixel size ``mpp``.
+
+    Models run at their own µm/px (``mpp`` None: the region is taken to be at it); the
+    reconstruction is returned on the source's grid.
+    """
+    fwd, back = as_rgb_function(forward, mpp), as_rgb_function(backward, mpp)
     out = back(fwd(np.asarray(source)))
     if out.shape != source.shape or out.dtype != np.uint8:
         raise ValueError(
             f"the generator pair returned {out.shape} {out.dtype} for a {source.shape} uint8 input"
         )
     return out
-
-
-def lazy_reconstruction(source, forward, backward, halo_px: int = 32, chunk_px: int = 512):
-    """:func:`reconstruct` per chunk, with a reflected ``halo_px`` of context around each."""
-    import dask.array as da
-
-    fwd, back = as_rgb_function(forward), as_rgb_function(backward)
-    src = da.asarray(source).rechunk((chunk_px, chunk_px, 3))
-    return da.map_overlap(
-        lambda x: back(fwd(x)),
-        src,
-        depth={0: halo_px, 1: halo_px, 2: 0},
-        boundary="reflect",
-        dtype=np.uint8,
-        trim=True,
-        allow_rechunk=False,
-    )
 
 
 # ----------------------------------------------------------------------------- DAB positivity
@@ -202,7 +234,8 @@ def dab_disagreement(
     from .ki67.measure import measure_nuclei
 
     labels = np.asarray(labels)
-    _check_rgb_pair(np.asarray(a), np.asarray(b))
+    (a, _), (b, _) = split_alpha(a), split_alpha(b)
+    _check_rgb_pair(a, b)
     na = measure_nuclei(labels, a, mpp, stains=stains, config=config)
     nb = measure_nuclei(labels, b, mpp, stains=stains, config=config)
     pa, pb = na.positive, nb.positive
@@ -228,15 +261,25 @@ def summarise(
     """Summary numbers of a region: mean |residual| per kind, SSIM, PSNR and MAE.
 
     ``mask`` (y, x) bool restricts the residual means (an ROI); SSIM and PSNR use the bounding
-    region given, because windows need whole neighbourhoods.
+    region given, because windows need whole neighbourhoods. Pixels missing from an RGBA image
+    (alpha 0) are left out of the means; ``missing_fraction`` says how many there were.
     """
     from .metrics.image import mae, psnr, ssim
 
-    a, b = np.asarray(a), np.asarray(b)
+    (a, va), (b, vb) = split_alpha(a), split_alpha(b)
     _check_rgb_pair(a, b)
     sel = np.ones(a.shape[:2], bool) if mask is None else np.asarray(mask, bool)
     if sel.shape != a.shape[:2] or not sel.any():
         raise ValueError(f"mask must be a non-empty {a.shape[:2]} boolean image")
+    valid = _valid_of(va, vb)
+    n_region = int(sel.sum())
+    if valid is not None:
+        sel = sel & valid
+        if not sel.any():
+            raise ValueError(
+                "no computed virtual-stain pixels in this region (the overlay is transparent "
+                "there): let the overlay fill the view first"
+            )
     backgrounds = (estimate_background(a), estimate_background(b))
     out = {
         f"mean_abs_{k}": float(np.abs(residual_map(k, a, b, stains, backgrounds)[sel]).mean())
@@ -245,165 +288,5 @@ def summarise(
     out["ssim"] = ssim(a, b) if min(a.shape[:2]) >= WINDOW_PX else float("nan")
     out["psnr_db"] = psnr(a, b)
     out["mae"] = mae(a[sel], b[sel])
+    out["missing_fraction"] = 1.0 - float(sel.sum()) / n_region
     return out
-
-
-# ----------------------------------------------------------------------------- QA entry point
-
-
-@dataclass(frozen=True)
-class QARequest:
-    """What the QA widget (or a script) asks for: residual layers of one region.
-
-    ``virtual`` defines the frame: ``box_px`` = (y0, x0, y1, x1) in its pixels of size ``mpp``.
-    ``real`` is either on the same pixel grid, or (with ``registration``, virtual = fixed) the
-    moving slide's pixels of size ``real_mpp``, warped here. ``source`` (same grid as virtual)
-    with ``forward`` / ``backward`` adds the cycle error; ``labels`` (box-sized nuclei) adds the
-    DAB disagreement; ``mask`` (box-sized, an ROI) restricts the summary means.
-    """
-
-    virtual: object
-    real: object
-    mpp: float
-    box_px: tuple[int, int, int, int]
-    kinds: tuple[str, ...] = RESIDUAL_KINDS
-    real_mpp: float | None = None
-    registration: object | None = None
-    mask: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    source: object | None = None
-    forward: object | None = None
-    backward: object | None = None
-
-    def __post_init__(self) -> None:
-        y0, x0, y1, x1 = self.box_px
-        h, w = self.virtual.shape[:2]
-        if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
-            raise ValueError(f"box {self.box_px} is not inside the virtual image ({h}, {w})")
-        if bad := [k for k in self.kinds if k not in RESIDUAL_KINDS]:
-            raise ValueError(f"unknown residual kinds {bad}; expected some of {RESIDUAL_KINDS}")
-        if self.registration is None and tuple(self.real.shape) != tuple(self.virtual.shape):
-            raise ValueError(
-                f"real {self.real.shape} and virtual {self.virtual.shape} are not on one grid: "
-                "register them first"
-            )
-        if (self.forward is None) != (self.backward is None) or (
-            self.forward is not None and self.source is None
-        ):
-            raise ValueError("the cycle error needs source, forward and backward together")
-
-
-@dataclass(frozen=True)
-class QAResult:
-    """Residual maps of the box (name -> (array, kind)), summary numbers and seconds per map."""
-
-    maps: dict
-    summary: dict
-    seconds: dict
-    box_px: tuple[int, int, int, int]
-    mpp: float
-
-
-def _crop(arr, box) -> np.ndarray:
-    y0, x0, y1, x1 = box
-    return np.asarray(arr[y0:y1, x0:x1])
-
-
-def iter_qa(request: QARequest):
-    """Build the requested maps for the box. Yields (fraction, message); returns a QAResult."""
-    import time
-
-    r, box = request, request.box_px
-    virtual = _crop(r.virtual, box)
-    yield 0.02, "reading the real stain"
-    real = r.real
-    if r.registration is not None:
-        shape = r.virtual.shape[:2]
-        real = r.registration.warp(real, shape, out_mpp=r.mpp, moving_mpp=r.real_mpp or r.mpp)
-    real = _crop(real, box)
-    steps = (
-        list(r.kinds)
-        + (["cycle"] if r.forward is not None else [])
-        + (["disagreement"] if r.labels is not None else [])
-    )
-    maps, seconds = {}, {}
-    backgrounds = (estimate_background(virtual), estimate_background(real))
-    for i, step in enumerate(steps):
-        yield 0.05 + 0.9 * i / len(steps), f"building {step}"
-        t0 = time.perf_counter()
-        if step == "cycle":
-            source = _crop(r.source, box)
-            recon = reconstruct(source, r.forward, r.backward)
-            maps["cycle error (source - reconstruction)"] = (
-                residual_map("rgb", source, recon),
-                "rgb",
-            )
-            maps["cycle local SSIM"] = (residual_map("ssim", source, recon), "ssim")
-        elif step == "disagreement":
-            d = dab_disagreement(np.asarray(r.labels), virtual, real, r.mpp)
-            maps["DAB disagreement"] = (d.layer, "disagreement")
-            counts = d.to_dict()
-        else:
-            maps[f"{step} residual" if step != "ssim" else "local SSIM"] = (
-                residual_map(step, virtual, real, backgrounds=backgrounds),
-                step,
-            )
-        seconds[step] = time.perf_counter() - t0
-    yield 0.97, "summarising"
-    summary = summarise(virtual, real, mask=r.mask)
-    if "disagreement" in steps:
-        summary.update({f"nuclei_{k}": v for k, v in counts.items()})
-    return QAResult(maps, summary, seconds, tuple(box), r.mpp)
-
-
-def iter_lazy_qa(
-    virtual_levels: list,
-    real_levels: list,
-    mpp: float,
-    kinds: tuple[str, ...] = RESIDUAL_KINDS,
-    registration=None,
-    real_mpp: float | None = None,
-    chunk_px: int = 512,
-):
-    """Whole-slide residual pyramids as lazy dask levels (computed as the viewer asks).
-
-    Level ``i`` of each map is built from level ``i`` of the virtual pyramid (pixel size
-    ``mpp * downsample``) and the real stain on the same grid: its own level ``i``, or with
-    ``registration`` its finest level not finer than needed, warped lazily. Only the coarsest
-    level is computed here (for the summary and display limits; it replaces the lazy one).
-    Yields (fraction, message); returns a :class:`QAResult` whose maps hold lists of levels.
-    """
-    import time
-
-    mpps = [mpp * virtual_levels[0].shape[0] / v.shape[0] for v in virtual_levels]
-    if registration is not None:
-        r0 = real_mpp or mpp
-        r_mpps = [r0 * real_levels[0].shape[0] / r.shape[0] for r in real_levels]
-        pick = [
-            max((j for j, m in enumerate(r_mpps) if m <= out * 1.01), default=0) for out in mpps
-        ]
-        real_levels = [
-            registration.warp(real_levels[j], v.shape[:2], out, r_mpps[j], chunk_px=chunk_px)
-            for j, v, out in zip(pick, virtual_levels, mpps, strict=True)
-        ]
-    elif len(real_levels) < len(virtual_levels) or any(
-        tuple(r.shape) != tuple(v.shape) for r, v in zip(real_levels, virtual_levels, strict=False)
-    ):
-        raise ValueError("real and virtual pyramids are not on one grid: register them first")
-    coarse_v, coarse_r = np.asarray(virtual_levels[-1]), np.asarray(real_levels[-1])
-    backgrounds = (estimate_background(coarse_v), estimate_background(coarse_r))
-    maps, seconds = {}, {}
-    for i, kind in enumerate(kinds):
-        yield 0.05 + 0.9 * i / len(kinds), f"building the lazy {kind} pyramid"
-        t0 = time.perf_counter()
-        levels = [
-            lazy_residual_map(kind, v, r, chunk_px=chunk_px, backgrounds=backgrounds)
-            for v, r in zip(virtual_levels[:-1], real_levels, strict=False)
-        ]
-        levels.append(residual_map(kind, coarse_v, coarse_r, backgrounds=backgrounds))
-        maps[f"{kind} residual" if kind != "ssim" else "local SSIM"] = (levels, kind)
-        seconds[kind] = time.perf_counter() - t0
-    summary = summarise(coarse_v, coarse_r)
-    summary["summary_level_mpp"] = mpps[-1]
-    h, w = virtual_levels[0].shape[:2]
-    return QAResult(maps, summary, seconds, (0, 0, h, w), mpp)
