@@ -21,7 +21,7 @@ from ..deconvolution import (
     optical_density,
     resolve_stains,
 )
-from ..geometry import level_for_size
+from ..geometry import Box, level_for_size
 from ..roi import ROI, validate_rois
 from ..segmentation import Progress, drain, get_segmenter, iter_segment_in_blocks
 from ..segmentation.blocks import DEFAULT_BLOCK_PX, default_overlap_px
@@ -31,6 +31,10 @@ from .stain_check import UNVERIFIED, StainCheckError, check_hdab
 
 # Side of the subsampled view used for the glass level and stain estimation.
 OVERVIEW_SIDE_PX = 2048
+# A whole-image overview is read only from a stored level at most this large per side...
+CHEAP_VIEW_SIDE_PX = 8192
+# ...else from the ROIs' boxes grown by this much (level-0 px) on each side.
+ESTIMATE_CONTEXT_PX = 2048
 # Below this fraction of tissue pixels an ROI "has no tissue".
 MIN_TISSUE_FRACTION = 0.01
 
@@ -46,16 +50,16 @@ def level0(image):
 
 def overview(image, side_px: int = OVERVIEW_SIDE_PX) -> np.ndarray:
     """A small view of the whole image for glass and stain estimates."""
-    return _small_view(image, (0, 0, *level0(image).shape[:2]), side_px)[0]
+    return _small_view(image, Box.from_shape(level0(image).shape), side_px)[0]
 
 
-def _small_view(image, box_px, side_px: int) -> tuple[np.ndarray, float]:
-    """The level-0 box (y0, x0, y1, x1) at most ``side_px`` per side, and its downsample.
+def _small_view(image, box: Box, side_px: int) -> tuple[np.ndarray, float]:
+    """The level-0 ``box`` at most ``side_px`` per side, and its downsample.
 
     A slide's pyramid level is used where one is coarse enough: striding level 0 of a dask
     array would still read every chunk of it.
     """
-    y0, x0, y1, x1 = box_px
+    y0, x0, y1, x1 = box.corners
     levels = getattr(image, "levels", None) or [level0(image)]
     downs = [levels[0].shape[0] / arr.shape[0] for arr in levels]
     side0 = max(y1 - y0, x1 - x0)
@@ -66,6 +70,29 @@ def _small_view(image, box_px, side_px: int) -> tuple[np.ndarray, float]:
     ly1, lx1 = max(ly0 + 1, int(np.ceil(y1 / down))), max(lx0 + 1, int(np.ceil(x1 / down)))
     step = max(1, int(np.ceil(max(ly1 - ly0, lx1 - lx0) / side_px)))
     return np.asarray(arr[ly0:ly1:step, lx0:lx1:step, :3]), down * step
+
+
+def estimation_view(image, rois: list[ROI], mpp: float) -> np.ndarray:
+    """The view that glass and stains are estimated on, at a cost bounded by the ROIs.
+
+    The whole image where that is cheap (an array in memory, or a stored pyramid level of at
+    most ``CHEAP_VIEW_SIDE_PX`` per side). On a flat (single-level) slide a whole-image view
+    would read every tile, so the ROIs' neighbourhood is used instead: their boxes grown by
+    ``ESTIMATE_CONTEXT_PX`` (enough glass around a biopsy for the background).
+    """
+    levels = getattr(image, "levels", None)
+    stored = list(levels)[: len(levels) - getattr(image, "built_levels", 0)] if levels else None
+    if not stored or max(stored[-1].shape[:2]) <= CHEAP_VIEW_SIDE_PX:
+        return overview(image)
+    shape = level0(image).shape[:2]
+    boxes = [roi.bbox_px(mpp, shape).grown(ESTIMATE_CONTEXT_PX, shape) for roi in rois]
+    y0, x0 = min(b.y for b in boxes), min(b.x for b in boxes)
+    y1, x1 = max(b.y1 for b in boxes), max(b.x1 for b in boxes)
+    if (y1 - y0) * (x1 - x0) > 4 * sum(b.h * b.w for b in boxes):
+        box = max(boxes, key=lambda b: b.h * b.w)  # far-apart ROIs: not the space between
+    else:
+        box = Box.from_corners(y0, x0, y1, x1)
+    return _small_view(image, box, OVERVIEW_SIDE_PX)[0]
 
 
 def make_segmenter(name: str, stains: StainVectors, background_rgb, he: bool = False, **options):
@@ -130,7 +157,7 @@ def iter_measure_rois(
     rois = validate_rois(rois or [ROI.whole_image(shape, mpp)], shape, mpp)
     yield Progress(0, len(rois), "estimating background and stains")
     dab_image = image if measure_image is None else measure_image
-    small = overview(dab_image)
+    small = estimation_view(dab_image, rois, mpp)
     bg = estimate_background(small) if background_rgb is None else np.asarray(background_rgb, float)
     check = check_hdab(small, bg)
     if not check.ok:
@@ -138,7 +165,7 @@ def iter_measure_rois(
             raise StainCheckError(check)
         check = check.as_forced()
     vectors = resolve_stains(stains, small)
-    seg_bg = bg if measure_image is None else estimate_background(overview(image))
+    seg_bg = bg if measure_image is None else estimate_background(estimation_view(image, rois, mpp))
     if isinstance(segmenter, str):
         segmenter = make_segmenter(segmenter, vectors, seg_bg, he=segment_he)
     overlap = default_overlap_px(segmenter, mpp) if overlap_px is None else overlap_px
@@ -176,10 +203,10 @@ def _measure_one(
 ):
     shape = seg_arr.shape[:2]
     dab_arr = level0(dab_image)
-    y0, x0, y1, x1 = roi.bbox_px(mpp, shape)
+    box = roi.bbox_px(mpp, shape)
+    y0, x0, y1, x1 = box.corners
     # Grow the box so nuclei whose centre is inside the ROI are not cut by the box edge.
-    ey0, ex0 = max(0, y0 - overlap), max(0, x0 - overlap)
-    ey1, ex1 = min(shape[0], y1 + overlap), min(shape[1], x1 + overlap)
+    ey0, ex0, ey1, ex1 = box.grown(overlap, shape).corners
     keep_labels = (ey1 - ey0) * (ex1 - ex0) <= MAX_LABEL_PIXELS
     parts: list[Nuclei] = []
 
@@ -223,7 +250,7 @@ def _tissue_fraction(roi: ROI, image, mpp: float, bg) -> float:
     """Fraction of the ROI's pixels with tissue (OD sum > 0.15), on a view of <= 1024² px."""
     box = roi.bbox_px(mpp, level0(image).shape[:2])
     view, down = _small_view(image, box, 1024)
-    mask = roi.mask(mpp * down, (box[0] / down, box[1] / down), view.shape[:2])
+    mask = roi.mask(mpp * down, (box.y / down, box.x / down), view.shape[:2])
     if not mask.any():
         return 0.0
     return float((optical_density(view, bg).sum(axis=-1)[mask] > TISSUE_OD_MIN).mean())
