@@ -26,12 +26,31 @@ def test_demo_viewer_has_samples_overlays_and_all_dock_widgets(qtbot):
             lambda: all(o.tiles_done > 0 and o.worker is None for o in overlays), timeout=300_000
         )
 
+        window = viewer.window._qt_window
+        screen = window.screen().availableGeometry()
+        if screen.width() >= 1600 and screen.height() >= 1000:
+            assert window.width() >= 1600 and window.height() >= 1000
+        else:
+            assert window.isMaximized()
+        assert all(o.layer.opacity == 0.6 for o in overlays)
+        (title,) = [t for t in docked if "Virtual stain" in t]
+        stain_widget = viewer.window.dock_widgets[title]
+        assert not stain_widget.visibleRegion().isEmpty()  # the tab in front
+
+        qtbot.wait(400)  # one throttled refresh
         shot_on = viewer.screenshot(canvas_only=True, flash=False)
         for o in overlays:
             o.layer.visible = False
         shot_off = viewer.screenshot(canvas_only=True, flash=False)
         changed = np.abs(shot_on[..., :3].astype(int) - shot_off[..., :3]).max(-1) > 30
         assert changed.mean() > 0.1, "the virtual stains do not change what is shown"
+
+        # the demo's overlays are stopped from the widget like its own
+        for o in overlays:
+            stain_widget.layer_combo.setCurrentText(o.source.name)
+            assert stain_widget.overlay is o and stain_widget.stop_button.isEnabled()
+            stain_widget.stop()
+            assert not o.following
     finally:
         for o in overlays:
             o.stop()

@@ -1,4 +1,5 @@
-"""The "Virtual stain" dock widget: start, overlay appears, opacity, stop, unknown mpp."""
+"""The "Virtual stain" dock widget: direction before a run, start / stop / start again on the
+same layer, precision and its reason shown, the whole-slide run, Save to OME-Zarr, unknown mpp."""
 
 from __future__ import annotations
 
@@ -23,34 +24,85 @@ def model_dir(tmp_path):
     return save_model(module, card, tmp_path / "tiny-widget")
 
 
-@pytest.mark.slow
-def test_start_adds_the_overlay_and_stop_cancels(make_napari_viewer, qtbot, model_dir, tmp_path):
-    viewer = make_napari_viewer(show=True)
+def open_widget(viewer, model_dir, tmp_path):
     data, kwargs, _ = slide_layer_data(open_slide(sample_path("he")))
     he = viewer.add_image(data, **kwargs)
     widget = VirtualStainWidget(viewer)
     assert widget.layer_combo.currentText() == he.name
     widget.model_combo.setEditText(str(model_dir))
     widget.device_combo.setCurrentText("cpu")
-    widget.precision_combo.setCurrentText("fp32")  # bf16 is slow for a width-4 toy network
+    widget.precision_combo.setCurrentText("fp32")
     widget.cache_edit.setText(str(tmp_path / "cache"))
-    widget.opacity.setValue(60)
+    return he, widget
+
+
+@pytest.mark.slow
+def test_start_stop_start_reuses_the_overlay(make_napari_viewer, qtbot, model_dir, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    he, widget = open_widget(viewer, model_dir, tmp_path)
+    assert widget.direction.text().startswith("he->ki67")  # known before any run
+    widget.opacity.setValue(50)
     viewer.reset_view()
     widget.start()
     qtbot.waitUntil(lambda: widget.overlay is not None, timeout=60_000)
     overlay = widget.overlay
     qtbot.waitUntil(lambda: overlay.tiles_done > 0 and overlay.worker is None, timeout=120_000)
     assert overlay.layer.name == "virtual ki67 (tiny-widget)"
-    assert overlay.layer.opacity == pytest.approx(0.6)
-    assert widget.direction.text() == "he->ki67"
-    assert "matches" in widget.status.text()
+    assert overlay.layer.opacity == pytest.approx(0.5)
+    assert (
+        "fp32" in widget.precision_note.text() and "set by the user" in widget.precision_note.text()
+    )
+    assert "view complete" in widget.status.text()
     widget.opacity.setValue(30)
     assert overlay.layer.opacity == pytest.approx(0.3)
     assert any((tmp_path / "cache").rglob("*.json"))  # tiles reached the shared disk cache
-    assert np.asarray(overlay.buffers[0])[..., 3].max() == 255
+    assert np.asarray(overlay.buffers.levels[0])[..., 3].max() == 255
     widget.stop()
-    assert widget.overlay is None and widget.start_button.isEnabled()
+    assert not overlay.following and widget.start_button.isEnabled()
     assert overlay.layer in viewer.layers  # what was computed stays
+    widget.start()  # same settings: the same overlay follows the camera again
+    assert widget.overlay is overlay and overlay.following
+    widget.stop()
+    widget.precision_combo.setCurrentText("bf16")  # new settings: new stain, same layer
+    widget.start()
+    qtbot.waitUntil(lambda: widget.overlay is not None and widget.overlay is not overlay,
+                    timeout=60_000)  # fmt: skip
+    qtbot.waitUntil(lambda: widget.overlay.worker is None, timeout=120_000)
+    names = [layer.name for layer in viewer.layers]
+    assert names.count("virtual ki67 (tiny-widget)") == 1 and not any("[1]" in n for n in names)
+    assert widget.overlay.layer is overlay.layer
+    assert widget.overlay.vs.engine.precision == "bf16"
+    widget.stop()
+
+
+@pytest.mark.slow
+def test_whole_slide_run_and_save(make_napari_viewer, qtbot, model_dir, tmp_path):
+    from napari_virtualstain.core.engine.distributed import is_complete_output
+
+    viewer = make_napari_viewer(show=True)
+    he, widget = open_widget(viewer, model_dir, tmp_path)
+    widget.budget_spin.setValue(1)  # zoomed out, the view alone computes nothing
+    viewer.reset_view()
+    widget.start()
+    qtbot.waitUntil(lambda: widget.overlay is not None and widget.overlay.worker is None,
+                    timeout=120_000)  # fmt: skip
+    overlay = widget.overlay
+    assert "Whole slide in background" in widget.status.text()
+    widget.whole_slide()
+    qtbot.waitUntil(lambda: "whole slide done" in widget.job_status.text(), timeout=240_000)
+    small = overlay.buffers.small_levels()[0]
+    assert {
+        t for t in overlay.vs.grid.tiles() if overlay.vs.is_tissue(*t)
+    } <= overlay.buffers.written[small]
+    out = tmp_path / "virtual.zarr"
+    widget.save(str(out))
+    qtbot.waitUntil(lambda: "saved" in widget.job_status.text(), timeout=240_000)
+    assert is_complete_output(out)
+    # the saved pixels are the tiles the overlay showed (the same cache and settings)
+    saved = open_slide(out)
+    shown = np.asarray(overlay.buffers.levels[0][:256, :256, :3])
+    np.testing.assert_array_equal(np.asarray(saved.levels[0][:256, :256]), shown)
+    widget.stop()
 
 
 def test_unknown_mpp_asks_for_it(make_napari_viewer, model_dir):

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .._napari.layers import layer_mpp
 from .runner import WorkerRunner
 from .virtual_overlay import fill_whole_slide, on_new_overlay, open_overlay, overlays_of
 
@@ -186,7 +187,7 @@ class VirtualStainWidget(QWidget):
     # -- start / stop ----------------------------------------------------------------------
     def _kwargs(self, layer) -> dict | None:
         mpp = self.mpp_spin.value() or None
-        if mpp is None and (layer.metadata or {}).get("mpp") is None:
+        if mpp is None and layer_mpp(layer) is None:
             self.status.setText(
                 f"{layer.name!r} has no pixel size: enter the slide's µm/px (the model needs it)"
             )
@@ -236,14 +237,14 @@ class VirtualStainWidget(QWidget):
 
         self._opening = open_overlay(
             self.viewer, layer, self._model(), on_ready=ready, on_error=self._failed,
-            opacity=self.opacity.value() / 100, reuse_layer=reuse, **kwargs,
+            opacity=self.opacity.value() / 100, reuse_layer=reuse,
+            budget_tiles=self.budget_spin.value(), **kwargs,
         )  # fmt: skip
         self._source_changed()
         return self._opening
 
     def _ready(self, overlay) -> None:
         self._opening = None
-        overlay.budget_tiles = self.budget_spin.value()
         card, engine = overlay.vs.engine.card, overlay.vs.engine
         self.direction.setText(f"{card.direction}  (virtual {card.target_stain})")
         self.precision_note.setText(

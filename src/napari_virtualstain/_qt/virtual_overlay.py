@@ -349,7 +349,7 @@ def fill_whole_slide(vs, buffers, centre, on_written=None, batch_tiles: int = 4)
 
 
 def open_overlay(viewer, source_layer, model, on_ready=None, on_error=None, opacity=0.6,
-                 reuse_layer=None, **kwargs):  # fmt: skip
+                 reuse_layer=None, budget_tiles=48, **kwargs):  # fmt: skip
     """Open the virtual stain and its buffers off the GUI thread, then add the overlay.
 
     ``kwargs`` go to :func:`napari_virtualstain.core.engine.lazy.open_virtual_stain` (config
@@ -363,9 +363,8 @@ def open_overlay(viewer, source_layer, model, on_ready=None, on_error=None, opac
 
     def done(result) -> None:
         vs, buffers = result
-        overlay = VirtualOverlay(
-            viewer, vs, source_layer, buffers, opacity=opacity, layer=reuse_layer
-        )
+        overlay = VirtualOverlay(viewer, vs, source_layer, buffers, opacity=opacity,
+                                 budget_tiles=budget_tiles, layer=reuse_layer)  # fmt: skip
         overlay.schedule()
         if on_ready is not None:
             on_ready(overlay)
