@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import Box
+
 ROI_KINDS = ("polygon", "rectangle", "ellipse")
 # Ellipses become polygons with this many vertices for GeoJSON and hit tests.
 ELLIPSE_VERTICES = 72
@@ -127,20 +129,24 @@ class ROI:
         (y0, x0), (y1, x1) = poly.min(axis=0), poly.max(axis=0)
         return float(y0), float(x0), float(y1), float(x1)
 
-    def bbox_px(self, mpp: float, shape_px: tuple[int, int] | None = None):
-        """(y0, x0, y1, x1) in level-0 pixels, rounded outwards, clipped to ``shape_px``.
+    def bbox_px(self, mpp: float, shape_px: tuple[int, int] | None = None) -> Box:
+        """The :class:`~.geometry.Box` of level-0 pixels the ROI touches, clipped to ``shape_px``.
 
         Raises ``ValueError`` when the ROI lies entirely outside the image.
         """
         _check_mpp(mpp)
         y0, x0, y1, x1 = self.bbox_um()
-        box = [int(np.floor(y0 / mpp)), int(np.floor(x0 / mpp))]
-        box += [int(np.ceil(y1 / mpp)), int(np.ceil(x1 / mpp))]
+        box = Box.from_corners(
+            int(np.floor(y0 / mpp)),
+            int(np.floor(x0 / mpp)),
+            int(np.ceil(y1 / mpp)),
+            int(np.ceil(x1 / mpp)),
+        )
         if shape_px is None:
-            return tuple(box)
-        h, w = shape_px
-        clipped = (max(box[0], 0), max(box[1], 0), min(box[2], h), min(box[3], w))
-        if clipped[0] >= clipped[2] or clipped[1] >= clipped[3]:
+            return box
+        h, w = shape_px[:2]
+        clipped = box.clip(shape_px)
+        if clipped is None:
             raise ValueError(
                 f"ROI {self.name!r} (µm box y {y0:.1f}-{y1:.1f}, x {x0:.1f}-{x1:.1f}) lies outside "
                 f"the image ({h} x {w} px at {mpp} µm/px = {h * mpp:.1f} x {w * mpp:.1f} µm)"

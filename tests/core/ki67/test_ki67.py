@@ -260,12 +260,14 @@ def test_slide_input_uses_its_pyramid_for_estimates():
     import dask.array as da
 
     from napari_virtualstain.core.io import Slide
+    from napari_virtualstain.core.geometry import Box
+    from napari_virtualstain.core.io import Slide
     from napari_virtualstain.core.ki67.pipeline import _small_view
 
     syn = grid_of_nuclei(n_rows=8, n_cols=8, positive_fraction=0.4, seed=12)
     levels = [da.from_array(syn.rgb, chunks=(64, 64, 3)), da.from_array(syn.rgb[::2, ::2])]
     slide = Slide(path=None, name="syn", levels=levels, mpp=0.5)
-    view, down = _small_view(slide, (0, 0, 256, 256), 128)
+    view, down = _small_view(slide, Box(0, 0, 256, 256), 128)
     assert view.shape[:2] == (128, 128) and down == 2.0  # the level, not strided level 0
     from_slide = measure_rois(slide, 0.5).results[0]
     from_array = measure_rois(syn.rgb, 0.5).results[0]

@@ -24,7 +24,7 @@ def test_mask_area_matches_physical_area(roi, mpp):
 
 def test_mask_honours_origin_and_bbox():
     roi = ROI.rectangle("r", 10.0, 20.0, 5.0, 5.0)
-    y0, x0, y1, x1 = roi.bbox_px(0.5)
+    y0, x0, y1, x1 = roi.bbox_px(0.5).corners
     assert (y0, x0, y1, x1) == (20, 40, 30, 50)
     mask = roi.mask(0.5, (y0, x0), (y1 - y0, x1 - x0))
     assert mask.all()
@@ -65,7 +65,7 @@ def test_bad_rois_get_clear_errors():
 
 def test_partly_outside_roi_is_clipped():
     roi = ROI.rectangle("edge", -5.0, -5.0, 20.0, 20.0)
-    assert roi.bbox_px(1.0, (10, 10)) == (0, 0, 10, 10)
+    assert roi.bbox_px(1.0, (10, 10)).corners == (0, 0, 10, 10)
 
 
 def test_names_are_unique_and_filled_in():

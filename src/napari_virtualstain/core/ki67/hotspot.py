@@ -117,7 +117,8 @@ def find_run_hotspot(
         if m.labels is not None:
             y1, x1 = y0 + m.labels.shape[0], x0 + m.labels.shape[1]
         else:
-            _, _, y1, x1 = m.roi.bbox_px(run.mpp)
+            box = m.roi.bbox_px(run.mpp)
+            y1, x1 = box.y1, box.x1
         shape = (max(1, int(np.ceil((y1 - y0) / down))), max(1, int(np.ceil((x1 - x0) / down))))
         mask = m.roi.mask(run.mpp * down, (y0 / down, x0 / down), shape)
         spot = find_hotspot(
