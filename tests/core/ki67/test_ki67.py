@@ -259,7 +259,6 @@ def test_large_rois_are_measured_block_by_block_without_a_label_image(monkeypatc
 def test_slide_input_uses_its_pyramid_for_estimates():
     import dask.array as da
 
-    from napari_virtualstain.core.io import Slide
     from napari_virtualstain.core.geometry import Box
     from napari_virtualstain.core.io import Slide
     from napari_virtualstain.core.ki67.pipeline import _small_view
