@@ -38,7 +38,27 @@ def test_compute_adds_coloured_labels_and_table(qtbot, scene, tmp_path):
     assert labels.data.max() == 64 and tuple(labels.scale) == (0.5, 0.5)
     assert len(viewer.layers["Centroids (ki67)"].data) == 64
     (row,) = widget.table_rows()
-    assert row[:4] == ["ki67", "whole image", "64", str(int(syn.positive.sum()))]
+    assert (row["Image"], row["ROI"], row["Nuclei"]) == ("ki67", "whole image", "64")
+    assert row["Positive"] == str(int(syn.positive.sum()))
+    # 64 nuclei: too few for grading, so no bin and no grade, the reason beside them.
+    assert (row["Bin"], row["WHO"]) == ("", "")
+    assert row["Note"] == "too few nuclei for grading (64 < 500)"
+    # Feature tables on the nuclei and the centroids: one row per nucleus (+ background).
+    feats = labels.features
+    assert list(feats.columns)[:7] == [
+        "index", "label", "roi", "area_um2", "dab_od_mean", "class", "flipped"
+    ]  # fmt: skip
+    assert len(feats) == 65 and (feats["label"].to_numpy()[1:] == np.arange(1, 65)).all()
+    assert int((feats["class"] == "Positive").sum()) == int(syn.positive.sum())
+    points = viewer.layers["Centroids (ki67)"]
+    assert len(points.features) == 64 and points.metadata["mpp"] == 0.5
+    points.features.to_csv(tmp_path / "points.csv")
+    assert len((tmp_path / "points.csv").read_text().splitlines()) == 65
+    assert labels.metadata["mpp"] == 0.5 and labels.units == viewer.layers["ki67"].units
+    # The histogram holds the same nuclei, split at the threshold.
+    (hist,) = widget.histogram.histograms
+    assert hist.counts.sum() == 64 and hist.thresholds_od == (0.2,)
+    assert hist.counts[hist.edges_od[:-1] >= 0.2].sum() == int(syn.positive.sum())
     # Real pixels: the overlay shows red (positive) and blue (negative) nuclei.
     viewer.layers["Centroids (ki67)"].visible = False
     viewer.reset_view()
@@ -65,22 +85,27 @@ def test_double_click_flip_updates_counts(qtbot, scene):
     nuclei = run.measurements[0].nuclei
     i = int(np.flatnonzero(~nuclei.positive)[0])
     world = (nuclei.y[i] * 0.5, nuclei.x[i] * 0.5)
-    before = int(widget.table_rows()[0][3])
+    before = int(widget.table_rows()[0]["Positive"])
     # A double-click event through napari's own callback dispatch, as the canvas sends it.
     from napari.utils._test_utils import read_only_mouse_event
     from napari.utils.interactions import mouse_double_click_callbacks
 
     event = read_only_mouse_event(type="mouse_double_click", button=1, position=world)
     mouse_double_click_callbacks(labels, event)
-    assert int(widget.table_rows()[0][3]) == before + 1
+    assert int(widget.table_rows()[0]["Positive"]) == before + 1
+    feats = labels.features.set_index("label")
+    assert (
+        feats.loc[int(nuclei.label[i]), "flipped"]
+        and feats.loc[int(nuclei.label[i]), "class"] == "Positive"
+    )
     color = labels.colormap.map(np.array([nuclei.label[i]]))[0]
     assert color[0] > 0.8 and color[2] < 0.3  # now drawn red
     assert widget.flip_at(labels, (0.0, 0.0)) is None  # background: nothing to flip
     assert widget.flip_at(labels, world) == int(nuclei.label[i])  # and back
-    assert int(widget.table_rows()[0][3]) == before
+    assert int(widget.table_rows()[0]["Positive"]) == before
 
 
-def test_rois_from_shapes_and_virtual_beside_real(qtbot, scene):
+def test_rois_from_shapes_and_virtual_beside_real_only_for_a_declared_pair(qtbot, scene):
     viewer, widget, syn = scene
     viewer.add_shapes(
         [np.array([[0, 0], [0, 64], [128, 64], [128, 0]])],  # µm (world): the left half
@@ -91,14 +116,70 @@ def test_rois_from_shapes_and_virtual_beside_real(qtbot, scene):
     widget.shapes_combo.setCurrentText("rois")
     _run(qtbot, widget)
     virtual = grid_of_nuclei(n_rows=8, n_cols=8, positive_fraction=0.25, seed=8)
+    # Named "virtual" but without provenance: not a virtual stain, no Δ.
     viewer.add_image(virtual.rgb, rgb=True, name="virtual ki67", scale=(0.5, 0.5))
     widget.image_combo.setCurrentText("virtual ki67")
+    assert widget.mpp_spin.value() == 0.0  # no pixel size on that layer: asked for
     widget.mpp_spin.setValue(0.5)
     _run(qtbot, widget)
     rows = widget.table_rows()
-    assert [r[:3] for r in rows] == [["ki67", "left", "32"], ["virtual ki67", "left", "32"]]
-    real_li, virtual_li = float(rows[0][4]), float(rows[1][4])
-    assert float(rows[1][9]) == pytest.approx(virtual_li - real_li, abs=0.11)
+    assert [(r["Image"], r["ROI"], r["Nuclei"]) for r in rows] == [
+        ("ki67", "left", "32"), ("virtual ki67", "left", "32")
+    ]  # fmt: skip
+    assert [r["Δ vs real"] for r in rows] == ["", ""]
+    # Declared by provenance: a virtual stain registered to the real Ki-67.
+    viewer.layers["virtual ki67"].metadata.update(
+        {"virtualstain": {"model": {"name": "demo"}}, "registered_to": "ki67"}
+    )
+    widget._fill_table()
+    rows = widget.table_rows()
+    real_li, virtual_li = float(rows[0]["Index %"]), float(rows[1]["Index %"])
+    assert float(rows[1]["Δ vs real"]) == pytest.approx(virtual_li - real_li, abs=0.11)
+    # The same ROI name drawn elsewhere is not the same region: no Δ.
+    shapes = viewer.layers["rois"]
+    shapes.data = [np.array([[0, 64], [0, 128], [128, 128], [128, 64]])]
+    _run(qtbot, widget)
+    assert [r["Δ vs real"] for r in widget.table_rows()] == ["", ""]
+
+
+def test_pixel_size_follows_the_measured_layer(qtbot, scene):
+    viewer, widget, syn = scene
+    fine = viewer.add_image(syn.rgb, rgb=True, name="fine", scale=(0.25, 0.25))
+    fine.units = ("micrometer", "micrometer")
+    viewer.add_image(syn.rgb, rgb=True, name="no size")
+    widget.image_combo.setCurrentText("fine")
+    assert widget.mpp_spin.value() == 0.25
+    widget.image_combo.setCurrentText("no size")
+    assert widget.mpp_spin.value() == 0.0 and "'no size'" in widget.status.text()
+    assert widget.compute() is None and "pixel size" in widget.status.text()
+    widget.image_combo.setCurrentText("ki67")
+    assert widget.mpp_spin.value() == 0.5
+    # Our own overlays carry the pixel size they were measured at.
+    _run(qtbot, widget)
+    nuclei = viewer.layers["Nuclei (ki67)"]
+    assert nuclei.metadata["mpp"] == 0.5
+    widget.image_combo.setCurrentText("Nuclei (ki67)")  # not RGB: not offered
+    assert widget.image_combo.currentText() == "ki67"
+
+
+def test_he_layer_is_refused_naming_it_and_measure_anyway_marks_it(qtbot, make_napari_viewer):
+    from napari_virtualstain.core.io import open_slide
+    from tests.support import PACKAGE_DATA
+
+    viewer = make_napari_viewer(show=True)
+    he = np.asarray(open_slide(PACKAGE_DATA / "OS-1-detail_HE.ome.tif").levels[0])[:400, :400]
+    viewer.add_image(he, rgb=True, name="OS-1 H&E", metadata={"mpp": 0.227})
+    widget = Ki67Widget(viewer)
+    widget.compute()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    text = widget.status.text()
+    assert "'OS-1 H&E'" in text and "eosin" in text and "does not look like" in text, text
+    assert widget.runs == {} and "Nuclei (OS-1 H&E)" not in viewer.layers
+    widget.force_check.setChecked(True)
+    _run(qtbot, widget)
+    assert "STAIN NOT VERIFIED" in widget.status.text()
+    (row,) = widget.table_rows()
+    assert (row["Bin"], row["WHO"]) == ("", "") and row["Note"].startswith("stain not verified")
 
 
 def test_segment_on_virtual_he_measures_dab_on_ki67(qtbot, scene):
@@ -121,7 +202,8 @@ def test_segment_on_virtual_he_measures_dab_on_ki67(qtbot, scene):
     expected = measure_rois(he, 0.5, measure_image=syn.rgb, segment_he=True)
     r = expected.results[0]
     (row,) = widget.table_rows()
-    assert row[:4] == ["ki67", "whole image", str(r.n_nuclei), str(r.n_positive)]
+    assert (row["Image"], row["ROI"]) == ("ki67", "whole image")
+    assert (row["Nuclei"], row["Positive"]) == (str(r.n_nuclei), str(r.n_positive))
     assert r.n_nuclei == 64 and r.n_positive == int(syn.positive.sum())
     assert widget.runs["ki67"].provenance["dab_measured_on_other_image"] is True
     assert viewer.layers["Nuclei (ki67)"].data.max() == 64
@@ -171,7 +253,7 @@ def test_geojson_rois_in_and_hot_spot(qtbot, scene, tmp_path):
     shapes = widget.import_rois(path)
     assert widget.shapes_combo.currentText() == shapes.name and len(shapes.data) == 3
     _run(qtbot, widget)
-    counts = {r[1]: int(r[2]) for r in widget.table_rows()}
+    counts = {r["ROI"]: int(r["Nuclei"]) for r in widget.table_rows()}
     assert counts == {"all": 64, "centre": 12, "top": 32}  # centres within 30 µm
     widget.hotspot_spin.setValue(80.0)
     spot = widget.find_hotspot()
@@ -186,3 +268,35 @@ def test_geojson_rois_in_and_hot_spot(qtbot, scene, tmp_path):
             if inside.sum() >= 20:
                 best = max(best, nuc.positive[inside].mean())
     assert spot.labelling_index == pytest.approx(best)
+
+
+def test_key_columns_fit_the_default_dock_and_screenshot(qtbot, scene):
+    from pathlib import Path
+
+    from PIL import Image
+
+    viewer, widget, syn = scene
+    viewer.add_shapes(
+        [np.array([[0, 0], [0, 128], [64, 128], [64, 0]]), np.array([[64, 0], [64, 128], [128, 128], [128, 0]])],
+        shape_type="rectangle",
+        name="rois",
+        features={"name": ["upper half", "lower half"]},
+    )  # fmt: skip
+    widget.shapes_combo.setCurrentText("rois")
+    widget.threshold_edit.setText("0.2 0.4 0.6")
+    _run(qtbot, widget)
+    qtbot.wait(200)
+    assert widget.table.isVisible() and widget.table.width() < 500
+    assert widget.table.key_columns_visible(), widget.table.width()
+    hist = widget.histogram
+    assert hist.roi_combo.count() == 2 and hist.current().thresholds_od == (0.2, 0.4, 0.6)
+    assert len(hist.axes.lines) == 3  # the three thresholds drawn
+    # The dock as a user sees it, for docs/images (looked at by hand).
+    out = Path(__file__).resolve().parents[2] / "docs" / "images" / "ki67_dock_histogram.png"
+    pixmap = widget.grab()
+    assert pixmap.width() > 200 and pixmap.height() > 400
+    pixmap.save(str(out))
+    shot = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    red = (shot[..., 0] > 180) & (shot[..., 1] < 90) & (shot[..., 2] < 90)
+    blue = (shot[..., 2] > 180) & (shot[..., 0] < 90)
+    assert red.sum() > 20 and blue.sum() > 20  # positive and negative bars drawn

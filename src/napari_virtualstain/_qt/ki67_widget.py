@@ -1,8 +1,10 @@
 """The "Ki-67" dock widget: ROIs in, nuclei and the tumour ratio out, real beside virtual.
 
-It reads its controls, runs ``iter_measure_rois`` off the GUI thread (progress, cancel), and
-adds a Labels layer of nuclei (red positive, blue negative) and optional centroid points.
-Double-clicking a nucleus flips its class and recounts.
+It reads its controls, runs one core job through ``WorkerRunner`` (napari's activity dock,
+Cancel), and on completion only adds layers prepared in the worker: a Labels layer of nuclei
+(red positive, blue negative) and optional centroid points, both with a ``features`` table.
+The results table puts index, bin, grade and Δ first; the histogram shows each ROI's nuclear
+DAB OD against the thresholds. Double-clicking a nucleus flips its class and recounts.
 """
 
 from __future__ import annotations
@@ -18,20 +20,17 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from .dab_histogram import DabHistogramView
+from .ki67_table import ResultsTable
+from .runner import WorkerRunner
+
 WHOLE_IMAGE = "(whole image)"
 SAME_LAYER = "— (the measured layer)"
-COLUMNS = (
-    "Image", "ROI", "Nuclei", "Positive", "Index %", "Area ratio", "H-score", "Bin", "WHO",
-    "Δ index vs real",
-)  # fmt: skip
 
 
 class Ki67Widget(QWidget):
@@ -41,14 +40,26 @@ class Ki67Widget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.runs: dict[str, object] = {}  # image layer name -> RatioRun
-        self.worker = None
+        self.histograms: dict[str, list] = {}
+        self._mpp_layer = ""  # the layer whose pixel size the spin box shows
+        self._job = None
         self._build()
+        self.runner = WorkerRunner(self.status, self.cancel_button, [self.run_button])
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
 
+    @property
+    def worker(self):
+        """The running job's worker until its results are shown (or it failed), else None."""
+        if self._job is None and self.runner.running:
+            return self.runner.worker  # results shown, the thread still winding down
+        return self._job
+
     # -- controls ------------------------------------------------------------------------------
     def _build(self) -> None:
+        from napari_virtualstain.core.segmentation import BACKENDS
+
         self.image_combo = QComboBox()
         self.image_combo.currentTextChanged.connect(self._mpp_from_layer)
         self.shapes_combo = QComboBox()
@@ -58,7 +69,7 @@ class Ki67Widget(QWidget):
             "this Ki-67) and measure DAB on the chosen image"
         )
         self.segmenter_combo = QComboBox()
-        self.segmenter_combo.addItems(["builtin", "stardist", "cellpose"])
+        self.segmenter_combo.addItems(list(BACKENDS))
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("model folder / file (StarDist, Cellpose)")
         self.threshold_edit = QLineEdit("0.2")
@@ -69,7 +80,10 @@ class Ki67Widget(QWidget):
         self.mpp_spin.setDecimals(4)
         self.mpp_spin.setRange(0.0, 100.0)
         self.mpp_spin.setSuffix(" µm/px")
+        self.mpp_spin.setToolTip("Level-0 pixel size of the measured layer (from its scale/units)")
         self.points_check = QCheckBox("Add centroid points")
+        self.force_check = QCheckBox("Measure anyway if the stain is not H-DAB")
+        self.force_check.setToolTip("Results are then marked 'stain not verified', ungraded")
         form = QFormLayout()
         for label, widget in (
             ("Image", self.image_combo), ("ROIs", self.shapes_combo),
@@ -82,16 +96,13 @@ class Ki67Widget(QWidget):
         self.run_button = QPushButton("Compute")
         self.run_button.clicked.connect(self.compute)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table = ResultsTable()
+        self.histogram = DabHistogramView()
         self.hotspot_spin = QDoubleSpinBox()
         self.hotspot_spin.setRange(20.0, 5000.0)
         self.hotspot_spin.setValue(200.0)
@@ -113,10 +124,11 @@ class Ki67Widget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.points_check)
+        layout.addWidget(self.force_check)
         layout.addLayout(buttons)
-        layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.table)
+        layout.addWidget(self.histogram)
         layout.addLayout(hot)
         layout.addLayout(export)
 
@@ -126,24 +138,34 @@ class Ki67Widget(QWidget):
         keep_image, keep_shapes = self.image_combo.currentText(), self.shapes_combo.currentText()
         keep_segment = self.segment_on_combo.currentText()
         rgb_names = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and ly.rgb]
+        self.image_combo.blockSignals(True)
         self.image_combo.clear()
         self.image_combo.addItems(rgb_names)
+        self.image_combo.setCurrentText(keep_image)
+        self.image_combo.blockSignals(False)
         self.segment_on_combo.clear()
         self.segment_on_combo.addItems([SAME_LAYER] + rgb_names)
         self.shapes_combo.clear()
         self.shapes_combo.addItems(
             [WHOLE_IMAGE] + [ly.name for ly in self.viewer.layers if isinstance(ly, Shapes)]
         )
-        self.image_combo.setCurrentText(keep_image)
         self.shapes_combo.setCurrentText(keep_shapes)
         self.segment_on_combo.setCurrentText(keep_segment)
+        if self.image_combo.currentText() != self._mpp_layer:
+            self._mpp_from_layer(self.image_combo.currentText())
 
     def _mpp_from_layer(self, name: str) -> None:
+        """Show the pixel size of layer ``name``; 0 (and a request) when it has none."""
+        from .._napari.layers import layer_mpp
+
+        self._mpp_layer = name
         if name not in self.viewer.layers:
+            self.mpp_spin.setValue(0.0)
             return
-        mpp = self.viewer.layers[name].metadata.get("mpp")
-        if mpp:
-            self.mpp_spin.setValue(float(mpp))
+        mpp = layer_mpp(self.viewer.layers[name])
+        self.mpp_spin.setValue(float(mpp or 0.0))
+        if not mpp:
+            self.status.setText(f"The pixel size of {name!r} is unknown: set it (µm/px)")
 
     # -- compute -------------------------------------------------------------------------------
     def thresholds(self) -> tuple[float, ...]:
@@ -153,32 +175,29 @@ class Ki67Widget(QWidget):
 
     def compute(self):
         """Start the measurement in a worker thread; returns the worker (None on bad input)."""
-        from napari.qt.threading import thread_worker
-
         from napari_virtualstain.core.ki67 import Ki67Config
-        from napari_virtualstain.core.ki67.pipeline import iter_measure_rois
+
+        from .._napari.ki67_layers import iter_ki67_layers
 
         try:
             layer, image, mpp, rois, config = self._inputs(Ki67Config)
             image, route = self._segment_route(layer, image)
-        except (ValueError, KeyError) as err:
+            segmenter = self._segmenter()
+        except (ValueError, KeyError, ImportError) as err:
             self.status.setText(f"Cannot compute: {err}")
             return None
-        segmenter = self._segmenter()
-        worker = thread_worker(iter_measure_rois, start_thread=False)(
-            image, mpp, rois, segmenter=segmenter, stains=self.stains_combo.currentText(),
-            config=config, **route,
-        )  # fmt: skip
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda run: self._on_done(layer, run))
-        worker.errored.connect(self._on_error)
-        worker.aborted.connect(lambda: self._finish("Cancelled: nothing added"))
-        self.worker = worker
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
         self.status.setText("Computing…")
-        worker.start()
-        return worker
+        self._job = self.runner.run(
+            iter_ki67_layers, image, mpp, rois, scale=tuple(layer.scale),
+            translate=tuple(layer.translate), units=getattr(layer, "units", None),
+            name=layer.name, points=self.points_check.isChecked(), segmenter=segmenter,
+            stains=self.stains_combo.currentText(), config=config,
+            force=self.force_check.isChecked(), **route,
+            on_done=lambda out: self._on_done(layer.name, out),
+            on_failed=lambda msg: self._on_failed(layer.name, msg),
+            description=f"Ki-67: {layer.name}",
+        )  # fmt: skip
+        return self._job
 
     def _inputs(self, config_cls):
         name = self.image_combo.currentText()
@@ -186,6 +205,8 @@ class Ki67Widget(QWidget):
             raise ValueError("choose an RGB image layer")
         layer = self.viewer.layers[name]
         image = layer.data[0] if layer.multiscale else layer.data
+        if self._mpp_layer != name:  # never a pixel size left over from another layer
+            self._mpp_from_layer(name)
         mpp = self.mpp_spin.value()
         if mpp <= 0:
             raise ValueError(f"the pixel size of {name!r} is unknown: set it (µm/px)")
@@ -218,63 +239,53 @@ class Ki67Widget(QWidget):
     def _segmenter(self):
         name = self.segmenter_combo.currentText()
         model = self.model_edit.text().strip()
-        if name == "builtin" or not model:
+        if not model:
             return name
         from napari_virtualstain.core.segmentation import get_segmenter
 
         return get_segmenter(name, model=model)
 
     def cancel(self) -> None:
-        """Stop the running measurement at its next progress step."""
-        if self.worker is not None:
-            self.worker.quit()
+        """Stop the running measurement at its next progress step (even before it started)."""
+        if self._job is not None:
+            self._job.quit()
             self.status.setText("Cancelling…")
 
-    def _on_progress(self, step) -> None:
-        self.progress.setMaximum(max(step.total, 1))
-        self.progress.setValue(step.done)
-        if step.message:
-            self.status.setText(step.message)
+    def _on_failed(self, image_name: str, message: str) -> None:
+        self._job = None
+        if message == "cancelled":
+            self.status.setText("Cancelled: nothing added")
+        else:
+            self.status.setText(f"{image_name!r}: {message}")
 
-    def _on_error(self, err) -> None:
-        self._finish(f"Failed: {err}")
-
-    def _finish(self, message: str) -> None:
-        self.worker = None
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.status.setText(message)
-
-    def _on_done(self, layer, run) -> None:
-        self.runs[layer.name] = run
-        notes = [w for r in run.results for w in r.warnings]
-        try:
-            self._show_layers(layer, run)
-        except ValueError as err:  # ROIs too large for a label image: results only
-            notes.insert(0, f"No nuclei layer: {err}.")
+    def _on_done(self, image_name: str, out) -> None:
+        """Add the prepared layers and refresh the table and plot (no computing here)."""
+        run = out.run
+        self.runs[image_name] = run
+        self.histograms[image_name] = out.histograms
+        for prepared, adder in ((out.labels, self.viewer.add_labels),
+                                (out.points, self.viewer.add_points)):  # fmt: skip
+            if prepared is None:
+                continue
+            data, kwargs, _ = prepared
+            if kwargs["name"] in self.viewer.layers:
+                self.viewer.layers.remove(kwargs["name"])
+            added = adder(data, **kwargs)
+            added.metadata["ki67_source"] = image_name
+            if adder == self.viewer.add_labels:
+                added.mouse_double_click_callbacks.append(self._on_double_click)
+        if out.points is None and f"Centroids ({image_name})" in self.viewer.layers:
+            self.viewer.layers.remove(f"Centroids ({image_name})")
         self._fill_table()
-        self._finish("Done. " + " ".join(notes))
+        self.histogram.show_histograms(out.histograms, image_name)
+        notes = [w for r in run.results for w in r.warnings]
+        if out.note:
+            notes.insert(0, out.note)
+        head = "Done." if run.stain_verified else "Done, STAIN NOT VERIFIED."
+        self.status.setText(" ".join([head, *notes]))
+        self._job = None
 
-    # -- layers --------------------------------------------------------------------------------
-    def _show_layers(self, layer, run) -> None:
-        from .._napari.ki67_layers import centroid_points_layer_data, nuclei_labels_layer_data
-
-        name = f"Nuclei ({layer.name})"
-        data, kwargs, _ = nuclei_labels_layer_data(run, layer.scale, layer.translate, name)
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        labels = self.viewer.add_labels(data, **kwargs)
-        labels.metadata["ki67_source"] = layer.name
-        labels.mouse_double_click_callbacks.append(self._on_double_click)
-        points = f"Centroids ({layer.name})"
-        if points in self.viewer.layers:
-            self.viewer.layers.remove(points)
-        if self.points_check.isChecked():
-            pdata, pkwargs, _ = centroid_points_layer_data(
-                run, layer.scale, layer.translate, points
-            )
-            self.viewer.add_points(pdata, **pkwargs)
-
+    # -- flip ----------------------------------------------------------------------------------
     def _on_double_click(self, labels_layer, event) -> None:
         self.flip_at(labels_layer, event.position)
 
@@ -287,7 +298,9 @@ class Ki67Widget(QWidget):
 
     def flip_label(self, image_name: str, label: int) -> int | None:
         """Switch nucleus ``label`` of the run on ``image_name`` and update colours and table."""
-        from .._napari.ki67_layers import nuclei_colormap
+        from napari_virtualstain.core.ki67 import dab_histograms
+
+        from .._napari.ki67_layers import nuclei_colormap, nuclei_features
 
         run = self.runs[image_name]
         for i, m in enumerate(run.measurements):
@@ -296,74 +309,58 @@ class Ki67Widget(QWidget):
         self.runs[image_name] = run
         name = f"Nuclei ({image_name})"
         if name in self.viewer.layers:
-            self.viewer.layers[name].colormap = nuclei_colormap(run)
+            layer = self.viewer.layers[name]
+            layer.colormap = nuclei_colormap(run)
+            feats = nuclei_features(run)
+            row = layer.features.index[layer.features["label"] == label]
+            hit = feats["label"] == label
+            layer.features.loc[row, "class"] = feats["class"][hit][0]
+            layer.features.loc[row, "flipped"] = bool(feats["flipped"][hit][0])
         self._fill_table()
+        self.histograms[image_name] = dab_histograms(run)
+        self.histogram.show_histograms(self.histograms[image_name], image_name)
         return label
 
-    # -- table and export ----------------------------------------------------------------------
-    def _is_virtual(self, name: str) -> bool:
-        meta = self.viewer.layers[name].metadata if name in self.viewer.layers else {}
-        return bool(meta.get("virtual")) or "virtual" in name.lower()
-
+    # -- table, hot spot and export ------------------------------------------------------------
     def _fill_table(self) -> None:
-        from napari_virtualstain.core.ki67.pipeline import index_differences
+        from napari_virtualstain.core.ki67 import declared_real, same_region_differences
 
-        real = [n for n in self.runs if not self._is_virtual(n)]
-        reference = self.runs[real[-1]] if real else None
-        rows = []
+        metadata = {ly.name: dict(ly.metadata or {}) for ly in self.viewer.layers}
+        deltas = {}
         for name, run in self.runs.items():
-            deltas = {}
-            if reference is not None and self._is_virtual(name):
-                deltas = index_differences(reference, run)
-            for r in run.results:
-                d = deltas.get(r.name)
-                rows.append(
-                    (
-                        name, r.name, r.n_nuclei, r.n_positive, f"{100 * r.labelling_index:.1f}",
-                        f"{r.area_ratio:.3f}", f"{r.h_score:.1f}", r.bin or "–", r.who_grade or "–",
-                        "" if d is None else f"{100 * d:+.1f}",
-                    )
-                )  # fmt: skip
-        rows.sort(key=lambda row: (row[1], row[0]))  # the same ROI's rows side by side
-        self.table.setRowCount(len(rows))
-        for i, row in enumerate(rows):
-            for j, value in enumerate(row):
-                self.table.setItem(i, j, QTableWidgetItem(str(value)))
+            real = declared_real(name, metadata)
+            if real is not None and real in self.runs:
+                deltas[name] = same_region_differences(self.runs[real], run)
+        self.table.show_runs(self.runs, deltas)
 
-    def table_rows(self) -> list[list[str]]:
-        """The results table as text, row by row."""
-        return [
-            [self.table.item(i, j).text() for j in range(self.table.columnCount())]
-            for i in range(self.table.rowCount())
-        ]
+    def table_rows(self) -> list[dict[str, str]]:
+        """The results table as text, one dict (column -> cell) per row."""
+        return self.table.records()
+
+    def _run_for(self, image_name: str | None):
+        return self.runs[image_name or next(reversed(self.runs))]
 
     def export_geojson(self, path, image_name: str | None = None) -> Path:
         """ROIs (with their results) and classified nuclei as QuPath GeoJSON."""
-        from napari_virtualstain.core.geojson import nuclei_features, roi_features, write_geojson
+        from napari_virtualstain.core.ki67 import write_run_geojson
 
-        run = self.runs[image_name or next(reversed(self.runs))]
-        feats = roi_features([m.roi for m in run.measurements], run.mpp, run.results)
-        for m in run.measurements:
-            if m.labels is None:  # too large to outline: the ROI's results are still written
-                self.status.setText(f"ROI {m.roi.name!r}: nuclei not exported (ROI too large)")
-                continue
-            feats += nuclei_features(m.labels, m.nuclei, m.origin_px, m.config.class_names)
-        return write_geojson(path, feats)
+        skipped = write_run_geojson(path, self._run_for(image_name))
+        if skipped:
+            self.status.setText(f"Nuclei of ROIs {skipped} not exported (too large to outline)")
+        return Path(path)
 
     def export_csv(self, nuclei_path, rois_path, image_name: str | None = None) -> None:
         """Per-nucleus and per-ROI CSV files."""
-        from napari_virtualstain.core.ki67 import write_nuclei_csv, write_results_csv
+        from napari_virtualstain.core.ki67 import write_run_csv
 
-        run = self.runs[image_name or next(reversed(self.runs))]
-        write_nuclei_csv(nuclei_path, [(m.roi.name, m.nuclei) for m in run.measurements])
-        write_results_csv(rois_path, run.results)
+        write_run_csv(nuclei_path, rois_path, self._run_for(image_name))
 
     def find_hotspot(self, image_name: str | None = None):
         """Add the square (side from the spin box) of highest labelling index as a Shapes layer.
 
-        The search covers each measured ROI; the best window over all ROIs wins.
+        The search covers each measured ROI (``core.ki67.find_run_hotspot``); the best wins.
         """
-        from napari_virtualstain.core.ki67 import find_hotspot
+        from napari_virtualstain.core.ki67 import find_run_hotspot
 
         from .._napari.ki67_layers import roi_shapes_layer_data
 
@@ -372,19 +369,14 @@ class Ki67Widget(QWidget):
             return None
         name = image_name or next(reversed(self.runs))
         run, size_um = self.runs[name], self.hotspot_spin.value()
-        best = None
-        for m in run.measurements:
-            mask = m.roi.mask(run.mpp, m.origin_px, m.labels.shape)
-            spot = find_hotspot(m.nuclei, size_um, run.mpp, mask, m.origin_px)
-            if spot is not None and (best is None or spot.labelling_index > best.labelling_index):
-                best = spot
+        best = find_run_hotspot(run, size_um)
         if best is None:
             self.status.setText(f"No {size_um:.0f} µm window with enough nuclei inside the ROIs")
             return None
         layer = self.viewer.layers[name]
         roi = best.to_roi(f"hot spot {100 * best.labelling_index:.1f} %")
         data, kwargs, _ = roi_shapes_layer_data([roi], run.mpp, layer.scale, layer.translate,
-                                                f"Hot spot ({name})")  # fmt: skip
+                                                f"Hot spot ({name})", layer.units)  # fmt: skip
         if kwargs["name"] in self.viewer.layers:
             self.viewer.layers.remove(kwargs["name"])
         self.viewer.add_shapes(data, **kwargs)
@@ -414,7 +406,7 @@ class Ki67Widget(QWidget):
             return None
         layer = self.viewer.layers[name]
         data, kwargs, _ = roi_shapes_layer_data(rois, mpp, layer.scale, layer.translate,
-                                                f"ROIs ({Path(path).name})")  # fmt: skip
+                                                f"ROIs ({Path(path).name})", layer.units)  # fmt: skip
         shapes = self.viewer.add_shapes(data, **kwargs)
         self.shapes_combo.setCurrentText(shapes.name)
         return shapes

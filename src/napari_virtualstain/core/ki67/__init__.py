@@ -17,6 +17,7 @@ from .export import (
     write_run_json,
     write_run_labels,
 )
+from .histogram import DabHistogram, dab_histograms
 from .hotspot import Hotspot, find_hotspot, find_run_hotspot
 from .measure import (
     MIN_NUCLEI_FOR_GRADE,
@@ -31,6 +32,7 @@ from .measure import (
     summarise,
     who_grade,
 )
+from .pairs import declared_real, is_virtual, same_region_differences
 from .pipeline import iter_measure_rois, measure_rois
 from .run import RatioRun, RoiMeasurement
 from .stain_check import UNVERIFIED, StainCheck, StainCheckError, check_hdab
@@ -39,6 +41,7 @@ __all__ = [
     "MIN_NUCLEI_FOR_GRADE",
     "QUPATH_INTENSITY_THRESHOLDS",
     "RATIO_BINS",
+    "DabHistogram",
     "Hotspot",
     "Ki67Config",
     "Ki67Result",
@@ -50,6 +53,10 @@ __all__ = [
     "UNVERIFIED",
     "check_hdab",
     "classify",
+    "dab_histograms",
+    "declared_real",
+    "is_virtual",
+    "same_region_differences",
     "find_hotspot",
     "find_run_hotspot",
     "iter_measure_rois",

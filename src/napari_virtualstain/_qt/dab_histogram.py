@@ -1,0 +1,70 @@
+"""The nuclear DAB OD histogram per ROI, with the thresholds drawn (values from core)."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import QComboBox, QVBoxLayout, QWidget
+
+POSITIVE_COLOR = "#e23"
+NEGATIVE_COLOR = "#27f"
+
+
+class DabHistogramView(QWidget):
+    """A ROI chooser above a matplotlib canvas; ``show_histograms`` takes core histograms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.2, 1.9), dpi=100, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(170)
+        self.axes = self.figure.add_subplot(1, 1, 1)
+        self.roi_combo = QComboBox()
+        self.roi_combo.setToolTip("ROI whose nuclear DAB OD distribution is shown")
+        self.roi_combo.currentIndexChanged.connect(self._draw)
+        self.histograms: list = []
+        self.title = ""
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.roi_combo)
+        layout.addWidget(self.canvas)
+        self._draw()
+
+    def show_histograms(self, histograms: list, title: str = "") -> None:
+        """Show ``core.ki67.DabHistogram``s (one per ROI) of one image."""
+        self.histograms, self.title = list(histograms), title
+        self.roi_combo.blockSignals(True)
+        self.roi_combo.clear()
+        self.roi_combo.addItems([h.roi for h in self.histograms])
+        self.roi_combo.blockSignals(False)
+        self._draw()
+
+    def current(self):
+        i = self.roi_combo.currentIndex()
+        return self.histograms[i] if 0 <= i < len(self.histograms) else None
+
+    def _draw(self, *_):
+        ax = self.axes
+        ax.clear()
+        h = self.current()
+        ax.set_xlabel("nuclear DAB OD (mean)", fontsize=8)
+        ax.set_ylabel("nuclei", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if h is None:
+            ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
+            self.canvas.draw_idle()
+            return
+        first = h.thresholds_od[0]
+        left, widths = h.edges_od[:-1], h.edges_od[1:] - h.edges_od[:-1]
+        colors = [POSITIVE_COLOR if x >= first else NEGATIVE_COLOR for x in left]
+        ax.bar(left, h.counts, width=widths, align="edge", color=colors, linewidth=0)
+        for t in h.thresholds_od:
+            ax.axvline(t, color="k", linestyle="--", linewidth=1)
+            ax.text(t, 1.0, f" {t:g}", transform=ax.get_xaxis_transform(), fontsize=7, va="top")
+        li = 100 * h.n_positive / h.n_nuclei if h.n_nuclei else 0.0
+        ax.set_title(
+            f"{self.title} {h.roi}: {h.n_positive}/{h.n_nuclei} positive ({li:.1f} %)".strip(),
+            fontsize=8,
+        )
+        self.canvas.draw_idle()
