@@ -26,16 +26,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file name")
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=folder)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=folder
+        )
+    except OSError as err:
+        raise _naming(err, path) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError) and str(path) not in str(err):
+            raise _naming(err, path) from err
         raise
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """The same error, naming the output file rather than a temporary one (or none)."""
+    if err.errno is None:
+        return OSError(f"{path}: {err}")
+    if not err.strerror:
+        return err
+    try:
+        return type(err)(err.errno, err.strerror, str(path))
+    except TypeError:  # a subclass with its own signature
+        return OSError(err.errno, err.strerror, str(path))
 
 
 @contextlib.contextmanager

@@ -1,0 +1,1 @@
+"""The bad-input catalogue (issue 11): one test per case; see docs/reliability.md."""

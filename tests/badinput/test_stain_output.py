@@ -1,0 +1,125 @@
+"""``stain --out``: only what this tool wrote is resumed or deleted; one writer at a time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.support.badinput import assert_refused, checksums, invoke
+from tests.support.slides import write_slide
+
+torch = pytest.importorskip("torch")
+zarr = pytest.importorskip("zarr")
+
+from napari_virtualstain.core.models import ModelCard, build_generator, save_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
+    card = ModelCard(name="tiny-bad", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.25,
+                     tile_px=64, receptive_field_px=117)  # fmt: skip
+    return save_model(module, card, tmp_path_factory.mktemp("models") / "tiny-bad")
+
+
+def _stain(slide, model_dir, out, *extra):
+    return invoke("stain", slide, "-m", model_dir, "-o", out, "--device", "cpu",
+                  "--precision", "fp32", "-q", *extra)  # fmt: skip
+
+
+def _user_store(path):
+    """A zarr group of the user's: an array and a labels group, no multiscales."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("data", shape=(4, 4), dtype="uint8")[:] = np.arange(16).reshape(4, 4)
+    group.create_group("labels").attrs["note"] = "hand-drawn"
+    (path / "README.txt").write_text("my annotations, months of work")
+    return path
+
+
+def test_a_zarr_group_without_our_marker_is_refused(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    out = _user_store(tmp_path / "mine.zarr")
+    before = checksums(tmp_path)
+    res = _stain(slide, model_dir, out)
+    assert_refused(res, 1, out, "--overwrite")
+    assert "overwrite=True" not in res.output  # the CLI spelling, not the Python one
+    assert checksums(tmp_path) == before
+
+
+def test_overwrite_never_deletes_a_folder_holding_unknown_files(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    out = tmp_path / "bf2raw.zarr"  # bioformats2raw layout: a group of images plus OME/
+    group = zarr.open_group(str(out), mode="w", zarr_format=2)
+    group.create_array("0", shape=(8, 8), dtype="uint8")
+    (out / "OME").mkdir()
+    (out / "OME" / "METADATA.ome.xml").write_text("<OME/>")
+    before = checksums(tmp_path)
+    res = _stain(slide, model_dir, out, "--overwrite")
+    assert_refused(res, 1, out, "OME")
+    assert checksums(tmp_path) == before
+
+
+def test_a_user_folder_named_like_the_scratch_survives_a_run(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    mine = tmp_path / "v.zarr.tiles"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("not a cache")
+    before = checksums(mine)
+    res = _stain(slide, model_dir, tmp_path / "v.zarr")
+    assert res.exit_code == 0, res.output
+    assert checksums(mine) == before
+    assert not list(tmp_path.glob("v.zarr.tiles-*"))  # our own scratch is gone
+    assert not list(tmp_path.glob(".v.zarr.lock"))
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_output(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    out = tmp_path / "v.zarr"
+    holder = subprocess.Popen(  # another process mid-run: it holds the output's lock
+        [sys.executable, "-c", (
+            "import sys, time; from pathlib import Path\n"
+            "from napari_virtualstain.core.io.ownership import output_lock\n"
+            "with output_lock(Path(sys.argv[1])):\n"
+            "    print('locked', flush=True); time.sleep(60)\n"
+        ), str(out)], stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = checksums(tmp_path)
+        res = _stain(slide, model_dir, out)
+        assert_refused(res, 1, out, "another virtualstain run")
+        assert checksums(tmp_path) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert _stain(slide, model_dir, out).exit_code == 0  # the lock died with its holder
+
+
+def test_a_failed_run_leaves_no_litter(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "card.json").write_text((model_dir / "card.json").read_text())
+    (broken / "weights.safetensors").write_bytes(b"\0" * 100)  # truncated weights
+    before = checksums(tmp_path)
+    res = _stain(slide, broken, tmp_path / "v.zarr")
+    assert_refused(res, 1, broken / "weights.safetensors")
+    assert checksums(tmp_path) == before  # no v.zarr, no v.zarr.tiles-*, no lock file
+
+
+def test_a_finished_output_is_kept_and_the_hint_names_the_cli_flag(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    out = tmp_path / "v.zarr"
+    assert _stain(slide, model_dir, out).exit_code == 0
+    before = checksums(tmp_path)
+    res = _stain(slide, model_dir, out)
+    assert_refused(res, 1, out, "--overwrite")
+    assert "overwrite=True" not in res.output.replace("overwrite=True in Python", "")
+    assert checksums(tmp_path) == before
+    assert _stain(slide, model_dir, out, "--overwrite").exit_code == 0  # ours: replaced
