@@ -81,9 +81,11 @@ def ratio(
     mpp = mpp if mpp is not None else slide.mpp
     if mpp is None or mpp <= 0:
         raise click.ClickException(f"{image}: the pixel size is unknown; pass --mpp (µm/px)")
+    _refuse_greyscale(slide, image)  # even with --force: no colour, no DAB to measure
     try:
         config = Ki67Config(thresholds=tuple(thresholds) or (0.2,))
         rois = _read_rois(roi_path, mpp)
+        _check_rois_inside(rois, slide.shape, mpp, roi_path)
         run = _run(slide, mpp, rois, segmenter, model_dir, stains, config, force)
     except StainCheckError as err:
         raise click.ClickException(f"{image}: {err}") from err
