@@ -39,7 +39,9 @@ def slide_from_layer(layer, mpp: float | None = None):
                 f"layer {layer.name!r} is {levels[0].shape} {levels[0].dtype}; "
                 "expected an (y, x, 3) uint8 RGB image"
             )
-        slide = Slide(path=path, name=layer.name, levels=levels, mpp=meta.get("mpp"))
+        from .layers import layer_mpp
+
+        slide = Slide(path=path, name=layer.name, levels=levels, mpp=layer_mpp(layer))
     if mpp is not None:
         slide.mpp = mpp
     return slide
