@@ -81,7 +81,12 @@ def download(card_json: Path, timeout_s: float) -> None:
     from napari_virtualstain.core.models.registry import ModelDownloadError, download_model
 
     try:
-        folder = download_model(ModelCard.from_json(card_json), timeout_s=timeout_s)
-    except (ModelCardError, ModelDownloadError, FileExistsError) as err:
-        raise click.ClickException(str(err)) from None
+        card = ModelCard.from_json(card_json)
+    except ModelCardError as err:
+        msg = str(err) if str(card_json) in str(err) else f"{card_json}: {err}"
+        raise click.ClickException(msg) from None
+    try:
+        folder = download_model(card, timeout_s=timeout_s)
+    except (ModelDownloadError, FileExistsError) as err:
+        raise click.ClickException(f"{card_json}: {err}") from None
     click.echo(f"installed {folder}")

@@ -270,7 +270,7 @@ def init_weights(net: nn.Module, init_type: str = "normal", gain: float = 0.02) 
                 raise ValueError(f"unknown init_type {init_type!r}")
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-        elif "BatchNorm2d" in name:
+        elif "BatchNorm2d" in name and m.weight is not None:  # affine=False has none
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
 

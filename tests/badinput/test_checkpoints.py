@@ -1,0 +1,117 @@
+"""Checkpoints: norm statistics loaded exactly (or refused by name); hostile cards refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from tests.support.badinput import assert_refused, checksums, invoke
+from tests.support.slides import write_slide
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from napari_virtualstain.core.models import ModelCard, load_model  # noqa: E402
+from napari_virtualstain.core.models.checkpoints import CheckpointError  # noqa: E402
+from napari_virtualstain.core.models.junyanz import ResnetGenerator  # noqa: E402
+
+
+def _swap_norms(module, make):
+    """Replace every norm layer of an upstream-layout ResNet by ``make(channels)``."""
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.BatchNorm2d | nn.InstanceNorm2d):
+                setattr(parent, name, make(child.num_features))
+    return module
+
+
+def _random_stats(module, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if getattr(m, "running_mean", None) is not None:
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.3)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.num_batches_tracked.fill_(1000)
+    return module
+
+
+def _reference(norm_base, make, tmp_path, name):
+    torch.manual_seed(0)
+    ref = _random_stats(_swap_norms(ResnetGenerator(ngf=8, n_blocks=6, norm=norm_base), make))
+    ref.eval()
+    path = tmp_path / name
+    torch.save(ref.state_dict(), path)  # what an edited copy of upstream train.py saves
+    return ref, path
+
+
+@pytest.mark.parametrize(
+    ("norm_base", "make", "expected"),
+    [
+        ("batch", lambda c: nn.BatchNorm2d(c, affine=False), "batch_noaffine"),
+        ("instance", lambda c: nn.InstanceNorm2d(c, track_running_stats=True), "instance_running"),
+    ],
+)
+def test_norm_running_statistics_are_used_exactly(tmp_path, norm_base, make, expected):
+    ref, path = _reference(norm_base, make, tmp_path, "latest_net_G_A.pth")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    loaded = load_model(path, device="cpu")
+    assert loaded.card.arch_kwargs["norm"] == expected
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        want, got = ref(x), loaded.module(x)
+    # statistics dropped would be off by tens of grey levels; exact support matches to fp32
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_affine_instance_norm_is_refused_naming_what_the_checkpoint_holds(tmp_path):
+    _, path = _reference("instance", lambda c: nn.InstanceNorm2d(c, affine=True), tmp_path, "g.pth")
+    with pytest.raises(CheckpointError, match="InstanceNorm2d\\(affine=True\\)") as err:
+        load_model(path, device="cpu")
+    assert str(path) in str(err.value)
+    slide = write_slide(tmp_path / "he.ome.tif")
+    before = checksums(tmp_path)
+    res = invoke("stain", slide, "-m", path, "-o", tmp_path / "v.zarr", "--device", "cpu", "-q")
+    assert_refused(res, 1, path, "affine")
+    assert checksums(tmp_path) == before
+
+
+def test_a_card_asking_for_a_huge_network_is_refused_before_building(tmp_path):
+    torch.manual_seed(0)
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    from safetensors.torch import save_file
+
+    small = ResnetGenerator(ngf=4, n_blocks=6)
+    save_file({k: v.contiguous() for k, v in small.state_dict().items()},
+              str(folder / "weights.safetensors"))  # fmt: skip
+    # ngf 100000 would need ~600 GB of residual-block weights: it must never be allocated
+    ModelCard(name="huge", arch="resnet_6blocks", arch_kwargs={"ngf": 100000}).to_json(
+        folder / "card.json"
+    )
+    slide = write_slide(tmp_path / "he.ome.tif")
+    before = checksums(tmp_path)
+    res = invoke("stain", slide, "-m", folder, "-o", tmp_path / "v.zarr", "--device", "cpu", "-q")
+    assert_refused(res, 1, folder / "weights.safetensors", "expected (100000, 3, 7, 7)")
+    assert checksums(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../escape", "a/b", ".hidden", ""])
+def test_models_download_validates_the_card_name(tmp_path, monkeypatch, name):
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("NAPARI_VIRTUALSTAIN_MODELS", str(models))
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights")
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({
+        "name": name, "arch": "resnet_9blocks", "url": weights.as_uri(),
+        "sha256": hashlib.sha256(b"weights").hexdigest(),
+    }))  # fmt: skip
+    before = checksums(tmp_path)
+    res = invoke("models", "download", card)
+    assert_refused(res, 1, card, "folder-safe name")
+    assert checksums(tmp_path) == before  # nothing written in or outside the models folder
