@@ -106,3 +106,13 @@ def test_opened_layer_carries_units(make_napari_viewer, ome_pyramid):
     (layer,) = viewer.open(str(ome_pyramid), plugin="napari-virtualstain")
     assert [str(u) for u in layer.units] == ["micrometer", "micrometer"]
     assert layer_mpp(layer) == pytest.approx(0.25)
+
+
+def test_openslide_formats_without_openslide_decline_with_a_reason(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openslide", None)  # as if the extra were not installed
+    path = tmp_path / "scan.mrxs"
+    path.write_bytes(b"x")
+    with pytest.warns(UserWarning, match=r"napari-virtualstain\[openslide\]"):
+        assert get_reader(str(path)) is None

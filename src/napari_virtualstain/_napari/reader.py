@@ -7,9 +7,11 @@ a fluorescence TIFF is not a slide) instead of showing our error.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from napari_virtualstain.core.io import SlideReadError, can_open, open_slide
+from napari_virtualstain.core.io.openslide import OPENSLIDE_SUFFIXES, openslide_available
 
 from .layers import slide_layer_data
 
@@ -18,6 +20,15 @@ def get_reader(path: str | list[str]):
     """Return a reader function when every path is a slide we can open, else None."""
     paths = [path] if isinstance(path, str | Path) else list(path)
     if not paths or not all(can_open(p) for p in paths):
+        return None
+    needs = sorted({Path(p).suffix.lower() for p in paths} & set(OPENSLIDE_SUFFIXES))
+    if needs and not openslide_available():
+        # Decline, but say why: napari shows warnings to the user.
+        warnings.warn(
+            f"{', '.join(needs)} slides need OpenSlide: "
+            "pip install 'napari-virtualstain[openslide]'",
+            stacklevel=2,
+        )
         return None
     try:
         slides = [open_slide(p) for p in paths]

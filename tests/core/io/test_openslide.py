@@ -115,3 +115,14 @@ def test_openslide_reads_the_icc_profile_too(tmp_path, base):
         pytest.skip("this OpenSlide build exposes no ICC profile for generic TIFF")
     got = slide.levels[1].compute().astype(int)
     assert np.abs(got - expected_srgb(base[::2, ::2]).astype(int)).max() <= 2
+
+
+def test_icc_profile_of_a_png_or_jpeg_tile(tmp_path, base):
+    from PIL import Image
+
+    profile = wide_gamut_profile()
+    Image.fromarray(base).save(tmp_path / "tile.png", icc_profile=profile)
+    slide = open_slide(tmp_path / "tile.png")
+    assert "converted to sRGB" in slide.notes
+    got = slide.levels[0].compute().astype(int)
+    assert np.abs(got - expected_srgb(base).astype(int)).max() <= 2

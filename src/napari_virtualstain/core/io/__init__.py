@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import SlideReadError, SlideWriteError
-from .icc import tiff_icc_profile, to_srgb
+from .icc import raster_icc_profile, tiff_icc_profile, to_srgb
 from .omezarr import (
     PROVENANCE_KEY,
     is_zarr_group,
@@ -16,9 +16,9 @@ from .omezarr import (
     pyramid_level_count,
     write_ome_zarr,
 )
+from .openslide import OPENSLIDE_SUFFIXES, open_openslide
 from .raster import RASTER_SUFFIXES, open_raster
 from .slide import Slide
-from .openslide import OPENSLIDE_SUFFIXES, open_openslide
 from .tiff import open_tiff
 
 MIN_SIDE_PX = 8
@@ -77,7 +77,7 @@ def _open_any(path: Path) -> Slide:
     if suffix in OPENSLIDE_SUFFIXES:
         return open_openslide(path)
     if suffix in RASTER_SUFFIXES:
-        return open_raster(path)
+        return to_srgb(open_raster(path), raster_icc_profile(path))
     raise SlideReadError(
         path,
         f"unsupported format {suffix or '(no extension)'}; supported: {', '.join(SUPPORTED_SUFFIXES)}",

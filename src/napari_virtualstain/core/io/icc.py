@@ -66,6 +66,18 @@ def tiff_icc_profile(path: str | Path) -> bytes | None:
         return None
 
 
+def raster_icc_profile(path: str | Path) -> bytes | None:
+    """The ICC profile embedded in a PNG / JPEG / BMP, if any (read from the header only)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            profile = img.info.get("icc_profile")
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the slide reader
+        return None
+    return bytes(profile) if profile else None
+
+
 def to_srgb(slide: Slide, profile: bytes | None) -> Slide:
     """``slide`` with every level converted from ``profile`` to sRGB (lazily).
 
