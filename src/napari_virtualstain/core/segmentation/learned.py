@@ -211,23 +211,18 @@ def _fuse_batchnorm(net):
 
 
 def resample_rgb(rgb: np.ndarray, factor: float) -> np.ndarray:
-    """Resize RGB by ``factor`` (new / old pixels): block means for integer shrinks, else bilinear."""
+    """Resize RGB by ``factor`` (new / old pixels) with Pillow's antialiased bilinear filter.
+
+    Pillow widens the filter when shrinking, so it anti-aliases; it is about 50x faster than a
+    scipy box filter plus zoom on a 2k x 2k region.
+    """
     if abs(factor - 1.0) < 1e-3:
         return rgb
-    from scipy import ndimage as ndi
+    from PIL import Image
 
-    inv = 1.0 / factor
-    k = int(round(inv))
-    if k >= 2 and abs(inv - k) < 0.02:
-        # Exact integer shrink (0.25 -> 0.5 µm/px): a reshape mean, much faster than a zoom.
-        h, w = (rgb.shape[0] // k) * k, (rgb.shape[1] // k) * k
-        blocks = rgb[:h, :w].reshape(h // k, k, w // k, k, 3).astype(np.float32)
-        return blocks.mean(axis=(1, 3)).round().astype(np.uint8)
-    img = rgb.astype(np.float32)
-    if k >= 2:
-        img = ndi.uniform_filter(img, size=(k, k, 1), mode="nearest")
-    out = ndi.zoom(img, (factor, factor, 1), order=1, mode="nearest", grid_mode=True)
-    return out.clip(0, 255).round().astype(np.uint8)
+    h, w = rgb.shape[:2]
+    size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.BILINEAR))
 
 
 def _upsample_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

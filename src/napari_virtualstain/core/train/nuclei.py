@@ -205,6 +205,7 @@ class NucleiTrainer:
 
         torch.set_num_threads(self.config.threads)
         self.model.train()
+        self.out.mkdir(parents=True, exist_ok=True)
         log = (self.out / "log.jsonl").open("a")
         try:
             with ThreadPoolExecutor(max_workers=1) as pool:
@@ -298,3 +299,45 @@ def heatmap_to_labels_for(segmenter, heat, fg, peak_threshold: float, min_distan
 
     return heatmap_to_labels(heat, fg, segmenter.mpp, peak_threshold, min_distance_um,
                              segmenter.foreground_threshold, segmenter.card.seed_radius_um)  # fmt: skip
+
+
+def prepare_data(points=(), masks=(), holdout_points=(), mpp: float = 0.5, seed: int = 0):
+    """Samples of every folder and the split by tile (``holdout_points`` folders: all validation)."""
+    from .nuclei_data import load_sources, parse_source, split_samples
+
+    samples = load_sources(list(points) + list(holdout_points), list(masks), mpp)
+    holdout = tuple(parse_source(text)[0].name for text in holdout_points)
+    return samples, split_samples([s.name for s in samples], seed=seed, holdout_folders=holdout)
+
+
+def finish_training(trainer: NucleiTrainer, samples, split, folder, fp16: bool = True) -> dict:
+    """Tune the seed threshold and spacing on the tune split, then write the model folder.
+
+    fp16 weights are kept only when they score no worse than fp32 on the tune split. Returns
+    the tuning figures (also written into the card).
+    """
+    from ..segmentation.learned import LearnedSegmenter
+
+    folder = Path(folder)
+    tune = [s for s in samples if s.name in set(split.tune) and len(s.points)]
+    card = {"name": trainer.config.name, "training": {"split": split.to_dict()}}
+    trainer.export(folder, fp16=False, **json.loads(json.dumps(card)))
+    tuned: dict = {"tune_tiles": len(tune)}
+    if tune:
+        tuned |= tune_postprocessing(LearnedSegmenter(folder), tune)
+    params = {k: tuned[k] for k in ("peak_threshold", "min_distance_um") if k in tuned}
+    card["training"]["tuning"] = tuned
+    trainer.export(folder, fp16=False, **params, **json.loads(json.dumps(card)))
+    if fp16:
+        f1_32 = tuned.get("f1")
+        trainer.export(folder, fp16=True, **params, **json.loads(json.dumps(card)))
+        if tune:
+            seg = LearnedSegmenter(folder)
+            f1_16 = tune_postprocessing(seg, tune, (seg.peak_threshold,), (seg.min_distance_um,))
+            tuned["f1_fp16"] = f1_16["f1"]
+            if f1_16["f1"] < f1_32 - 1e-3:
+                fp16 = False
+        tuned["weights"] = "fp16" if fp16 else "fp32"
+        card["training"]["tuning"] = tuned
+        trainer.export(folder, fp16=fp16, **params, **card)
+    return tuned
