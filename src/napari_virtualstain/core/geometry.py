@@ -121,6 +121,11 @@ class Box:
         return Box(y0, x0, max(y1 - y0, 1), max(x1 - x0, 1))
 
 
+def round_up(value: float, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``value``."""
+    return int(math.ceil(value / multiple) * multiple)
+
+
 def map_box(box: Box, from_downsample: float, to_downsample: float) -> Box:
     """Map a box between levels given each level's downsample from level 0 (outward rounding)."""
     return box.scaled(from_downsample / to_downsample)

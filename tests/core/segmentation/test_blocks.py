@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from skimage import measure
 
+from napari_virtualstain.core.geometry import TileGrid
 from napari_virtualstain.core.segmentation import (
     BuiltinSegmenter,
     Progress,
     iter_segment_in_blocks,
     segment_in_blocks,
 )
-from napari_virtualstain.core.segmentation.blocks import block_grid
 from tests.support.ki67_synthetic import GLASS_RGB, grid_of_nuclei
 
 
@@ -87,6 +87,12 @@ def test_per_tile_progress_of_the_segmenter_is_forwarded():
     reports = []
     labels = segment_in_blocks(Tiled(), syn.rgb, 0.5, block_px=32, progress=reports.append)
     assert labels.max() == 16
-    n_blocks = len(block_grid(syn.rgb.shape[:2], 32))
+    n_blocks = TileGrid(syn.rgb.shape[:2], 32).n_tiles  # blocks are the one tile grid's
     assert n_blocks == 16
     assert sum(r.message.startswith("tile") for r in reports) == 3 * n_blocks
+
+
+def test_an_empty_region_gives_empty_labels():
+    empty = np.zeros((0, 40, 3), np.uint8)
+    labels = segment_in_blocks(ThresholdSegmenter(), empty, 0.5, block_px=32)
+    assert labels.shape == (0, 40) and labels.dtype == np.uint32

@@ -1,7 +1,7 @@
 """Tile grids, halos, blending windows and level <-> level coordinates.
 
-``Box``, ``TileGrid`` and ``map_box`` live in :mod:`napari_virtualstain.core.geometry` (the
-package's one geometry) and are re-exported here. A :class:`TileGrid` cuts one pyramid level
+``Box``, ``TileGrid``, ``map_box`` and ``round_up`` live in
+:mod:`napari_virtualstain.core.geometry` (the package's one geometry) and are re-exported here. A :class:`TileGrid` cuts one pyramid level
 into core tiles of ``tile_px`` (the last row and column may be shorter). Each tile is predicted
 from its core plus ``halo_px`` of context on every side (clipped at the image border, so a
 border tile sees exactly the border the whole image would). What a tile contributes to the
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..geometry import Box, TileGrid, map_box
+from ..geometry import Box, TileGrid, map_box, round_up
 
 __all__ = [
     "Box",
@@ -28,11 +28,6 @@ __all__ = [
     "ramp",
     "round_up",
 ]
-
-
-def round_up(value: float, multiple: int) -> int:
-    """The smallest multiple of ``multiple`` that is >= ``value``."""
-    return int(math.ceil(value / multiple) * multiple)
 
 
 def order_centre_out(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator
 
 import numpy as np
 
+from ..geometry import Box, TileGrid
 from ..progress import Progress, drain
 from .base import Segmenter
 
@@ -28,16 +29,6 @@ def default_overlap_px(segmenter: Segmenter, mpp: float) -> int:
     if diameter_um is None:
         return DEFAULT_OVERLAP_PX
     return int(np.ceil(1.5 * diameter_um / mpp))
-
-
-def block_grid(shape: tuple[int, int], block_px: int) -> list[tuple[int, int, int, int]]:
-    """Core tiles (y0, y1, x0, x1) covering ``shape``, row by row."""
-    h, w = shape
-    return [
-        (y, min(y + block_px, h), x, min(x + block_px, w))
-        for y in range(0, h, block_px)
-        for x in range(0, w, block_px)
-    ]
 
 
 def iter_segment_in_blocks(
@@ -67,8 +58,12 @@ def iter_segment_in_blocks(
     if overlap_px < 0:
         raise ValueError(f"overlap_px must be >= 0, got {overlap_px}")
     h, w = rgb.shape[:2]
-    cores = block_grid((h, w), block_px)
-    if len(cores) == 1:
+    if h == 0 or w == 0:
+        yield Progress(1, 1, "segmentation done")
+        return np.zeros((h, w), np.uint32) if keep_labels else None
+    # Blocks are the tiles of the package's one grid: cores of block_px, read with the overlap.
+    grid = TileGrid((h, w), block_px, halo_px=overlap_px)
+    if grid.n_tiles == 1:
         # One block: no borders to reconcile.
         yield Progress(0, 1, "segmenting")
         block = np.asarray(rgb)
@@ -80,23 +75,23 @@ def iter_segment_in_blocks(
     out = np.zeros((h, w), np.uint32) if keep_labels else None
     next_label, taken = 1, []
     margin = max(2, min(overlap_px // 4, 16))
-    for i, (y0, y1, x0, x1) in enumerate(cores):
-        yield Progress(i, len(cores), f"segmenting block {i + 1}/{len(cores)}")
-        ey0, ey1 = max(0, y0 - overlap_px), min(h, y1 + overlap_px)
-        ex0, ex1 = max(0, x0 - overlap_px), min(w, x1 + overlap_px)
-        block = np.asarray(rgb[ey0:ey1, ex0:ex1])
+    n = grid.n_tiles
+    for i, (row, col) in enumerate(grid.tiles()):
+        yield Progress(i, n, f"segmenting block {i + 1}/{n}")
+        read = grid.padded(row, col)
+        block = np.asarray(rgb[read.slices])
         labels = yield from _segment(segmenter, block, mpp)
-        core = (y0 - margin, y1 + margin, x0 - margin, x1 + margin)
-        owned, n_owned = _owned(labels, core, (ey0, ex0), next_label, taken)
+        core = grid.core(row, col).grown(margin)
+        owned, n_owned = _owned(labels, core, read.origin, next_label, taken)
         next_label += n_owned
         if n_owned and on_block is not None:
-            on_block(owned, block, (ey0, ex0))
+            on_block(owned, block, read.origin)
         if n_owned and out is not None:
-            region = out[ey0:ey1, ex0:ex1]
+            region = out[read.slices]
             # Pixels already claimed by a neighbour's nucleus stay with it.
             free = (owned > 0) & (region == 0)
             region[free] = owned[free]
-    yield Progress(len(cores), len(cores), "segmentation done")
+    yield Progress(n, n, "segmentation done")
     # Ids are 1..N in block order already (no relabelling: on_block callers keep them).
     return out
 
@@ -113,13 +108,13 @@ def segment_in_blocks(
     return drain(iter_segment_in_blocks(segmenter, rgb, mpp, block_px, overlap_px), progress)
 
 
-def _owned(labels, core, origin, next_label, taken: list) -> tuple[np.ndarray, int]:
+def _owned(labels, core: Box, origin, next_label, taken: list) -> tuple[np.ndarray, int]:
     """The nuclei of a block to keep, under fresh ids from ``next_label``.
 
     Kept: centroid inside ``core`` (region coordinates) and not within its own radius of a
     centroid in ``taken`` (nuclei kept from earlier blocks), which it then joins.
     """
-    y0, y1, x0, x1 = core
+    y0, x0, y1, x1 = core.corners
     ey0, ex0 = origin
     ids, cy, cx, area = _centroids(labels)
     gy, gx = cy + ey0, cx + ex0

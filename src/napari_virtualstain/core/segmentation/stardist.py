@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..geometry import Box, TileGrid, round_up
 from ._intensity import check_rgb, robust_range, sequential_labels
 from .blocks import Progress, drain
 
@@ -171,27 +172,24 @@ class StarDistSegmenter:
         # Pad at the end, like stardist's resizer, so pixel (0, 0) stays on the output grid.
         mode = "reflect" if min(h, w) > 1 else "edge"
         padded = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode=mode)
-        halo = _round_up(cfg.receptive_radius_px(), max(div_y, div_x))
-        tile = _round_up(self.config.tile_px, max(div_y, div_x))
+        halo = round_up(cfg.receptive_radius_px(), max(div_y, div_x))
+        tile = round_up(self.config.tile_px, max(div_y, div_x))
         hp, wp = padded.shape[:2]
         prob = np.zeros((hp // gy, wp // gx), np.float32)
         dist = np.zeros((hp // gy, wp // gx, cfg.n_rays), np.float32)
-        cores = [(y, x) for y in range(0, hp, tile) for x in range(0, wp, tile)]
+        # Cores and windows are multiples of div_by, so they stay on the output grid.
+        grid = TileGrid((hp, wp), tile, halo_px=halo)
         device = next(net.parameters()).device
-        for i, (y0, x0) in enumerate(cores):
-            yield Progress(i, len(cores), f"StarDist tile {i + 1}/{len(cores)}")
-            y1, x1 = min(y0 + tile, hp), min(x0 + tile, wp)
-            wy0, wx0 = max(0, y0 - halo), max(0, x0 - halo)
-            wy1, wx1 = min(hp, y1 + halo), min(wp, x1 + halo)
-            window = np.ascontiguousarray(padded[wy0:wy1, wx0:wx1].transpose(2, 0, 1))
+        for i, (row, col) in enumerate(grid.tiles()):
+            yield Progress(i, grid.n_tiles, f"StarDist tile {i + 1}/{grid.n_tiles}")
+            core, read = grid.core(row, col), grid.padded(row, col)
+            window = np.ascontiguousarray(padded[read.slices].transpose(2, 0, 1))
             with torch.inference_mode():
                 p, d = net(torch.from_numpy(window)[None].to(device))
-            sy = slice((y0 - wy0) // gy, (y1 - wy0) // gy)
-            sx = slice((x0 - wx0) // gx, (x1 - wx0) // gx)
-            prob[y0 // gy : y1 // gy, x0 // gx : x1 // gx] = p[0, 0, sy, sx].cpu().numpy()
-            dist[y0 // gy : y1 // gy, x0 // gx : x1 // gx] = (
-                d[0, :, sy, sx].permute(1, 2, 0).cpu().numpy()
-            )
+            sy, sx = _on_grid(Box(core.y - read.y, core.x - read.x, core.h, core.w), gy, gx)
+            dy, dx = _on_grid(core, gy, gx)
+            prob[dy, dx] = p[0, 0, sy, sx].cpu().numpy()
+            dist[dy, dx] = d[0, :, sy, sx].permute(1, 2, 0).cpu().numpy()
         out_h, out_w = hp // gy - pad_y // gy, wp // gx - pad_x // gx
         # StarDist clips tiny distances: degenerate polygons upset its geometry code.
         return prob[:out_h, :out_w], np.maximum(1e-3, dist[:out_h, :out_w])
@@ -242,8 +240,9 @@ def _resample(image: np.ndarray, factor: float) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return int(-(-value // multiple) * multiple)
+def _on_grid(box: Box, gy: int, gx: int) -> tuple[slice, slice]:
+    """Slices of a box (corners on multiples of the grid) in the network's 1/grid output."""
+    return slice(box.y // gy, box.y1 // gy), slice(box.x // gx, box.x1 // gx)
 
 
 def _torch_device(preference: str):
