@@ -97,6 +97,17 @@ def test_image_then_labels_share_one_store_and_resave_replaces(tmp_path):
     np.testing.assert_array_equal(open_slide(out).levels[0].compute(), rgb)
 
 
+def test_image_and_labels_selected_together_go_into_one_store(tmp_path):
+    viewer = nuclei_viewer()
+    rgb = tissue_like_rgb(300, 400)
+    viewer.add_image(rgb, name="he", rgb=True, scale=(0.5, 0.5), units=("micrometer",) * 2)
+    out = tmp_path / "case.zarr"
+    written = viewer.layers.save(str(out), selected=False, plugin=PLUGIN)
+    assert written == [str(out), str(out / "labels" / "nuclei")]
+    np.testing.assert_array_equal(open_slide(out).levels[0].compute(), rgb)
+    assert len(read_label_properties(out, "nuclei")) == 3
+
+
 def test_labels_refuse_to_write_over_a_file(tmp_path):
     viewer = nuclei_viewer()
     target = tmp_path / "precious.zarr"

@@ -138,3 +138,15 @@ def write_image(path: str, data, meta: dict) -> list[str]:
         path, levels, _mpp(meta), name=meta.get("name") or "image", metadata=provenance
     )
     return [str(out)]
+
+
+def write_image_with_labels(path: str, layer_data: list[tuple]) -> list[str]:
+    """One RGB image and its label layers into one OME-Zarr: the image, then ``labels/<name>``."""
+    images = [(d, m) for d, m, kind in layer_data if kind == "image"]
+    if len(images) != 1:
+        raise LayerWriteError(f"{path}: select exactly one image layer (got {len(images)})")
+    written = write_image(path, *images[0])
+    for data, meta, kind in layer_data:
+        if kind == "labels":
+            written += write_labels(path, data, meta)
+    return written

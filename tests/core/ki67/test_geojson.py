@@ -95,7 +95,8 @@ def _square(x0, y0, side):
 
 
 def qupath_cell(x0, y0, cls, dab, object_key="objectType", object_type="cell"):
-    """A cell as QuPath 0.4+ writes it: nucleusGeometry beside geometry, at Feature level."""
+    """A cell as QuPath writes it (its GeoJSON type adapter): ``nucleusGeometry`` beside
+    ``geometry`` at Feature level, the type in ``properties`` (``object_type`` in 0.3)."""
     return {
         "type": "Feature",
         "id": f"cell-{x0}-{y0}",
