@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 from qtpy.QtWidgets import QComboBox, QVBoxLayout, QWidget
 
-POSITIVE_COLOR = "#e23"
-NEGATIVE_COLOR = "#27f"
+NEGATIVE_COLOR = "#2870ff"
+# One threshold: negative / positive; three: negative / 1+ / 2+ / 3+ (QuPath's class colours).
+CLASS_COLORS = {1: ("#e02020",), 3: ("#ffd700", "#e19632", "#c83232")}
 
 
 class DabHistogramView(QWidget):
@@ -16,9 +18,9 @@ class DabHistogramView(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.2, 1.9), dpi=100, layout="constrained")
+        self.figure = Figure(figsize=(3.2, 2.2), dpi=100, layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(170)
+        self.canvas.setMinimumHeight(210)
         self.axes = self.figure.add_subplot(1, 1, 1)
         self.roi_combo = QComboBox()
         self.roi_combo.setToolTip("ROI whose nuclear DAB OD distribution is shown")
@@ -55,10 +57,15 @@ class DabHistogramView(QWidget):
             ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
             self.canvas.draw_idle()
             return
-        first = h.thresholds_od[0]
         left, widths = h.edges_od[:-1], h.edges_od[1:] - h.edges_od[:-1]
-        colors = [POSITIVE_COLOR if x >= first else NEGATIVE_COLOR for x in left]
+        palette = (NEGATIVE_COLOR, *CLASS_COLORS[len(h.thresholds_od)])
+        classes = np.digitize(left + widths / 2, h.thresholds_od)
+        colors = [palette[c] for c in classes]
         ax.bar(left, h.counts, width=widths, align="edge", color=colors, linewidth=0)
+        # Negatives pile up near 0 OD; a log axis keeps the tail around the thresholds visible.
+        if h.counts.max(initial=0) > 0:
+            ax.set_yscale("log")
+            ax.set_ylabel("nuclei (log)", fontsize=8)
         for t in h.thresholds_od:
             ax.axvline(t, color="k", linestyle="--", linewidth=1)
             ax.text(t, 1.0, f" {t:g}", transform=ax.get_xaxis_transform(), fontsize=7, va="top")

@@ -26,6 +26,8 @@ class ResultsTable(QTableWidget):
         self.setHorizontalHeaderLabels(COLUMNS)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(22)
+        self.setMinimumHeight(130)  # header + about four rows
         header = self.horizontalHeader()
         header.setMinimumSectionSize(30)
         for j, name in enumerate(COLUMNS):

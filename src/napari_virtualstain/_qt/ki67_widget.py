@@ -278,11 +278,15 @@ class Ki67Widget(QWidget):
             self.viewer.layers.remove(f"Centroids ({image_name})")
         self._fill_table()
         self.histogram.show_histograms(out.histograms, image_name)
-        notes = [w for r in run.results for w in r.warnings]
-        if out.note:
-            notes.insert(0, out.note)
-        head = "Done." if run.stain_verified else "Done, STAIN NOT VERIFIED."
-        self.status.setText(" ".join([head, *notes]))
+        head = "Done" if run.stain_verified else "Done, STAIN NOT VERIFIED"
+        ungraded = sum(not r.graded for r in run.results)
+        text = f"{head}: {len(run.results)} ROI(s)"
+        if ungraded:
+            text += f", {ungraded} without bin or grade (see Note)"
+        if not run.stain_verified:
+            text += f". {run.stain_check.reason}"
+        self.status.setText(" ".join([text + ".", out.note]).strip())
+        self.status.setToolTip("\n".join(w for r in run.results for w in r.warnings))
         self._job = None
 
     # -- flip ----------------------------------------------------------------------------------
