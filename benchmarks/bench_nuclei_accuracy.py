@@ -42,20 +42,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def match_points(pred: np.ndarray, truth: np.ndarray, radius_px: float) -> tuple[int, int, int]:
-    """TP, FP, FN of a one-to-one assignment of points within ``radius_px``."""
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
-
-    if len(pred) == 0 or len(truth) == 0:
-        return 0, len(pred), len(truth)
-    d = cdist(truth, pred)
-    cost = np.where(d <= radius_px, d, 1e6)
-    rows, cols = linear_sum_assignment(cost)
-    tp = int((d[rows, cols] <= radius_px).sum())
-    return tp, len(pred) - tp, len(truth) - tp
-
-
 def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
@@ -122,6 +108,7 @@ def load_validation(data: Path):
 def evaluate(segmenter, point_tiles: dict, mask_images: dict) -> dict:
     from napari_virtualstain.core.ki67 import measure_nuclei
     from napari_virtualstain.core.metrics.segmentation import dice, match_instances
+    from napari_virtualstain.core.train.nuclei import match_points
     from napari_virtualstain.core.train.nuclei_data import label_centroids
 
     groups: dict[str, list[int]] = {}
@@ -204,9 +191,15 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="learned model folder (default: shipped)")
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats (best is kept)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
 
+    import os
+
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from napari_virtualstain.core.segmentation import get_segmenter
     from napari_virtualstain.core.segmentation.learned import LearnedSegmenter
@@ -215,7 +208,10 @@ def main() -> None:
     learned = LearnedSegmenter(args.model)
     recorded = learned.card.training.get("split", {}).get("val")
     split_ok = recorded is None or sorted(recorded) == sorted(split.val)
-    print(f"# cpu: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"# cpu: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f} at start"
+    )
     print(f"# validation split: {len(point_tiles)} point tiles, {len(mask_images)} mask images; "
           f"matches the card's split: {split_ok}")  # fmt: skip
     if not split_ok:
@@ -250,6 +246,7 @@ def main() -> None:
         - results["builtin"]["detection"]["all points"]["f1"]
     )
     print(f"# learned - builtin detection F1 (all point tiles): {gain:+.3f}")
+    print(f"# load average {os.getloadavg()[0]:.1f} at the end (timings are wall clock)")
     print(f"# OS-2: whole bundled sample ({rgb.shape[1]}x{rgb.shape[0]} px at {mpp:.3f} um/px)")
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu_model(), **results}, indent=1, default=float))

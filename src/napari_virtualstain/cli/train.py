@@ -168,3 +168,69 @@ def pix2pix(data, attention, tile_px, batch_size, pyramid_weights, out, epochs, 
     except (ValueError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from err
     _run(trainer, out, register, quiet)
+
+
+@train.command()
+@click.option("--points", multiple=True, metavar="DIR[@MPP]",
+              help="Point tiles: DIR/images/*.png + DIR/labels/*.txt ('x y [class]'). Repeatable.")  # fmt: skip
+@click.option("--masks", multiple=True, metavar="DIR[@MPP]",
+              help="Instance masks: DIR/NAME_image.png + DIR/NAME_labels.png; no @MPP = estimated "
+                   "from the nuclei. Repeatable.")  # fmt: skip
+@click.option("--holdout-points", multiple=True, metavar="DIR[@MPP]",
+              help="Point tiles used only for validation (other slides). Repeatable.")  # fmt: skip
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option("--steps", type=int, default=2000, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--name", default="nuclei-endonuke-dsb", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Fixes the split and batches.")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch threads.")
+@click.option("--fp16/--fp32", default=True, show_default=True,
+              help="fp16 weights when they score no worse on the tune split.")  # fmt: skip
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def nuclei(points, masks, holdout_points, out, steps, batch_size, lr, name, seed, threads, fp16,
+           quiet) -> None:  # fmt: skip
+    """The learned nucleus model (centre heatmap + foreground) from points and masks.
+
+    The defaults reproduce the shipped model with --points .../endonuke_data@0.5
+    --holdout-points .../staining_ds@0.25 --masks .../dsb2018_brightfield. Re-running on the
+    same --out resumes. The model folder is OUT/model (load it with --segmenter learned and
+    model=OUT/model, or copy it into the user models folder).
+    """
+    import json
+
+    from tqdm import tqdm
+
+    from napari_virtualstain.core.train.nuclei import (
+        NucleiTrainConfig,
+        NucleiTrainer,
+        finish_training,
+        prepare_data,
+    )  # fmt: skip
+
+    if not points and not masks:
+        raise click.UsageError("give at least one --points or --masks folder")
+    try:
+        config = NucleiTrainConfig(name=name, steps=steps, batch_size=batch_size, lr=lr,
+                                   seed=seed, threads=threads)  # fmt: skip
+        samples, split = prepare_data(points, masks, holdout_points, config.mpp, seed)
+        train_set = [s for s in samples if s.name in set(split.train)]
+        trainer = NucleiTrainer(config, train_set, out)
+        if trainer.resume_if_possible():
+            click.echo(f"resuming {out} at step {trainer.step}")
+    except (ValueError, FileNotFoundError) as err:
+        raise click.UsageError(str(err)) from err
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "split.json").write_text(json.dumps(split.to_dict(), indent=1))
+    click.echo(f"{len(split.train)} training, {len(split.tune)} tuning, {len(split.val)} "
+               f"validation images (split in {out / 'split.json'})")  # fmt: skip
+    bar = None if quiet else tqdm(total=steps, initial=trainer.step, desc="nuclei")
+    for p in trainer.fit():
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items()}, refresh=False)
+    if bar is not None:
+        bar.close()
+    tuned = finish_training(trainer, samples, split, out / "model", fp16=fp16)
+    click.echo(f"tuned on {tuned['tune_tiles']} tiles: {tuned}")
+    click.echo(f"model folder: {out / 'model'} (weights.safetensors, nucleus-card.json)")
