@@ -249,3 +249,17 @@ def test_output_folder_may_not_be_an_input(tiles):
         main, ["eval", "stain", "--generated", str(gen), "--reference", str(ref), "--out", str(gen)]
     )
     assert res.exit_code != 0 and "is an input" in res.output
+
+
+def test_one_image_is_cut_into_whole_tiles_of_the_tile_grid(tmp_path):
+    from napari_virtualstain.cli.evaluate import _image_items
+
+    img = np.random.default_rng(1).integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    imsave(tmp_path / "slide.png", img, check_contrast=False)
+    items = _image_items(tmp_path / "slide.png", 128)
+    # partial edge tiles are left out: every item has the same size
+    assert sorted(items) == sorted(f"y{y}_x{x}" for y in (0, 128) for x in (0, 128, 256))
+    assert all(t.shape == (128, 128, 3) for t in items.values())
+    np.testing.assert_array_equal(items["y128_x256"], img[128:256, 256:384])
+    small = _image_items(tmp_path / "slide.png", 512)  # no whole tile: the image itself
+    assert list(small) == ["slide"] and small["slide"].shape == img.shape

@@ -91,13 +91,14 @@ def _image_items(path: Path, tile_px: int) -> dict[str, np.ndarray]:
         if not files:
             raise click.ClickException(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)})")
         return {p.stem: _read_rgb(p) for p in files}
+    from napari_virtualstain.core.geometry import TileGrid
+
     img = _read_rgb(path)
-    h, w = img.shape[:2]
-    return {
-        f"y{y}_x{x}": img[y : y + tile_px, x : x + tile_px]
-        for y in range(0, h - tile_px + 1, tile_px)
-        for x in range(0, w - tile_px + 1, tile_px)
-    } or {path.stem: img}
+    grid = TileGrid(img.shape[:2], tile_px)
+    cores = (grid.core(*t) for t in grid.tiles())
+    # whole tiles only: metrics over tiles of one size compare like with like
+    full = [b for b in cores if b.shape == (tile_px, tile_px)]
+    return {f"y{b.y}_x{b.x}": img[b.slices] for b in full} or {path.stem: img}
 
 
 def _paired(gen: dict, ref: dict) -> list[str]:
