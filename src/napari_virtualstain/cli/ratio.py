@@ -133,7 +133,7 @@ def _refuse_overwriting_input(image: Path, roi_path, outputs: list[Path]) -> Non
 def _refuse_greyscale(slide, image) -> None:
     from napari_virtualstain.core.io.pixels import is_colourless
 
-    if "greyscale" in slide.notes or is_colourless(slide.levels[0]):
+    if "greyscale" in slide.notes or is_colourless(slide):
         raise click.ClickException(
             f"{image}: the image has no colour (greyscale); the Ki-67 index needs a brightfield "
             "RGB image where DAB brown and haematoxylin blue can be told apart"

@@ -125,7 +125,7 @@ def _refuse_greyscale(slide) -> None:
     """A stain model maps colour to colour: a grey slide would come out as 'background'."""
     from ..io.pixels import is_colourless
 
-    if "greyscale" in getattr(slide, "notes", "") or is_colourless(slide.levels[0]):
+    if "greyscale" in getattr(slide, "notes", "") or is_colourless(slide):
         raise ValueError(
             f"{slide.path}: the image has no colour (greyscale); virtual staining needs a "
             "brightfield RGB slide (H&E or Ki-67 IHC)"

@@ -75,21 +75,36 @@ def to_rgb8(
     return arr, "; ".join(notes)
 
 
-def is_colourless(level: da.Array, n_chunks: int = 16, tolerance: int = 3) -> bool:
-    """Whether an RGB level holds no colour (R = G = B within ``tolerance`` grey levels).
+def is_colourless(slide, n_chunks: int = 16, chroma_max: int = 8) -> bool:
+    """Whether a slide's tissue has no colour (R = G = B), judged on a bounded sample.
 
-    Reads at most ``n_chunks`` chunks spread over the level, so the cost does not grow with the
-    slide. Used to refuse greyscale input where colour carries the measurement (stain, Ki-67).
+    The sample is the coarsest level stored in the file when it is small, else ``n_chunks``
+    of its chunks spread over it, so the cost does not grow with the slide. Only pixels
+    darker than glass count; with too few of them the answer is False (cannot tell), never a
+    refusal of a slide that is mostly glass. Used where colour carries the measurement.
     """
     import itertools
 
-    cy, cx = level.chunksize[:2]
-    rows = range(0, level.shape[0], cy)
-    cols = range(0, level.shape[1], cx)
-    cells = list(itertools.product(rows, cols))
-    step = max(1, len(cells) // n_chunks)
-    for y, x in cells[::step][:n_chunks]:
-        tile = np.asarray(level[y : y + cy, x : x + cx, :3].compute()).astype(np.int16)
-        if tile.size and int((tile.max(axis=-1) - tile.min(axis=-1)).max()) > tolerance:
-            return False
-    return True
+    levels = list(slide.levels)
+    stored = levels[: len(levels) - getattr(slide, "built_levels", 0)] or levels
+    level = stored[-1]
+    if max(level.shape[:2]) <= 4096:
+        step = max(1, max(level.shape[:2]) // 1024)
+        samples = [np.asarray(level[::step, ::step, :3].compute())]
+    else:
+        cy, cx = level.chunksize[:2]
+        cells = list(itertools.product(range(0, level.shape[0], cy), range(0, level.shape[1], cx)))
+        step = max(1, len(cells) // n_chunks)
+        samples = [
+            np.asarray(level[y : y + cy, x : x + cx, :3].compute())
+            for y, x in cells[::step][:n_chunks]
+        ]
+    pixels = np.concatenate([t.reshape(-1, 3) for t in samples]).astype(np.int16)
+    tissue = pixels[pixels.min(axis=1) < _GLASS_MIN]
+    if len(tissue) < 100:
+        return False
+    chroma = tissue.max(axis=1) - tissue.min(axis=1)
+    return float(np.percentile(chroma, 95)) <= chroma_max
+
+
+_GLASS_MIN = 215  # darker than this in some channel: not glass
