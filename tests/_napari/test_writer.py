@@ -108,6 +108,36 @@ def test_image_and_labels_selected_together_go_into_one_store(tmp_path):
     assert len(read_label_properties(out, "nuclei")) == 3
 
 
+def test_labels_inside_an_image_follow_its_levels(tmp_path):
+    """NGFF: a label image has as many levels as its image, on the same grid."""
+    rgb = tissue_like_rgb(1101, 901)  # odd sides: the image's levels trim the odd edge
+    labels = np.zeros((1101, 901), np.uint16)
+    labels[500:540, 300:360] = 5
+    viewer = ViewerModel()
+    viewer.add_image(rgb, name="he", rgb=True, scale=(0.5, 0.5), units=("micrometer",) * 2)
+    viewer.add_labels(labels, name="cells", scale=(0.5, 0.5), units=("micrometer",) * 2)
+    out = tmp_path / "big.zarr"
+    viewer.layers.save(str(out), selected=False, plugin=PLUGIN)
+    root = zarr.open_group(str(out), mode="r")
+    lab = zarr.open_group(str(out / "labels" / "cells"), mode="r")
+    image_ds = root.attrs["multiscales"][0]["datasets"]
+    label_ds = lab.attrs["multiscales"][0]["datasets"]
+    assert len(label_ds) == len(image_ds) == 3
+    for i, l in zip(image_ds, label_ds, strict=True):
+        assert lab[l["path"]].shape == root[i["path"]].shape[-2:]
+        assert (
+            l["coordinateTransformations"][0]["scale"]
+            == i["coordinateTransformations"][0]["scale"][-2:]
+        )
+    coarse = lab["2"][:]
+    assert set(np.unique(coarse)) == {0, 5} and (coarse == 5).sum() == 10 * 15
+    # Labels of another size than the image are refused, naming both sizes.
+    viewer.layers["cells"].data = np.zeros((100, 100), np.uint16)
+    viewer.layers.selection = {viewer.layers["cells"]}
+    with pytest.raises(OSError, match="labels are 100 x 100 px but the image there is 1101 x 901"):
+        viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
+
+
 def test_labels_refuse_to_write_over_a_file(tmp_path):
     viewer = nuclei_viewer()
     target = tmp_path / "precious.zarr"

@@ -1,7 +1,8 @@
 """NGFF (0.4) image-label groups: a labels image under ``<image>.zarr/labels/<name>``.
 
 Label images are pyramids downsampled by taking every other pixel (never averaged: a label id is
-a name, not a quantity). Per-label ``properties`` (positivity, DAB OD, area...) and ``colors`` go
+a name, not a quantity). Inside an image, they have its levels, shapes and scales (the spec asks
+for as many levels as the image); on their own, they halve until the top fits 1024 px. Per-label ``properties`` (positivity, DAB OD, area...) and ``colors`` go
 in the ``image-label`` metadata, as the spec describes, so that OME-Zarr viewers show them.
 """
 
@@ -55,15 +56,30 @@ def write_ngff_labels(
         )
     if np.issubdtype(data.dtype, np.signedinteger):
         data = data.astype(np.uint32 if data.dtype.itemsize <= 4 else np.uint64)
-    n_levels = n_levels or pyramid_level_count(data.shape, top_max_side_px=LABEL_CHUNK_PX)
+    parent = _parent_levels(path)
+    if parent is not None:
+        # The spec: as many levels as the image, on its grid (our own pyramids halve exactly).
+        shapes, scales, unit = parent
+        if tuple(shapes[0]) != tuple(data.shape):
+            raise SlideWriteError(
+                path, f"labels are {data.shape[0]} x {data.shape[1]} px but the image there is "
+                f"{shapes[0][0]} x {shapes[0][1]} px"
+            )  # fmt: skip
+    else:
+        n = n_levels or pyramid_level_count(data.shape, top_max_side_px=LABEL_CHUNK_PX)
+        shapes = [tuple(-(-d // 2**k) for d in data.shape) for k in range(n)]
+        pixel = mpp if mpp is not None else 1.0
+        scales = [[pixel * 2**k, pixel * 2**k] for k in range(n)]
+        unit = "micrometer" if mpp is not None else None
 
     root = zarr.open_group(str(path), mode="a", zarr_format=2)
     group = root.require_group("labels")
     tmp_name = f".{name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp = group.create_group(tmp_name)
     try:
-        for k in range(n_levels):
-            level = data[:: 2**k, :: 2**k].rechunk(LABEL_CHUNK_PX)
+        for k, (h, w) in enumerate(shapes):
+            step = max(1, round(data.shape[0] / h))
+            level = data[::step, ::step][:h, :w].rechunk(LABEL_CHUNK_PX)
             target = tmp.create_array(
                 str(k),
                 shape=level.shape,
@@ -73,7 +89,7 @@ def write_ngff_labels(
                 chunk_key_encoding={"name": "v2", "separator": "/"},
             )
             da.store(level, target, lock=False)
-        tmp.attrs.update(_label_attrs(name, n_levels, mpp, properties, colors))
+        tmp.attrs.update(_label_attrs(name, scales, unit, properties, colors))
     except BaseException:
         shutil.rmtree(path / "labels" / tmp_name, ignore_errors=True)
         raise
@@ -91,9 +107,28 @@ def _swap_in(folder: Path, tmp_name: str, name: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _label_attrs(name, n_levels, mpp, properties, colors) -> dict:
-    unit = {"unit": "micrometer"} if mpp is not None else {}
-    pixel = mpp if mpp is not None else 1.0
+def _parent_levels(path: Path):
+    """(level shapes, level scales, x unit) of the OME-Zarr image at ``path`` (y, x), or None."""
+    if not (path.is_dir() and is_zarr_group(path)):
+        return None
+    root = zarr.open_group(str(path), mode="r")
+    multiscales = dict(root.attrs).get("multiscales")
+    if not multiscales:
+        return None
+    shapes, scales = [], []
+    for ds in multiscales[0]["datasets"]:
+        shapes.append(tuple(root[ds["path"]].shape[-2:]))
+        scale = next(
+            (t["scale"] for t in ds.get("coordinateTransformations", []) if t["type"] == "scale"),
+            [1.0, 1.0],
+        )
+        scales.append([float(v) for v in scale[-2:]])
+    x_axis = multiscales[0].get("axes", [{}])[-1]
+    return shapes, scales, x_axis.get("unit") if isinstance(x_axis, dict) else None
+
+
+def _label_attrs(name, scales, unit, properties, colors) -> dict:
+    unit = {"unit": unit} if unit else {}
     image_label: dict = {"version": NGFF_VERSION, "source": {"image": "../../"}}
     if colors:
         image_label["colors"] = [
@@ -114,11 +149,9 @@ def _label_attrs(name, n_levels, mpp, properties, colors) -> dict:
                 "datasets": [
                     {
                         "path": str(k),
-                        "coordinateTransformations": [
-                            {"type": "scale", "scale": [pixel * 2**k, pixel * 2**k]}
-                        ],
+                        "coordinateTransformations": [{"type": "scale", "scale": scale}],
                     }
-                    for k in range(n_levels)
+                    for k, scale in enumerate(scales)
                 ],
                 "type": "nearest",
             }
