@@ -1,4 +1,4 @@
-"""Intensity helpers shared by the weight-based segmenters (StarDist, Cellpose)."""
+"""Helpers shared by the segmenters: input checks, options, intensity normalisation."""
 
 from __future__ import annotations
 
@@ -17,6 +17,24 @@ def check_rgb(rgb: np.ndarray, mpp: float) -> np.ndarray:
     if mpp is None or not np.isfinite(mpp) or mpp <= 0:
         raise ValueError(f"mpp (µm per pixel) must be a positive number, found {mpp!r}")
     return rgb[..., :3]
+
+
+def config_from(config, options: dict, config_cls):
+    """A segmenter's config: the ``config_cls`` instance given, or one built from ``options``."""
+    if config is not None and options:
+        raise TypeError(f"pass either a {config_cls.__name__} or keyword options, not both")
+    return config if config is not None else config_cls(**options)
+
+
+def check_normalisation(
+    percentiles: tuple[float, float], value_range: tuple[float, float] | None
+) -> None:
+    """Validate percentile normalisation options (``ValueError`` saying what is wrong)."""
+    low, high = percentiles
+    if not 0 <= low < high <= 100:
+        raise ValueError(f"norm_percentiles must satisfy 0 <= low < high <= 100: {low, high}")
+    if value_range is not None and not value_range[0] < value_range[1]:
+        raise ValueError(f"norm_range must be (low, high) with low < high: {value_range}")
 
 
 def robust_range(

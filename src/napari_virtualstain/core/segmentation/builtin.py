@@ -19,6 +19,7 @@ from ..deconvolution import (
     optical_density,
     stain_channel,
 )
+from ._intensity import check_rgb, config_from
 
 DETECTION_IMAGES = ("hematoxylin", "hematoxylin+dab", "od_sum")
 
@@ -92,17 +93,11 @@ class BuiltinSegmenter:
     name = "builtin"
 
     def __init__(self, config: WatershedConfig | None = None, **options) -> None:
-        if config is not None and options:
-            raise TypeError("pass either a WatershedConfig or keyword options, not both")
-        self.config = config if config is not None else WatershedConfig(**options)
+        self.config = config_from(config, options, WatershedConfig)
 
     def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
         """(H, W) uint32 nuclei labels of an (H, W, 3) uint8 RGB region at ``mpp`` µm/px."""
-        rgb = np.asarray(rgb)
-        if rgb.ndim != 3 or rgb.shape[2] < 3:
-            raise ValueError(f"expected an (H, W, 3) RGB region, got shape {rgb.shape}")
-        if not mpp or mpp <= 0:
-            raise ValueError(f"mpp must be a positive pixel size in µm, got {mpp}")
+        rgb = check_rgb(rgb, mpp)
         shape = rgb.shape[:2]
         if min(shape) == 0:
             return np.zeros(shape, np.uint32)

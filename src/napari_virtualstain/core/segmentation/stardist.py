@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import Box, TileGrid, round_up
-from ._intensity import check_rgb, robust_range, sequential_labels
+from ._intensity import (
+    check_normalisation,
+    check_rgb,
+    config_from,
+    robust_range,
+    sequential_labels,
+)
 from .blocks import Progress, drain
 
 #: Models stardist registers for ``StarDist2D.from_pretrained`` (downloaded on first use).
@@ -82,11 +88,7 @@ class StarDistConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if self.tile_px < 64:
             raise ValueError(f"tile_px must be >= 64, got {self.tile_px}")
-        low, high = self.norm_percentiles
-        if not 0 <= low < high <= 100:
-            raise ValueError(f"norm_percentiles must satisfy 0 <= low < high <= 100: {low, high}")
-        if self.norm_range is not None and not self.norm_range[0] < self.norm_range[1]:
-            raise ValueError(f"norm_range must be (low, high) with low < high: {self.norm_range}")
+        check_normalisation(self.norm_percentiles, self.norm_range)
 
 
 class StarDistSegmenter:
@@ -95,9 +97,7 @@ class StarDistSegmenter:
     name = "stardist"
 
     def __init__(self, config: StarDistConfig | None = None, **options) -> None:
-        if config is not None and options:
-            raise TypeError("pass either a StarDistConfig or keyword options, not both")
-        self.config = config if config is not None else StarDistConfig(**options)
+        self.config = config_from(config, options, StarDistConfig)
         self._loaded = None
 
     # -- model ---------------------------------------------------------------------------
