@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ._intensity import check_rgb, robust_range, sequential_labels
+from ._intensity import (
+    check_normalisation,
+    check_rgb,
+    config_from,
+    robust_range,
+    sequential_labels,
+)
 from .blocks import Progress, drain
 
 #: Smallest region side (px) worth running; below it no nucleus fits and Cellpose's tiling fails.
@@ -75,11 +81,7 @@ class CellposeConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.min_area_um2 < 0 or self.flow_threshold < 0:
             raise ValueError("min_area_um2 and flow_threshold must be >= 0")
-        low, high = self.norm_percentiles
-        if not 0 <= low < high <= 100:
-            raise ValueError(f"norm_percentiles must satisfy 0 <= low < high <= 100: {low, high}")
-        if self.norm_range is not None and not self.norm_range[0] < self.norm_range[1]:
-            raise ValueError(f"norm_range must be (low, high) with low < high: {self.norm_range}")
+        check_normalisation(self.norm_percentiles, self.norm_range)
 
 
 class CellposeSegmenter:
@@ -88,9 +90,7 @@ class CellposeSegmenter:
     name = "cellpose"
 
     def __init__(self, config: CellposeConfig | None = None, **options) -> None:
-        if config is not None and options:
-            raise TypeError("pass either a CellposeConfig or keyword options, not both")
-        self.config = config if config is not None else CellposeConfig(**options)
+        self.config = config_from(config, options, CellposeConfig)
         self._model = None
 
     def load(self):
