@@ -60,3 +60,12 @@ def sequential_labels(labels: np.ndarray) -> np.ndarray:
     from skimage.segmentation import relabel_sequential
 
     return relabel_sequential(np.asarray(labels))[0].astype(np.uint32, copy=False)
+
+
+def resize_labels_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label image to ``shape`` (labels must not be blended)."""
+    if labels.shape == tuple(shape):
+        return labels
+    rows = np.minimum((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0], labels.shape[0] - 1)
+    cols = np.minimum((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1], labels.shape[1] - 1)
+    return labels[rows.astype(np.intp)[:, None], cols.astype(np.intp)[None, :]]

@@ -19,7 +19,7 @@ from ..deconvolution import (
     optical_density,
     stain_channel,
 )
-from ._intensity import check_rgb, config_from
+from ._intensity import check_rgb, config_from, resize_labels_nearest
 
 DETECTION_IMAGES = ("hematoxylin", "hematoxylin+dab", "od_sum")
 
@@ -105,7 +105,7 @@ class BuiltinSegmenter:
         detection = self._detection_image(rgb)
         small = _resize(detection, mpp / work_mpp)
         labels = detect_nuclei(small, work_mpp, self.config)
-        return _upsample_nearest(labels, shape)
+        return resize_labels_nearest(labels, shape)
 
     def _detection_image(self, rgb: np.ndarray) -> np.ndarray:
         cfg = self.config
@@ -217,12 +217,3 @@ def _resize(image: np.ndarray, factor: float) -> np.ndarray:
     if box > 1:
         image = ndi.uniform_filter(image, size=box, mode="nearest")
     return ndi.zoom(image, factor, order=1, mode="nearest", grid_mode=True).astype(np.float32)
-
-
-def _upsample_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label image to ``shape`` (labels must not be blended)."""
-    if labels.shape == tuple(shape):
-        return labels
-    rows = np.minimum((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0], labels.shape[0] - 1)
-    cols = np.minimum((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1], labels.shape[1] - 1)
-    return labels[rows.astype(np.intp)[:, None], cols.astype(np.intp)[None, :]]
