@@ -272,3 +272,27 @@ def test_slide_input_uses_its_pyramid_for_estimates():
     from_array = measure_rois(syn.rgb, 0.5).results[0]
     assert from_slide.n_nuclei == from_array.n_nuclei == 64
     assert from_slide.labelling_index == pytest.approx(from_array.labelling_index)
+
+
+def test_faint_nuclei_are_counted_negative_and_reported():
+    nuclei = _nuclei([0.02, 0.03, 0.5, 0.05])
+    faint_h = nuclei.hematoxylin_od_mean.copy()
+    faint_h[:2] = 0.04  # H + DAB OD 0.06 and 0.07: below 0.1
+    from dataclasses import replace
+
+    r = summarise(replace(nuclei, hematoxylin_od_mean=faint_h), "roi")
+    assert r.n_faint == 2 and r.n_positive == 1 and r.n_negative == 3
+    assert any("2 nuclei too faint to classify" in w for w in r.warnings)
+    assert summarise(nuclei, "roi").n_faint == 0
+
+
+def test_half_computed_rgba_virtual_stain_is_refused():
+    syn = grid_of_nuclei()
+    rgba = np.concatenate([syn.rgb, np.full(syn.rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    full = measure_rois(rgba, 0.5).results[0]
+    assert full.n_nuclei == 64  # a fully computed RGBA layer is measured as its RGB
+    rgba[:, 128:] = 0  # the right half not computed yet: transparent black
+    with pytest.raises(ValueError, match="not computed"):
+        measure_rois(rgba, 0.5)
+    left = measure_rois(rgba, 0.5, [ROI.rectangle("left", 0, 0, 128, 60)]).results[0]
+    assert left.n_nuclei > 0
