@@ -108,6 +108,24 @@ def test_image_and_labels_selected_together_go_into_one_store(tmp_path):
     assert len(read_label_properties(out, "nuclei")) == 3
 
 
+def test_saved_image_and_labels_open_again_with_their_features(tmp_path):
+    """File -> Save, then File -> Open: the nuclei come back with their table and colours."""
+    viewer = nuclei_viewer()
+    viewer.add_image(tissue_like_rgb(300, 400), name="he", rgb=True, scale=(0.5, 0.5),
+                     units=("micrometer",) * 2)  # fmt: skip
+    out = tmp_path / "case.zarr"
+    viewer.layers.save(str(out), selected=False, plugin=PLUGIN)
+    again = ViewerModel()
+    image, labels = again.open(str(out), plugin=PLUGIN)
+    assert image.rgb and labels.name == "nuclei"
+    np.testing.assert_array_equal(np.asarray(labels.data), viewer.layers["nuclei"].data)
+    assert tuple(labels.scale) == (0.5, 0.5) and str(labels.units[-1]) == "micrometer"
+    table = labels.features.set_index("index")
+    assert table.loc[1, "dab_od_mean"] == pytest.approx(0.41) and bool(table.loc[1, "positive"])
+    assert table.loc[2, "class"] == "Negative" and table.loc[7, "area_um2"] == 10.0
+    np.testing.assert_allclose(labels.get_color(1), [1, 0, 0, 1])
+
+
 def test_labels_inside_an_image_follow_its_levels(tmp_path):
     """NGFF: a label image has as many levels as its image, on the same grid."""
     rgb = tissue_like_rgb(1101, 901)  # odd sides: the image's levels trim the odd edge

@@ -66,3 +66,34 @@ def _um_per_unit(unit) -> float | None:
         return float(quantity.to(ureg.micrometer).magnitude)
     except Exception:  # noqa: BLE001 - an unknown unit name is "no physical unit"
         return None
+
+
+def labels_layer_data(label_image) -> tuple:
+    """A Labels layer tuple of a ``core.io.ngff_labels.LabelImage``: physical scale, per-label
+    properties as ``features`` (with napari's ``index`` column), colours when stored."""
+    import numpy as np
+
+    known = label_image.mpp is not None
+    kwargs = {
+        "name": label_image.name,
+        "multiscale": len(label_image.levels) > 1,
+        "scale": (label_image.mpp, label_image.mpp) if known else (1.0, 1.0),
+        "units": (UNIT, UNIT) if known else ("pixel", "pixel"),
+        "opacity": 0.55,
+    }
+    if label_image.properties:
+        values = sorted(label_image.properties)
+        columns = sorted({k for p in label_image.properties.values() for k in p} - {"label-value"})
+        # Row 0 describes the background, as napari expects for Labels.
+        kwargs["features"] = {
+            "index": np.array([0, *values]),
+            **{c: [None, *(label_image.properties[v].get(c) for v in values)] for c in columns},
+        }
+    if label_image.colors:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
+        colors |= {int(v): tuple(c / 255 for c in rgba) for v, rgba in label_image.colors.items()}
+        kwargs["colormap"] = DirectLabelColormap(color_dict=colors)
+    levels = label_image.levels
+    return (levels if len(levels) > 1 else levels[0], kwargs, "labels")

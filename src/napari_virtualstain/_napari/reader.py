@@ -11,9 +11,10 @@ import warnings
 from pathlib import Path
 
 from napari_virtualstain.core.io import SlideReadError, can_open, open_slide
+from napari_virtualstain.core.io.ngff_labels import read_ngff_labels
 from napari_virtualstain.core.io.openslide import OPENSLIDE_SUFFIXES, openslide_available
 
-from .layers import slide_layer_data
+from .layers import labels_layer_data, slide_layer_data
 
 
 def get_reader(path: str | list[str]):
@@ -36,7 +37,19 @@ def get_reader(path: str | list[str]):
         return None
 
     def read(_path=None) -> list[tuple]:
-        return [slide_layer_data(s) for s in slides]
+        layers = []
+        for slide in slides:
+            layers.append(slide_layer_data(slide))
+            # An OME-Zarr's label images (ours: nuclei with their properties) come along.
+            try:
+                labels = read_ngff_labels(slide.path)
+            except (KeyError, IndexError, TypeError, ValueError, OSError) as err:
+                warnings.warn(
+                    f"{slide.path}: its label images were not read ({err!r})", stacklevel=2
+                )
+                labels = []
+            layers += [labels_layer_data(lab) for lab in labels]
+        return layers
 
     return read
 

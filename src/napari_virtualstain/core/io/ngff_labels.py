@@ -13,6 +13,7 @@ import math
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask.array as da
@@ -175,3 +176,51 @@ def read_label_properties(path: str | Path, name: str) -> list[dict]:
     """The ``image-label`` properties stored for label image ``name`` (for tests and tools)."""
     group = zarr.open_group(str(Path(path) / "labels" / name), mode="r")
     return list(dict(group.attrs).get("image-label", {}).get("properties", []))
+
+
+@dataclass(frozen=True)
+class LabelImage:
+    """A label image read from ``<image>.zarr/labels/<name>``.
+
+    ``levels`` are lazy (y, x) integer dask arrays; ``mpp`` is level 0's µm per pixel (None when
+    the axes carry no length unit); ``properties`` map label value -> its properties.
+    """
+
+    name: str
+    levels: list
+    mpp: float | None
+    properties: dict = field(default_factory=dict)
+    colors: dict = field(default_factory=dict)
+
+
+def read_ngff_labels(path: str | Path) -> list[LabelImage]:
+    """Every label image listed in ``path/labels`` (an empty list when there is none)."""
+    from .omezarr import _UNIT_TO_UM
+
+    folder = Path(path) / "labels"
+    if not (folder.is_dir() and is_zarr_group(folder)):
+        return []
+    names = dict(zarr.open_group(str(folder), mode="r").attrs).get("labels", [])
+    out = []
+    for name in names:
+        group = zarr.open_group(str(folder / name), mode="r")
+        attrs = dict(group.attrs)
+        ms = attrs["multiscales"][0]
+        levels = [da.from_zarr(group[ds["path"]]) for ds in ms["datasets"]]
+        scale = next(
+            (t["scale"] for t in ms["datasets"][0].get("coordinateTransformations", [])
+             if t["type"] == "scale"), [1.0, 1.0],
+        )  # fmt: skip
+        unit = (ms.get("axes") or [{}])[-1].get("unit")
+        factor = _UNIT_TO_UM.get(unit or "")
+        meta = attrs.get("image-label", {})
+        out.append(
+            LabelImage(
+                name=name,
+                levels=levels,
+                mpp=None if factor is None else float(scale[-1]) * factor,
+                properties={p["label-value"]: p for p in meta.get("properties", [])},
+                colors={c["label-value"]: c["rgba"] for c in meta.get("colors", [])},
+            )
+        )
+    return out
