@@ -25,6 +25,7 @@ from ..geometry import Box, level_for_size
 from ..roi import ROI, validate_rois
 from ..segmentation import Progress, drain, get_segmenter, iter_segment_in_blocks
 from ..segmentation.blocks import DEFAULT_BLOCK_PX, default_overlap_px
+from .coverage import check_computed, opaque_pixels
 from .measure import Ki67Config, Nuclei, measure_nuclei, summarise
 from .run import MAX_LABEL_PIXELS, RatioRun, RoiMeasurement
 from .stain_check import UNVERIFIED, StainCheckError, check_hdab
@@ -157,10 +158,10 @@ def iter_measure_rois(
     rois = validate_rois(rois or [ROI.whole_image(shape, mpp)], shape, mpp)
     for roi in rois:  # before anything else: refuse a half-computed virtual stain at once
         for arr in {id(seg_arr): seg_arr, id(dab_arr): dab_arr}.values():
-            _check_computed(arr, roi, mpp)
+            check_computed(arr, roi, mpp)
     yield Progress(0, len(rois), "estimating background and stains")
     dab_image = image if measure_image is None else measure_image
-    small = _opaque(estimation_view(dab_image, rois, mpp), dab_arr)
+    small = opaque_pixels(estimation_view(dab_image, rois, mpp), dab_arr)
     bg = estimate_background(small) if background_rgb is None else np.asarray(background_rgb, float)
     check = check_hdab(small, bg)
     if not check.ok:
@@ -171,7 +172,7 @@ def iter_measure_rois(
     seg_bg = (
         bg
         if measure_image is None
-        else estimate_background(_opaque(estimation_view(image, rois, mpp), seg_arr))
+        else estimate_background(opaque_pixels(estimation_view(image, rois, mpp), seg_arr))
     )
     if isinstance(segmenter, str):
         segmenter = make_segmenter(segmenter, vectors, seg_bg, he=segment_he)
@@ -247,40 +248,6 @@ def _measure_one(
     return RoiMeasurement(roi, result, nuclei, roi_labels, (y0, x0), config)
 
 
-def _opaque(view: np.ndarray, arr) -> np.ndarray:
-    """The view's pixels as (N, 1, 3) without the not-computed ones of an RGBA overlay.
-
-    The overlay's buffers are all-zero (transparent black) where no tile is computed; black
-    would be taken for dense stain by the glass and stain estimates. RGB images pass unchanged.
-    """
-    if arr.shape[2] < 4:
-        return view
-    keep = view.reshape(-1, 3)
-    keep = keep[keep.any(axis=1)]
-    return keep[:, None, :] if len(keep) else view
-
-
-def _check_computed(arr, roi: ROI, mpp: float, side_px: int = 512) -> None:
-    """Refuse an ROI where an RGBA image is transparent (a virtual stain not computed there).
-
-    The live virtual-stain overlay is RGBA with alpha 0 where no tile is computed yet; its RGB
-    there is black, which would be measured as dense stain.
-    """
-    if arr.shape[2] < 4:
-        return
-    y0, x0, y1, x1 = roi.bbox_px(mpp, arr.shape[:2]).corners
-    step = max(1, int(np.ceil(max(y1 - y0, x1 - x0) / side_px)))
-    alpha = np.asarray(arr[y0:y1:step, x0:x1:step, 3])
-    mask = roi.mask(mpp * step, (y0 / step, x0 / step), alpha.shape)
-    missing = float((alpha[mask] < 255).mean()) if mask.any() else 0.0
-    if missing > 0.001:
-        raise ValueError(
-            f"ROI {roi.name!r}: {100 * missing:.1f} % of it is not computed (transparent) in "
-            "this image; let the virtual stain fill the ROI, or save the whole-slide virtual "
-            "stain and measure that"
-        )
-
-
 def _clipped_area(roi: ROI, mpp: float, top_left, bottom_right) -> float:
     """ROI area inside the image, in µm² (a partly outside ROI is clipped)."""
     shape = (bottom_right[0] - top_left[0], bottom_right[1] - top_left[1])
@@ -339,14 +306,6 @@ class VirtualVsReal:
                 }
             )
         return rows
-
-
-def index_differences(real: RatioRun, virtual: RatioRun) -> dict[str, float]:
-    """Virtual minus real labelling index, per ROI name present in both runs."""
-    real_li = {r.name: r.labelling_index for r in real.results}
-    return {
-        r.name: r.labelling_index - real_li[r.name] for r in virtual.results if r.name in real_li
-    }
 
 
 def ratio_virtual_vs_real(
