@@ -329,3 +329,7 @@ def test_cycle_error_with_the_demo_models(make_napari_viewer, qtbot, monkeypatch
         src = he[box.slices]
         rec = reconstruct(src, fwd, back, mpp=MPP)
         np.testing.assert_allclose(cycle.data, residual_map("rgb", src, rec), atol=1e-6)
+        from napari_virtualstain.core.metrics import ssim
+
+        assert widget.last_result.summary["cycle_ssim"] == pytest.approx(ssim(src, rec))
+        assert "cycle_ssim:" in widget.summary.toPlainText()

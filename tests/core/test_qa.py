@@ -47,6 +47,7 @@ def test_iter_qa_builds_every_map_and_reports_progress(ki67):
     assert set(result.seconds) == {*R.RESIDUAL_KINDS, "cycle", "disagreement"}
     assert result.maps["dab residual"][0].shape == (100, 120)
     assert np.abs(result.maps["cycle error (source - reconstruction)"][0]).max() == 0
+    assert result.summary["cycle_mean_abs_rgb"] == 0 and result.summary["cycle_ssim"] == 1
     assert result.summary["nuclei_n_nuclei"] == 1 and result.summary["ssim"] < 1
     # with an identity registration the real slide is warped onto the virtual grid
     ident = Registration(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_virtualstain.core.geometry import level_for_mpp
 from napari_virtualstain.core.residual import POSITIVE_ONLY_IN_A, POSITIVE_ONLY_IN_B
 
 DIVERGING = {
@@ -92,12 +93,13 @@ def layer_legend(layer) -> Legend | None:
     return legend(layer.name, kind, limits)
 
 
-def qa_layer_data(result, world_mpp: float | None = None) -> list[tuple]:
+def qa_layer_data(result, world_mpp: float | None = None, units=None) -> list[tuple]:
     """Layer data tuples of a :class:`~napari_virtualstain.core.qa.QAResult`.
 
     Layers are placed over the region they were computed for: by the result's ``scale`` and
     ``translate`` (world units) when it has them, else scale = the region's pixel size in world
-    units (µm when the slides' world is µm, else ``world_mpp`` µm per world unit).
+    units (µm when the slides' world is µm, else ``world_mpp`` µm per world unit). ``units``
+    (the virtual stain layer's) are given to every layer.
     """
     from napari.utils.colormaps import DirectLabelColormap
 
@@ -114,6 +116,8 @@ def qa_layer_data(result, world_mpp: float | None = None) -> list[tuple]:
         # a pyramid's coarsest level is already computed: display limits come from it
         sample = data[-1] if multiscale else data
         placed = {"scale": px_scale, "translate": translate, "multiscale": multiscale}
+        if units is not None:  # the virtual stain's physical units (µm), so napari can mix them
+            placed["units"] = tuple(str(u) for u in tuple(units)[-2:])
         meta = {
             "napari_virtualstain": {
                 "qa_kind": kind,
@@ -195,7 +199,7 @@ def registered_layer_data(layer_tuple: tuple, registration, fixed_frame=None) ->
     warped = []
     for shape, mpp in zip(fixed_frame.shapes_px, fixed_frame.level_mpps, strict=True):
         # read the moving level closest to (not coarser than) the output pixel size
-        src = max((i for i, m in enumerate(moving_mpps) if m <= mpp * 1.01), default=0)
+        src = level_for_mpp(moving_mpps, mpp)
         warped.append(registration.warp(levels[src], shape[:2], mpp, moving_mpps[src]))
     kwargs["scale"], kwargs["translate"] = fixed_frame.scale, fixed_frame.translate
     kwargs["multiscale"] = len(warped) > 1

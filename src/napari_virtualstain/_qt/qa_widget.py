@@ -193,6 +193,7 @@ class QAWidget(QWidget):
             return None
         kwargs = {
             "name": moving.name,
+            "units": tuple(getattr(fixed, "units", ("pixel", "pixel")))[-2:],
             "rgb": moving.rgb,
             "multiscale": moving.multiscale,
             "metadata": dict(moving.metadata),
@@ -318,7 +319,9 @@ class QAWidget(QWidget):
 
         self.last_result = result
         added = None
-        for data, kwargs, kind in qa_layer_data(result):
+        virtual = self._layer("virtual")
+        units = getattr(virtual, "units", None) if virtual is not None else None
+        for data, kwargs, kind in qa_layer_data(result, units=units):
             if kwargs["name"] in self.viewer.layers:
                 self.viewer.layers.remove(kwargs["name"])
             added = getattr(self.viewer, f"add_{kind}")(data, **kwargs)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .deconvolution import estimate_background
-from .geometry import Box
+from .geometry import Box, level_for_mpp
 from .progress import Progress, ProgressGenerator
 from .registration.frames import LayerFrame, is_identity, world_registration
 from .residual import (
@@ -128,7 +128,7 @@ def iter_qa(request: QARequest) -> ProgressGenerator[QAResult]:
         shape = r.virtual.shape[:2]
         real = r.registration.warp(real, shape, out_mpp=r.mpp, moving_mpp=r.real_mpp or r.mpp)
     real = _crop(real, box)
-    maps, seconds, counts = {}, {}, {}
+    maps, seconds, extra = {}, {}, {}
     backgrounds = (estimate_background(split_alpha(virtual)[0]), estimate_background(real))
     for i, step in enumerate(steps, start=1):
         yield Progress(i, total, f"building {step}")
@@ -141,10 +141,12 @@ def iter_qa(request: QARequest) -> ProgressGenerator[QAResult]:
                 "rgb",
             )
             maps["cycle local SSIM"] = (residual_map("ssim", source, recon), "ssim")
+            cycle = summarise(source, recon, mask=r.mask)
+            extra.update({f"cycle_{k}": cycle[k] for k in ("mean_abs_rgb", "ssim", "psnr_db")})
         elif step == "disagreement":
             d = dab_disagreement(np.asarray(r.labels), virtual, real, r.mpp)
             maps["DAB disagreement"] = (d.layer, "disagreement")
-            counts = d.to_dict()
+            extra.update({f"nuclei_{k}": v for k, v in d.to_dict().items()})
         else:
             maps[map_name(step)] = (
                 residual_map(step, virtual, real, backgrounds=backgrounds),
@@ -153,7 +155,7 @@ def iter_qa(request: QARequest) -> ProgressGenerator[QAResult]:
         seconds[step] = time.perf_counter() - t0
     yield Progress(total - 1, total, "summarising")
     summary = summarise(virtual, real, mask=r.mask)
-    summary.update({f"nuclei_{k}": v for k, v in counts.items()})
+    summary.update(extra)
     return QAResult(maps, summary, seconds, box, r.mpp)
 
 
@@ -179,9 +181,7 @@ def iter_lazy_qa(
     if registration is not None:
         r0 = real_mpp or mpp
         r_mpps = [r0 * real_levels[0].shape[0] / r.shape[0] for r in real_levels]
-        pick = [
-            max((j for j, m in enumerate(r_mpps) if m <= out * 1.01), default=0) for out in mpps
-        ]
+        pick = [level_for_mpp(r_mpps, out) for out in mpps]
         real_levels = [
             registration.warp(real_levels[j], v.shape[:2], out, r_mpps[j], chunk_px=chunk_px)
             for j, v, out in zip(pick, virtual_levels, mpps, strict=True)
