@@ -126,3 +126,23 @@ def test_icc_profile_of_a_png_or_jpeg_tile(tmp_path, base):
     assert "converted to sRGB" in slide.notes
     got = slide.levels[0].compute().astype(int)
     assert np.abs(got - expected_srgb(base).astype(int)).max() <= 2
+
+
+def test_real_aperio_svs_through_openslide_matches_tifffile(shared_data):
+    """A real scanner file (TCGA Aperio SVS, JPEG 2000 tiles, an sRGB ICC profile)."""
+    pytest.importorskip("openslide")
+    from napari_virtualstain.core.io.openslide import open_openslide
+
+    path = shared_data / "he" / "tcga-cr-7395-01a-01-ts1.svs"
+    ours, theirs = open_slide(path), open_openslide(path)
+    assert theirs.format == "openslide:aperio"
+    assert [lv.shape for lv in theirs.levels] == [lv.shape for lv in ours.levels]
+    assert theirs.mpp == ours.mpp  # this file states no MPP: both say unknown
+    assert "thumbnail" in theirs.associated and theirs.associated["thumbnail"].ndim == 3
+    assert "ICC" not in theirs.notes and "ICC" not in ours.notes  # sRGB: left alone
+    np.testing.assert_array_equal(theirs.levels[0].compute(), ours.levels[0].compute())
+    # Level 1's downsample is 2.0005: OpenSlide resamples regions that do not start on a whole
+    # level-1 pixel (sub-pixel shift), so only chunks at the origin match exactly.
+    a, b = theirs.levels[1].compute().astype(int), ours.levels[1].compute().astype(int)
+    np.testing.assert_array_equal(a[:512, :512], b[:512, :512])
+    assert np.abs(a - b).mean() < 4
