@@ -90,3 +90,18 @@ def test_level_for_size_finest_that_fits_or_coarsest_big_enough():
         level_for_size(shapes)
     with pytest.raises(ValueError, match="exactly one"):
         level_for_size(shapes, max_px=1, min_px=1)
+
+
+def test_training_tiles_are_not_the_tile_grid():
+    """Why ``train.tiles.grid_starts`` stays a second tiler: a training set needs every tile
+    whole (``tile_px`` square, the last one shifted back inside the image) and may overlap
+    (stride < tile); the TileGrid partitions the image, so its last core is cut short."""
+    from napari_virtualstain.core.geometry import TileGrid
+    from napari_virtualstain.core.train.tiles import grid_starts
+
+    starts = grid_starts(300, tile_px=128, stride_px=96)
+    assert starts == [0, 96, 172]  # overlapping, the last one shifted back to end at 300
+    assert all(s + 128 <= 300 for s in starts)
+    grid = TileGrid((300, 300), tile_px=128)
+    assert [grid.core(r, 0).y for r in range(grid.n_rows)] == [0, 128, 256]
+    assert grid.core(grid.n_rows - 1, 0).h == 300 - 256  # short: no good as a training tile
