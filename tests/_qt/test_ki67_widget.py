@@ -298,3 +298,41 @@ def test_key_columns_fit_the_default_dock_and_screenshot(qtbot, scene, tmp_path)
     red = (shot[..., 0] > 180) & (shot[..., 1] < 90) & (shot[..., 2] < 90)
     blue = (shot[..., 2] > 180) & (shot[..., 0] < 90)
     assert red.sum() > 20 and blue.sum() > 20  # positive and negative bars drawn
+
+
+def test_live_overlay_carries_its_pixel_size_and_is_refused_until_computed(
+    qtbot, make_napari_viewer
+):
+    import torch
+
+    from napari_virtualstain._napari.layers import slide_layer_data
+    from napari_virtualstain._napari.virtual_layer import OverlayBuffers
+    from napari_virtualstain._qt.virtual_overlay import VirtualOverlay
+    from napari_virtualstain.core.engine.cache import MemoryLRU, TileCache
+    from napari_virtualstain.core.engine.lazy import open_virtual_stain
+    from napari_virtualstain.core.io import open_slide
+    from napari_virtualstain.core.models import LoadedModel, ModelCard, build_generator
+    from napari_virtualstain.core.samples import sample_path
+
+    torch.manual_seed(0)
+    card = ModelCard(name="tiny", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.227,
+                     tile_px=128, receptive_field_px=117)  # fmt: skip
+    model = LoadedModel(build_generator("resnet_6blocks", ngf=4, init="xavier"), card, None)
+    viewer = make_napari_viewer(show=True)
+    slide = open_slide(sample_path("he"))
+    data, kwargs, _ = slide_layer_data(slide)
+    he = viewer.add_image(data, **kwargs)
+    vs = open_virtual_stain(slide, model, device="cpu", precision="fp32",
+                            cache=TileCache(MemoryLRU()))  # fmt: skip
+    buffers = OverlayBuffers(vs)
+    buffers.paint_background()
+    overlay = VirtualOverlay(viewer, vs, he, buffers, budget_tiles=0)
+    widget = Ki67Widget(viewer)
+    widget.image_combo.setCurrentText(overlay.layer.name)
+    expected = he.metadata["mpp"] * float(vs.downsamples[0])
+    assert overlay.layer.metadata["mpp"] == pytest.approx(expected)
+    assert widget.mpp_spin.value() == pytest.approx(expected, abs=1e-4)
+    widget.compute()  # nothing computed yet: transparent, refused before any segmenting
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert "not computed" in widget.status.text() and widget.runs == {}
+    overlay.close()

@@ -104,6 +104,11 @@ class VirtualOverlay:
         levels = self.buffers.levels
         data = levels if len(levels) > 1 else levels[0]
         meta = {"virtualstain": self.vs.metadata, "source_layer": self.source.name}
+        from .._napari.layers import layer_mpp
+
+        src_mpp = layer_mpp(self.source)  # the overlay carries its own level-0 pixel size
+        if src_mpp:
+            meta["mpp"] = src_mpp * float(self.vs.downsamples[0])
         if layer is not None and layer in self.viewer.layers:  # Start after Stop: same layer
             layer.data, layer.scale, layer.translate = data, scale, translate
             layer.metadata, layer.name = meta, self.vs.name
