@@ -42,9 +42,7 @@ def slide_from_layer(layer, mpp: float | None = None):
         from .layers import layer_mpp
 
         slide = Slide(path=path, name=layer.name, levels=levels, mpp=layer_mpp(layer))
-    if mpp is not None:
-        slide.mpp = mpp
-    return slide
+    return slide if mpp is None else slide.with_mpp(mpp)
 
 
 def overlay_geometry(vs, source_layer) -> tuple[np.ndarray, np.ndarray]:
