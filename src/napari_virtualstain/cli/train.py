@@ -64,6 +64,10 @@ def _precision(precision: str, device: str) -> tuple[str, object]:
 
 def _run(trainer, out: Path, register: bool, quiet: bool) -> None:
     """Drive ``trainer.fit()`` with the CLI's progress bar, then register the best checkpoint."""
+    import sys
+
+    from tqdm import tqdm
+
     from napari_virtualstain.cli.progress import tqdm_progress
     from napari_virtualstain.core.progress import drain
     from napari_virtualstain.core.train.publish import register_best
@@ -76,7 +80,9 @@ def _run(trainer, out: Path, register: bool, quiet: bool) -> None:
             show(p)
             if p.phase == "epoch":  # the epoch's held-out metrics stay on screen
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in p.metrics.items() if k != "epoch")
-                click.echo(f"epoch {p.epoch + 1}: {shown}")
+                line = f"epoch {p.epoch + 1}: {shown}"
+                # above the bar (tqdm.write), not glued to it; the same stdout either way
+                tqdm.write(line, file=sys.stdout) if not quiet else click.echo(line)
 
         drain(trainer.fit(), on_progress)
     click.echo(f"run folder: {out} (metrics.csv, metrics.png, best/, last/)")

@@ -47,9 +47,8 @@ class TrainProgress(Progress):
         metrics: Mapping[str, float] | None = None,
     ) -> TrainProgress:
         losses, metrics = dict(losses or {}), dict(metrics or {})
-        if phase == "epoch":
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
-            message = f"epoch {epoch + 1}/{epochs} done: {shown}"
+        if phase == "epoch":  # its numbers are in ``metrics``; a bar shows only this line
+            message = f"epoch {epoch + 1}/{epochs} evaluated"
         else:
             shown = " ".join(f"{k}={v:.3f}" for k, v in losses.items())
             message = f"epoch {epoch + 1}/{epochs} {shown}".rstrip()
