@@ -110,10 +110,13 @@ def test_plan_resamples_when_no_level_matches_and_says_so():
     assert plan.tile_px == round(64 / 0.6)
 
 
-def test_default_tile_grows_to_twice_the_halo_with_slide_statistics():
+def test_default_tile_grows_until_the_halo_is_a_third_of_the_work():
     engine = StainEngine(tiny(mpp=0.5), StainConfig(device="cpu"))  # card tile 64
     plan = make_plan(slide(0.5), engine)
-    assert plan.model_tile_px >= min(2 * plan.model_halo_px, 512) > 64
+    tile, halo = plan.model_tile_px, plan.model_halo_px
+    assert tile > 64
+    assert tile == 1024 or (tile + 2 * halo) ** 2 <= 1.5 * tile**2 + 1  # context <= 50 %
+    assert (tile - 8 + 2 * halo) ** 2 > 1.5 * (tile - 8) ** 2  # and no larger than that needs
     per_tile = StainEngine(tiny(mpp=0.5), StainConfig(device="cpu", norm="tile"))
     assert make_plan(slide(0.5), per_tile).model_tile_px == 64  # output would depend on tile size
     assert engine.batch_size == 1  # CPU default

@@ -107,7 +107,7 @@ class Chip(nn.Module):
     """A small conv net that runs ``slow_s`` longer in one precision: a chip where that
     precision is emulated (``slow="reduced"``) or where it is native (``slow="fp32"``)."""
 
-    def __init__(self, slow: str, slow_s: float = 0.03) -> None:
+    def __init__(self, slow: str, slow_s: float = 0.1) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
         self.slow, self.slow_s, self.calls = slow, slow_s, 0

@@ -28,9 +28,12 @@ from .tissue import TissueConfig
 log = logging.getLogger(__name__)
 
 BLENDS = ("auto", "crop", "blend")
-# Default tiles grow to twice the halo, up to this, so context is not most of the work (the demo
-# pair's card tile is 128 px with a 180 px exact halo: 14.5x the pixels per output pixel).
-AUTO_TILE_MAX_PX = 512
+# Default tiles grow until the context (halo) is at most this share of the computed pixels:
+# (tile + 2 halo)^2 <= HALO_OVERHEAD * tile^2, up to AUTO_TILE_MAX_PX. A ResNet-9's 88 px halo
+# on its 256 px card tile meant 2.85x the pixels per output pixel (slower than a naive loop
+# even in bf16); 784 px tiles bring it to 1.5x.
+HALO_OVERHEAD = 1.5
+AUTO_TILE_MAX_PX = 1024
 NORMS = ("slide", "tile")
 
 
@@ -54,8 +57,8 @@ class StainConfig:
         (measured: batches of large tiles run slower on few cores) and 4 on accelerators.
     tile_px : int, optional
         Core tile side at the model's resolution. Default the card's ``tile_px``, enlarged
-        (up to ``AUTO_TILE_MAX_PX``) to twice the halo when the halo would dwarf it and the
-        per-slide normalisation makes the output independent of tile size.
+        (up to ``AUTO_TILE_MAX_PX``) until the halo adds at most ``HALO_OVERHEAD`` of the
+        pixels, when the per-slide normalisation makes the output independent of tile size.
     halo_px : int, optional
         Context per side at the model's resolution; default half the receptive field
         (centre-crop, exact) or the card's effective radius (blend).
@@ -340,7 +343,8 @@ def make_plan(
             config.blend if config.blend != "auto" else ("crop" if halo >= crop_halo else "blend")
         )
     if config.tile_px is None and config.norm == "slide":
-        model_tile = max(model_tile, round_up(min(2 * halo, AUTO_TILE_MAX_PX), m))
+        want = 2 * halo / (HALO_OVERHEAD**0.5 - 1)
+        model_tile = max(model_tile, round_up(min(want, AUTO_TILE_MAX_PX), m))
     if scale == 1.0:
         tile, halo_src = model_tile, halo
     else:

@@ -187,9 +187,42 @@ def arch_receptive_field(arch: str, **arch_kwargs) -> ReceptiveField:
     """
     import json
 
-    # Measuring costs seconds (the paper generator needs a 512 px input); cache per arch.
+    # Measuring costs seconds to a minute on a busy CPU (the paper generator needs a 512 px
+    # input): kept per process, and per torch version in the user cache folder.
     shape_kwargs = {k: v for k, v in arch_kwargs.items() if k not in ("ngf", "init")}
-    return _cached_arch_rf(arch, json.dumps(shape_kwargs, sort_keys=True))
+    return _disk_cached_arch_rf(arch, json.dumps(shape_kwargs, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=32)
+def _disk_cached_arch_rf(arch: str, arch_kwargs_json: str) -> ReceptiveField:
+    import json
+    from dataclasses import asdict
+
+    import torch
+
+    from ..io.atomic import write_json_atomic
+    from .precision import user_cache_dir
+
+    path = user_cache_dir() / "receptive_fields.json"
+    key = f"{arch} {arch_kwargs_json} torch {torch.__version__}"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), dict):
+        try:
+            return ReceptiveField(**known[key])
+        except TypeError:
+            pass  # an older layout: measure again
+    rf = _cached_arch_rf(arch, arch_kwargs_json)
+    known = known if isinstance(known, dict) else {}
+    known[key] = asdict(rf)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, known)
+    except OSError:
+        pass
+    return rf
 
 
 @functools.lru_cache(maxsize=32)
