@@ -9,6 +9,8 @@ import click
 from napari_virtualstain.cli.progress import tqdm_progress
 from napari_virtualstain.core.progress import drain
 
+from ._params import MPP
+
 
 @click.command()
 @click.argument("slides", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
@@ -20,7 +22,7 @@ from napari_virtualstain.core.progress import drain
 )
 @click.option("--min-tissue", type=float, default=0.5, show_default=True,
               help="White cleaning: minimum tissue fraction of a kept tile.")  # fmt: skip
-@click.option("--source-mpp", type=float, help="Level-0 µm/px of slides that do not state it.")
+@click.option("--source-mpp", type=MPP, help="Level-0 µm/px of slides that do not state it.")
 @click.option("--overwrite", is_flag=True, help="Write into a folder that has an index.csv.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def tiles(
@@ -56,7 +58,7 @@ def tiles(
 @click.option("--ssim-min", type=float, default=0.4, show_default=True)
 @click.option("--size", "tile_px", type=int, default=256, show_default=True)
 @click.option("--overlap", "overlap_px", type=int, default=0, show_default=True)
-@click.option("--mpp", type=float, default=0.5, show_default=True, help="Output µm/px.")
+@click.option("--mpp", type=MPP, default=0.5, show_default=True, help="Output µm/px.")
 @click.option("--min-tissue", type=float, default=0.5, show_default=True)
 @click.option("--test-fraction", type=float, default=0.1, show_default=True)
 @click.option("--register/--no-register", default=True, show_default=True,

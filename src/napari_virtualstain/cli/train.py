@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from ._params import MPP
+
 _COMMON = [
     click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder."),
     click.option("--epochs", type=int, default=10, show_default=True),
@@ -20,7 +22,7 @@ _COMMON = [
     click.option("--ngf", type=int, help="Generator width (default: the architecture's)."),
     click.option("--n-blocks", type=int, help="Residual blocks (default: the architecture's)."),
     click.option("--ndf", type=int, default=64, show_default=True, help="Discriminator width."),
-    click.option("--mpp", type=float, default=0.5, show_default=True, help="Tiles' µm/px."),
+    click.option("--mpp", type=MPP, default=0.5, show_default=True, help="Tiles' µm/px."),
     click.option("--name", help="Model name prefix (default: the run folder's name)."),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps."),

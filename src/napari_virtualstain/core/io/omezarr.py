@@ -36,8 +36,9 @@ def is_zarr_group(path: Path) -> bool:
 
 
 def _multiscales(attrs: dict) -> list[dict] | None:
-    if "ome" in attrs and "multiscales" in attrs["ome"]:  # NGFF 0.5
-        return attrs["ome"]["multiscales"]
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:  # NGFF 0.5
+        return ome["multiscales"]
     return attrs.get("multiscales")  # NGFF 0.4
 
 
