@@ -149,11 +149,40 @@ def test_labels_inside_an_image_follow_its_levels(tmp_path):
         )
     coarse = lab["2"][:]
     assert set(np.unique(coarse)) == {0, 5} and (coarse == 5).sum() == 10 * 15
-    # Labels of another size than the image are refused, naming both sizes.
-    viewer.layers["cells"].data = np.zeros((100, 100), np.uint16)
+    # Labels larger than the image are refused, naming both sizes.
+    viewer.layers["cells"].data = np.zeros((1200, 100), np.uint16)
     viewer.layers.selection = {viewer.layers["cells"]}
-    with pytest.raises(OSError, match="labels are 100 x 100 px but the image there is 1101 x 901"):
+    with pytest.raises(
+        OSError, match=r"1200 x 100 px at \(y=0, x=0\) do not fit in the image there \(1101 x 901"
+    ):
         viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
+
+
+def test_labels_of_a_roi_box_keep_their_place(tmp_path):
+    """Ki-67 labels cover their ROIs' box, placed with a translate: the place is kept."""
+    rgb = tissue_like_rgb(600, 800)
+    box = np.zeros((100, 120), np.uint32)
+    box[10:30, 40:70] = 3
+    viewer = ViewerModel()
+    viewer.add_image(rgb, name="he", rgb=True, scale=(0.5, 0.5), units=("micrometer",) * 2)
+    viewer.add_labels(box, name="roi nuclei", scale=(0.5, 0.5), translate=(200 * 0.5, 300 * 0.5),
+                      units=("micrometer",) * 2)  # fmt: skip
+    alone = tmp_path / "alone.zarr"  # a store of its own: an NGFF translation
+    viewer.layers.selection = {viewer.layers["roi nuclei"]}
+    viewer.layers.save(str(alone), selected=True, plugin=PLUGIN)
+    (back,) = ViewerModel().open(str(alone), plugin=PLUGIN)  # labels only: still opens
+    assert tuple(back.translate) == (100.0, 150.0) and back.data.shape == (100, 120)
+    np.testing.assert_array_equal(np.asarray(back.data), box)
+    inside = tmp_path / "case.zarr"  # inside the image: pasted on a full-size label image
+    viewer.layers.save(str(inside), selected=False, plugin=PLUGIN)
+    full = zarr.open_group(str(inside / "labels" / "roi nuclei"), mode="r")["0"][:]
+    assert full.shape == (600, 800)
+    np.testing.assert_array_equal(full[200:300, 300:420], box)
+    assert int(full.sum()) == int(box.sum())
+    viewer.layers["roi nuclei"].translate = (550 * 0.5, 300 * 0.5)  # now hangs off the image
+    viewer.layers.selection = {viewer.layers["roi nuclei"]}
+    with pytest.raises(OSError, match=r"at \(y=550, x=300\) do not fit"):
+        viewer.layers.save(str(inside), selected=True, plugin=PLUGIN)
 
 
 def test_labels_refuse_to_write_over_a_file(tmp_path):

@@ -79,6 +79,7 @@ def labels_layer_data(label_image) -> tuple:
         "multiscale": len(label_image.levels) > 1,
         "scale": (label_image.mpp, label_image.mpp) if known else (1.0, 1.0),
         "units": (UNIT, UNIT) if known else ("pixel", "pixel"),
+        "translate": tuple(label_image.translate_um),
         "opacity": 0.55,
     }
     if label_image.properties:

@@ -31,27 +31,33 @@ def get_reader(path: str | list[str]):
             stacklevel=2,
         )
         return None
-    try:
-        slides = [open_slide(p) for p in paths]
-    except SlideReadError:
-        return None
+    slides = []
+    for p in paths:
+        try:
+            slides.append(open_slide(p))
+        except SlideReadError:
+            if not _labels(p):  # an OME-Zarr holding only label images is still ours
+                return None
+            slides.append(None)
 
     def read(_path=None) -> list[tuple]:
         layers = []
-        for slide in slides:
-            layers.append(slide_layer_data(slide))
+        for p, slide in zip(paths, slides, strict=True):
+            if slide is not None:
+                layers.append(slide_layer_data(slide))
             # An OME-Zarr's label images (ours: nuclei with their properties) come along.
-            try:
-                labels = read_ngff_labels(slide.path)
-            except (KeyError, IndexError, TypeError, ValueError, OSError) as err:
-                warnings.warn(
-                    f"{slide.path}: its label images were not read ({err!r})", stacklevel=2
-                )
-                labels = []
-            layers += [labels_layer_data(lab) for lab in labels]
+            layers += [labels_layer_data(lab) for lab in _labels(p)]
         return layers
 
     return read
+
+
+def _labels(path) -> list:
+    try:
+        return read_ngff_labels(path)
+    except (KeyError, IndexError, TypeError, ValueError, OSError) as err:
+        warnings.warn(f"{path}: its label images were not read ({err!r})", stacklevel=2)
+        return []
 
 
 def read_slides(path: str | list[str]) -> list[tuple]:

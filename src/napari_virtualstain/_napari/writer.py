@@ -62,8 +62,19 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
         _mpp(meta),
         properties=label_properties(meta.get("features")),
         colors=_direct_colors(meta.get("colormap")),
+        origin_px=_origin_px(meta),
     )
     return [str(out)]
+
+
+def _origin_px(meta: dict) -> tuple[int, int]:
+    """Where the layer's pixel (0, 0) lies in the image's pixels (its translate / its scale).
+
+    Ki-67 nuclei labels cover only their ROIs' box and are placed with a translate.
+    """
+    scale = list(meta.get("scale") or (1.0, 1.0))[-2:]
+    translate = list(meta.get("translate") or (0.0, 0.0))[-2:]
+    return tuple(int(round(t / s)) for t, s in zip(translate, scale, strict=True))
 
 
 def label_properties(features) -> list[dict]:

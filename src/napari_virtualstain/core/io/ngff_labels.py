@@ -35,8 +35,13 @@ def write_ngff_labels(
     properties: Sequence[Mapping] | None = None,
     colors: Mapping[int, Sequence[float]] | None = None,
     n_levels: int | None = None,
+    origin_px: tuple[int, int] = (0, 0),
 ) -> Path:
     """Write a (y, x) integer labels image as ``path/labels/<name>`` (NGFF image-label).
+
+    ``origin_px`` is where the labels' top-left pixel lies in the image (a Ki-67 run labels only
+    the box of its ROIs): inside an image they are placed there on a full-size label image; in a
+    store of their own the offset is an NGFF ``translation``.
 
     ``path`` is an OME-Zarr image (the labels join its ``labels`` group) or a new folder (a
     group holding only labels is made). A label of the same name is replaced as a whole, after
@@ -61,17 +66,15 @@ def write_ngff_labels(
     if parent is not None:
         # The spec: as many levels as the image, on its grid (our own pyramids halve exactly).
         shapes, scales, unit = parent
-        if tuple(shapes[0]) != tuple(data.shape):
-            raise SlideWriteError(
-                path, f"labels are {data.shape[0]} x {data.shape[1]} px but the image there is "
-                f"{shapes[0][0]} x {shapes[0][1]} px"
-            )  # fmt: skip
+        data = _placed(path, data, origin_px, shapes[0])
+        translation = None
     else:
         n = n_levels or pyramid_level_count(data.shape, top_max_side_px=LABEL_CHUNK_PX)
         shapes = [tuple(-(-d // 2**k) for d in data.shape) for k in range(n)]
         pixel = mpp if mpp is not None else 1.0
         scales = [[pixel * 2**k, pixel * 2**k] for k in range(n)]
         unit = "micrometer" if mpp is not None else None
+        translation = [o * pixel for o in origin_px] if any(origin_px) else None
 
     root = zarr.open_group(str(path), mode="a", zarr_format=2)
     group = root.require_group("labels")
@@ -90,7 +93,7 @@ def write_ngff_labels(
                 chunk_key_encoding={"name": "v2", "separator": "/"},
             )
             da.store(level, target, lock=False)
-        tmp.attrs.update(_label_attrs(name, scales, unit, properties, colors))
+        tmp.attrs.update(_label_attrs(name, scales, translation, unit, properties, colors))
     except BaseException:
         shutil.rmtree(path / "labels" / tmp_name, ignore_errors=True)
         raise
@@ -98,6 +101,19 @@ def write_ngff_labels(
     names = [n for n in group.attrs.get("labels", []) if n != name] + [name]
     group.attrs["labels"] = names
     return path / "labels" / name
+
+
+def _placed(path: Path, data: da.Array, origin_px, image_shape) -> da.Array:
+    """``data`` padded with background to the image's level-0 size, its top-left at ``origin_px``."""
+    (oy, ox), (h, w), (big_h, big_w) = origin_px, data.shape, image_shape
+    if oy < 0 or ox < 0 or oy + h > big_h or ox + w > big_w:
+        raise SlideWriteError(
+            path, f"labels of {h} x {w} px at (y={oy}, x={ox}) do not fit in the image there "
+            f"({big_h} x {big_w} px)"
+        )  # fmt: skip
+    if (oy, ox, h, w) == (0, 0, big_h, big_w):
+        return data
+    return da.pad(data, ((oy, big_h - oy - h), (ox, big_w - ox - w)), constant_values=0)
 
 
 def _swap_in(folder: Path, tmp_name: str, name: str) -> None:
@@ -128,7 +144,7 @@ def _parent_levels(path: Path):
     return shapes, scales, x_axis.get("unit") if isinstance(x_axis, dict) else None
 
 
-def _label_attrs(name, scales, unit, properties, colors) -> dict:
+def _label_attrs(name, scales, translation, unit, properties, colors) -> dict:
     unit = {"unit": unit} if unit else {}
     image_label: dict = {"version": NGFF_VERSION, "source": {"image": "../../"}}
     if colors:
@@ -150,7 +166,12 @@ def _label_attrs(name, scales, unit, properties, colors) -> dict:
                 "datasets": [
                     {
                         "path": str(k),
-                        "coordinateTransformations": [{"type": "scale", "scale": scale}],
+                        "coordinateTransformations": [{"type": "scale", "scale": scale}]
+                        + (
+                            [{"type": "translation", "translation": translation}]
+                            if translation
+                            else []
+                        ),
                     }
                     for k, scale in enumerate(scales)
                 ],
@@ -191,6 +212,7 @@ class LabelImage:
     mpp: float | None
     properties: dict = field(default_factory=dict)
     colors: dict = field(default_factory=dict)
+    translate_um: tuple[float, float] = (0.0, 0.0)
 
 
 def read_ngff_labels(path: str | Path) -> list[LabelImage]:
@@ -207,10 +229,9 @@ def read_ngff_labels(path: str | Path) -> list[LabelImage]:
         attrs = dict(group.attrs)
         ms = attrs["multiscales"][0]
         levels = [da.from_zarr(group[ds["path"]]) for ds in ms["datasets"]]
-        scale = next(
-            (t["scale"] for t in ms["datasets"][0].get("coordinateTransformations", [])
-             if t["type"] == "scale"), [1.0, 1.0],
-        )  # fmt: skip
+        transforms = ms["datasets"][0].get("coordinateTransformations", [])
+        scale = next((t["scale"] for t in transforms if t["type"] == "scale"), [1.0, 1.0])
+        shift = next((t["translation"] for t in transforms if t["type"] == "translation"), [0, 0])
         unit = (ms.get("axes") or [{}])[-1].get("unit")
         factor = _UNIT_TO_UM.get(unit or "")
         meta = attrs.get("image-label", {})
@@ -221,6 +242,7 @@ def read_ngff_labels(path: str | Path) -> list[LabelImage]:
                 mpp=None if factor is None else float(scale[-1]) * factor,
                 properties={p["label-value"]: p for p in meta.get("properties", [])},
                 colors={c["label-value"]: c["rgba"] for c in meta.get("colors", [])},
+                translate_um=tuple(float(t) * (factor or 1.0) for t in shift[-2:]),
             )
         )
     return out
