@@ -86,6 +86,7 @@ def test_level_for_size_finest_that_fits_or_coarsest_big_enough():
     assert level_for_size(shapes, min_px=10_000) == 0  # none is big enough: level 0
     # plain sizes (a region's side per level) work alike
     assert level_for_size([3000.0, 1500.0, 750.0], max_px=2048) == 1
+    assert level_for_size(np.array([[400, 300], [200, 150]]), max_px=250) == 1  # numpy rows
     with pytest.raises(ValueError, match="exactly one"):
         level_for_size(shapes)
     with pytest.raises(ValueError, match="exactly one"):

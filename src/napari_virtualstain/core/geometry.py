@@ -266,7 +266,7 @@ def level_for_size(
     """
     if (max_px is None) == (min_px is None):
         raise ValueError("give exactly one of max_px and min_px")
-    sides = [max(s[:2]) if isinstance(s, Sequence) else s for s in level_sides_px]
+    sides = [max(s[:2]) if hasattr(s, "__len__") else s for s in level_sides_px]
     if not sides:
         raise ValueError("no levels to choose from")
     if max_px is not None:
