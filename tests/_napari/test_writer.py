@@ -224,6 +224,17 @@ def test_file_save_shapes_writes_qupath_geojson(tmp_path):
     assert rois[2].area_um2 == pytest.approx(0.5 * 60 * 80 * 0.25**2)
 
 
+def test_shapes_with_a_translate_are_written_in_image_pixels(tmp_path):
+    viewer = ViewerModel()
+    square = np.array([[0, 0], [0, 10], [10, 10], [10, 0]])
+    viewer.add_shapes([square], shape_type="rectangle", scale=(0.5, 0.5), translate=(50.0, 25.0))
+    out = tmp_path / "moved.geojson"
+    viewer.layers.save(str(out), selected=False, plugin=PLUGIN)
+    ring = json.loads(out.read_text())["features"][0]["geometry"]["coordinates"][0]
+    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+    assert (min(xs), min(ys)) == (50.5, 100.5)  # translate / scale = (100, 50) px, + 0.5
+
+
 def test_writers_are_in_the_manifest_for_their_extensions():
     from npe2 import PluginManager
 

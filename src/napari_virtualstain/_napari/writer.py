@@ -121,13 +121,14 @@ def write_shapes(path: str, data, meta: dict) -> list[str]:
         else []
     )
     rois, skipped = [], []
+    origin = np.asarray(_origin_px(meta), dtype=float)
     for i, (kind, verts) in enumerate(zip(meta.get("shape_type", []), data, strict=True)):
         name = names[i] if i < len(names) else ""
         if kind not in ("polygon", "rectangle", "ellipse"):
             skipped.append(kind)
             continue
         # napari puts pixel centres on integers; QuPath's pixel i spans [i, i + 1).
-        rois.append(ROI.from_pixels(kind, np.asarray(verts)[:, -2:] + 0.5, 1.0, name))
+        rois.append(ROI.from_pixels(kind, np.asarray(verts)[:, -2:] + origin + 0.5, 1.0, name))
     if skipped:
         warnings.warn(
             f"{path}: {len(skipped)} shape(s) ({', '.join(sorted(set(skipped)))}) have no area "
