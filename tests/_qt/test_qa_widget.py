@@ -87,10 +87,11 @@ def test_residual_layers_for_the_view_render(make_napari_viewer, qtbot, pair, tm
     assert white.sum() > 5 * blue.sum()  # the rest of the view is "no difference"
 
 
-def test_roi_with_nuclei_gives_disagreement_counts(make_napari_viewer, qtbot, pair):
+@pytest.mark.parametrize("multiscale", [False, True])
+def test_roi_with_nuclei_gives_disagreement_counts(make_napari_viewer, qtbot, pair, multiscale):
     virtual, real = pair
     viewer = make_napari_viewer(show=True)
-    _add(viewer, virtual, real)
+    _add(viewer, virtual, real, multiscale)
     labels = np.zeros(real.shape[:2], np.int32)
     labels[60:80, 60:80] = 1  # inside the block whose DAB the virtual stain lost
     labels[170:190, 170:190] = 2
