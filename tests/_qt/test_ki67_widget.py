@@ -135,6 +135,19 @@ def test_rois_from_shapes_and_virtual_beside_real_only_for_a_declared_pair(qtbot
     rows = widget.table_rows()
     real_li, virtual_li = float(rows[0]["Index %"]), float(rows[1]["Index %"])
     assert float(rows[1]["Δ vs real"]) == pytest.approx(virtual_li - real_li, abs=0.11)
+    # A registered pair placed 16 µm apart in the world: the same world ROI is a different
+    # region of each slide's own µm; Δ follows the world region.
+    shifted = viewer.add_image(
+        virtual.rgb, rgb=True, name="registered", scale=(0.5, 0.5), translate=(16.0, 0.0),
+        metadata={"mpp": 0.5, "virtualstain": {"model": {"name": "demo"}}, "registered_to": "ki67"},
+    )  # fmt: skip
+    widget.image_combo.setCurrentText(shifted.name)
+    _run(qtbot, widget)
+    by_image = {r["Image"]: r for r in widget.table_rows()}
+    assert by_image["registered"]["Δ vs real"] != ""
+    assert widget.runs["registered"].measurements[0].roi.params[0][0] == pytest.approx(-16, abs=0.5)
+    viewer.layers.remove("registered")
+    widget.runs.pop("registered")
     # The same ROI name drawn elsewhere is not the same region: no Δ.
     shapes = viewer.layers["rois"]
     shapes.data = [np.array([[0, 64], [0, 128], [128, 128], [128, 64]])]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_virtualstain.core.ki67.run import RatioRun
-from napari_virtualstain.core.roi import ROI
+from napari_virtualstain.core.roi import ROI, name_rois
 
 from .layers import UNIT
 
@@ -160,7 +160,20 @@ def rois_from_shapes(shapes_layer, image_layer, mpp: float) -> list[ROI]:
         # napari puts pixel centres on integers; ROIs put pixel i over [i, i + 1).
         px = np.array([image_layer.world_to_data(w) for w in world])[:, -2:] + 0.5
         rois.append(ROI.from_pixels(kind, px, mpp, names[i] if i < len(names) else ""))
-    return rois
+    return name_rois(rois)
+
+
+def world_outlines(rois: list[ROI] | None, image_layer, mpp: float) -> dict[str, np.ndarray]:
+    """ROI name -> its outline in napari world coordinates (the whole image when ``rois`` is
+    None): the frame in which two layers of a registered pair can be compared."""
+    if rois is None:
+        shape = image_layer.data[0].shape if image_layer.multiscale else image_layer.data.shape
+        rois = [ROI.whole_image(tuple(shape[:2]), mpp)]
+    out = {}
+    for roi in rois:
+        px = roi.polygon_um() / mpp - 0.5
+        out[roi.name] = np.array([image_layer.data_to_world(p)[-2:] for p in px])
+    return out
 
 
 def _shape_names(shapes_layer) -> list[str]:

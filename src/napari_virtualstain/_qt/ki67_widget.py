@@ -41,6 +41,7 @@ class Ki67Widget(QWidget):
         self.viewer = napari_viewer
         self.runs: dict[str, object] = {}  # image layer name -> RatioRun
         self.histograms: dict[str, list] = {}
+        self.outlines: dict[str, dict] = {}
         self._mpp_layer = ""  # the layer whose pixel size the spin box shows
         self._job = None
         self._build()
@@ -186,6 +187,9 @@ class Ki67Widget(QWidget):
         except (ValueError, KeyError, ImportError) as err:
             self.status.setText(f"Cannot compute: {err}")
             return None
+        from .._napari.ki67_layers import world_outlines
+
+        outlines = world_outlines(rois, layer, mpp)
         self.status.setText("Computing…")
         self._job = self.runner.run(
             iter_ki67_layers, image, mpp, rois, scale=tuple(layer.scale),
@@ -193,7 +197,7 @@ class Ki67Widget(QWidget):
             name=layer.name, points=self.points_check.isChecked(), segmenter=segmenter,
             stains=self.stains_combo.currentText(), config=config,
             force=self.force_check.isChecked(), **route,
-            on_done=lambda out: self._on_done(layer.name, out),
+            on_done=lambda out: self._on_done(layer.name, out, outlines),
             on_failed=lambda msg: self._on_failed(layer.name, msg),
             description=f"Ki-67: {layer.name}",
         )  # fmt: skip
@@ -258,10 +262,11 @@ class Ki67Widget(QWidget):
         else:
             self.status.setText(f"{image_name!r}: {message}")
 
-    def _on_done(self, image_name: str, out) -> None:
+    def _on_done(self, image_name: str, out, outlines: dict) -> None:
         """Add the prepared layers and refresh the table and plot (no computing here)."""
         run = out.run
         self.runs[image_name] = run
+        self.outlines[image_name] = outlines  # ROIs in world coordinates, for "same region"
         self.histograms[image_name] = out.histograms
         for prepared, adder in ((out.labels, self.viewer.add_labels),
                                 (out.points, self.viewer.add_points)):  # fmt: skip
@@ -334,7 +339,9 @@ class Ki67Widget(QWidget):
         for name, run in self.runs.items():
             real = declared_real(name, metadata)
             if real is not None and real in self.runs:
-                deltas[name] = same_region_differences(self.runs[real], run)
+                deltas[name] = same_region_differences(
+                    self.runs[real], run, self.outlines.get(real), self.outlines.get(name)
+                )
         self.table.show_runs(self.runs, deltas)
 
     def table_rows(self) -> list[dict[str, str]]:

@@ -56,19 +56,26 @@ def declared_real(name: str, metadata: Mapping[str, Mapping | None]) -> str | No
     return None
 
 
-def same_region_differences(real, virtual) -> dict[str, float]:
-    """Virtual minus real labelling index, for ROIs with the same name *and* the same outline.
+def same_region_differences(
+    real, virtual, real_outlines: Mapping | None = None, virtual_outlines: Mapping | None = None
+) -> dict[str, float]:
+    """Virtual minus real labelling index, for ROIs with the same name *and* the same region.
 
-    ``real`` and ``virtual`` are ``RatioRun``s of a declared pair (ROIs in µm, in the shared
-    frame of a registered pair). An ROI redrawn elsewhere under the same name gets no Δ.
+    ``real`` and ``virtual`` are ``RatioRun``s of a declared pair. The region is compared on
+    ``*_outlines`` (ROI name -> (N, 2) vertices in a frame both share, e.g. napari world
+    coordinates of a registered pair) when both are given, else on the ROIs' own µm outlines
+    (pairs on one pixel grid). An ROI redrawn elsewhere under the same name gets no Δ.
     """
-    real_rois = {m.roi.name: m for m in real.measurements}
+    if real_outlines is None or virtual_outlines is None:
+        real_outlines = {m.roi.name: m.roi.params for m in real.measurements}
+        virtual_outlines = {m.roi.name: m.roi.params for m in virtual.measurements}
+    real_li = {r.name: r.labelling_index for r in real.results}
     out = {}
-    for m in virtual.measurements:
-        r = real_rois.get(m.roi.name)
-        if r is None or r.roi.kind != m.roi.kind:
+    for r in virtual.results:
+        if r.name not in real_li or r.name not in real_outlines or r.name not in virtual_outlines:
             continue
-        a, b = np.asarray(r.roi.params, float), np.asarray(m.roi.params, float)
-        if a.shape == b.shape and np.allclose(a, b, atol=0.5):  # µm
-            out[m.roi.name] = m.result.labelling_index - r.result.labelling_index
+        a = np.asarray(real_outlines[r.name], float)
+        b = np.asarray(virtual_outlines[r.name], float)
+        if a.shape == b.shape and np.allclose(a, b, atol=0.5):
+            out[r.name] = r.labelling_index - real_li[r.name]
     return out
