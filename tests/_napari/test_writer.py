@@ -124,6 +124,7 @@ def test_saved_image_and_labels_open_again_with_their_features(tmp_path):
     assert table.loc[1, "dab_od_mean"] == pytest.approx(0.41) and bool(table.loc[1, "positive"])
     assert table.loc[2, "class"] == "Negative" and table.loc[7, "area_um2"] == 10.0
     np.testing.assert_allclose(labels.get_color(1), [1, 0, 0, 1])
+    assert table["area_um2"].dtype.kind == "f" and np.isnan(table.loc[0, "area_um2"])
 
 
 def test_labels_inside_an_image_follow_its_levels(tmp_path):

@@ -71,8 +71,6 @@ def _um_per_unit(unit) -> float | None:
 def labels_layer_data(label_image) -> tuple:
     """A Labels layer tuple of a ``core.io.ngff_labels.LabelImage``: physical scale, per-label
     properties as ``features`` (with napari's ``index`` column), colours when stored."""
-    import numpy as np
-
     known = label_image.mpp is not None
     kwargs = {
         "name": label_image.name,
@@ -83,13 +81,15 @@ def labels_layer_data(label_image) -> tuple:
         "opacity": 0.55,
     }
     if label_image.properties:
-        values = sorted(label_image.properties)
-        columns = sorted({k for p in label_image.properties.values() for k in p} - {"label-value"})
-        # Row 0 describes the background, as napari expects for Labels.
-        kwargs["features"] = {
-            "index": np.array([0, *values]),
-            **{c: [None, *(label_image.properties[v].get(c) for v in values)] for c in columns},
-        }
+        import pandas as pd
+
+        rows = [
+            {"index": v, **{k: x for k, x in p.items() if k != "label-value"}}
+            for v, p in sorted(label_image.properties.items())
+        ]
+        # Row 0 describes the background, as napari expects for Labels; missing values are NaN
+        # so that numeric columns stay numeric for napari's table and plot plugins.
+        kwargs["features"] = pd.DataFrame.from_records([{"index": 0}, *rows])
     if label_image.colors:
         from napari.utils.colormaps import DirectLabelColormap
 
