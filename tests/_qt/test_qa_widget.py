@@ -135,10 +135,14 @@ def test_bad_choice_is_reported_and_clears_stale_numbers(make_napari_viewer, qtb
     _wait(qtbot, widget)
     assert "mae:" in widget.summary.toPlainText() and widget.last_result is not None
     # a real stain that does not cover the view: a clear message, and no stale numbers
+    from napari.utils.notifications import notification_manager
+
+    n_notes = len(notification_manager.records)
     widget.combos["real"].setCurrentText("short real")
     widget.build()
     _wait(qtbot, widget)
     assert "register them first" in widget.status.text()
+    assert len(notification_manager.records) == n_notes  # bad input: no traceback pop-up
     assert widget.summary.toPlainText() == "" and widget.last_result is None
     assert widget.legend.isHidden()
     assert widget.runner._pbar is None and not list(progress._all_instances)
