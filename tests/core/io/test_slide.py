@@ -43,3 +43,12 @@ def test_a_bad_pixel_size_names_the_slide():
         _slide().with_mpp(0.0)
     with pytest.raises(ValueError, match="no pyramid levels"):
         Slide(path=Path("empty.tif"), name="empty", levels=[])
+
+
+def test_read_region_pads_outside_the_image_with_glass():
+    rgb = np.arange(40 * 50 * 3, dtype=np.uint8).reshape(40, 50, 3)
+    slide = Slide(path=None, name="s", levels=[da.from_array(rgb, chunks=16)], mpp=0.5)
+    region = slide.read_region(0, 30, -5, 20, 10)  # past the bottom and left edges
+    np.testing.assert_array_equal(region[:10, 5:], rgb[30:40, 0:5])
+    assert (region[10:] == 255).all() and (region[:, :5] == 255).all()
+    assert (slide.read_region(0, 100, 100, 4, 4) == 255).all()  # wholly outside

@@ -9,7 +9,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from ..geometry import level_for_mpp, level_mpps
+from ..geometry import Box, level_for_mpp, level_mpps
 
 # A flat image larger than this (on its long side) gets lazily built coarser levels...
 PYRAMID_MIN_SIDE_PX = 4096
@@ -100,10 +100,10 @@ class Slide:
             raise ValueError(f"region size must be positive, got h={h}, w={w}")
         arr = self.levels[level]
         out = np.full((h, w, 3), BACKGROUND_RGB, dtype=np.uint8)
-        y0, x0 = max(y, 0), max(x, 0)
-        y1, x1 = min(y + h, arr.shape[0]), min(x + w, arr.shape[1])
-        if y1 > y0 and x1 > x0:
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = np.asarray(arr[y0:y1, x0:x1].compute())
+        wanted = Box(y, x, h, w)
+        inside = wanted.clip(arr.shape)
+        if inside is not None:
+            out[inside.relative_to(wanted)] = np.asarray(arr[inside.slices].compute())
         return out
 
     def summary(self) -> dict:
