@@ -9,13 +9,10 @@ DAB OD against the thresholds. Double-clicking a nucleus flips its class and rec
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -26,6 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from .dab_histogram import DabHistogramView
+from .ki67_actions import Ki67Actions
 from .ki67_table import ResultsTable
 from .runner import WorkerRunner
 
@@ -33,7 +31,7 @@ WHOLE_IMAGE = "(whole image)"
 SAME_LAYER = "— (the measured layer)"
 
 
-class Ki67Widget(QWidget):
+class Ki67Widget(Ki67Actions, QWidget):
     """Pick an image layer, ROIs, segmenter, thresholds and stains; compute the Ki-67 ratio."""
 
     def __init__(self, napari_viewer) -> None:
@@ -347,97 +345,3 @@ class Ki67Widget(QWidget):
     def table_rows(self) -> list[dict[str, str]]:
         """The results table as text, one dict (column -> cell) per row."""
         return self.table.records()
-
-    def _run_for(self, image_name: str | None):
-        return self.runs[image_name or next(reversed(self.runs))]
-
-    def export_geojson(self, path, image_name: str | None = None) -> Path:
-        """ROIs (with their results) and classified nuclei as QuPath GeoJSON."""
-        from napari_virtualstain.core.ki67 import write_run_geojson
-
-        skipped = write_run_geojson(path, self._run_for(image_name))
-        if skipped:
-            self.status.setText(f"Nuclei of ROIs {skipped} not exported (too large to outline)")
-        return Path(path)
-
-    def export_csv(self, nuclei_path, rois_path, image_name: str | None = None) -> None:
-        """Per-nucleus and per-ROI CSV files."""
-        from napari_virtualstain.core.ki67 import write_run_csv
-
-        write_run_csv(nuclei_path, rois_path, self._run_for(image_name))
-
-    def find_hotspot(self, image_name: str | None = None):
-        """Add the square (side from the spin box) of highest labelling index as a Shapes layer.
-
-        The search covers each measured ROI (``core.ki67.find_run_hotspot``); the best wins.
-        """
-        from napari_virtualstain.core.ki67 import find_run_hotspot
-
-        from .._napari.ki67_layers import roi_shapes_layer_data
-
-        if not self.runs:
-            self.status.setText("Compute first: the hot spot is searched among measured nuclei")
-            return None
-        name = image_name or next(reversed(self.runs))
-        run, size_um = self.runs[name], self.hotspot_spin.value()
-        best = find_run_hotspot(run, size_um)
-        if best is None:
-            self.status.setText(f"No {size_um:.0f} µm window with enough nuclei inside the ROIs")
-            return None
-        layer = self.viewer.layers[name]
-        roi = best.to_roi(f"hot spot {100 * best.labelling_index:.1f} %")
-        data, kwargs, _ = roi_shapes_layer_data([roi], run.mpp, layer.scale, layer.translate,
-                                                f"Hot spot ({name})", layer.units)  # fmt: skip
-        if kwargs["name"] in self.viewer.layers:
-            self.viewer.layers.remove(kwargs["name"])
-        self.viewer.add_shapes(data, **kwargs)
-        self.status.setText(
-            f"Hot spot: {best.n_positive}/{best.n_nuclei} positive "
-            f"({100 * best.labelling_index:.1f} %) in {size_um:.0f} µm"
-        )
-        return best
-
-    def import_rois(self, path):
-        """Read QuPath GeoJSON annotations as a Shapes layer on the chosen image; select it."""
-        from napari_virtualstain.core.geojson import read_geojson
-
-        from .._napari.ki67_layers import roi_shapes_layer_data
-
-        name, mpp = self.image_combo.currentText(), self.mpp_spin.value()
-        if name not in self.viewer.layers or mpp <= 0:
-            self.status.setText("Choose the image layer and its pixel size before importing ROIs")
-            return None
-        try:
-            rois = read_geojson(path, mpp).rois
-        except ValueError as err:
-            self.status.setText(str(err))
-            return None
-        if not rois:
-            self.status.setText(f"{path}: no annotations to use as ROIs")
-            return None
-        layer = self.viewer.layers[name]
-        data, kwargs, _ = roi_shapes_layer_data(rois, mpp, layer.scale, layer.translate,
-                                                f"ROIs ({Path(path).name})", layer.units)  # fmt: skip
-        shapes = self.viewer.add_shapes(data, **kwargs)
-        self.shapes_combo.setCurrentText(shapes.name)
-        return shapes
-
-    def _ask_import(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import ROIs", "", "GeoJSON (*.geojson *.json)")
-        if path:
-            self.import_rois(path)
-
-    def _ask_geojson(self) -> None:
-        if not self.runs:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Export GeoJSON", "", "GeoJSON (*.geojson)")
-        if path:
-            self.export_geojson(path)
-
-    def _ask_csv(self) -> None:
-        if not self.runs:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Per-nucleus CSV", "", "CSV (*.csv)")
-        if path:
-            p = Path(path)
-            self.export_csv(p, p.with_name(p.stem + "_rois.csv"))
