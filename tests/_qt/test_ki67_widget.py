@@ -165,6 +165,13 @@ def test_pixel_size_follows_the_measured_layer(qtbot, scene):
     widget.image_combo.setCurrentText("no size")
     assert widget.mpp_spin.value() == 0.0 and "'no size'" in widget.status.text()
     assert widget.compute() is None and "pixel size" in widget.status.text()
+    widget.mpp_spin.setValue(0.5)  # typed for that layer, used, and kept for it alone
+    _run(qtbot, widget)
+    assert widget.runs["no size"].mpp == 0.5
+    widget.image_combo.setCurrentText("fine")
+    assert widget.mpp_spin.value() == 0.25
+    widget.image_combo.setCurrentText("no size")
+    assert widget.mpp_spin.value() == 0.5
     widget.image_combo.setCurrentText("ki67")
     assert widget.mpp_spin.value() == 0.5
     # Our own overlays carry the pixel size they were measured at.

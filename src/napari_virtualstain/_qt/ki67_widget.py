@@ -42,6 +42,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         self.outlines: dict[str, dict] = {}
         self._mpp_layer = ""  # the layer whose pixel size the spin box shows
         self._job = None
+        self._typed_mpp: dict[str, float] = {}
         self._build()
         self.runner = WorkerRunner(self.status, self.cancel_button, [self.run_button])
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
@@ -161,7 +162,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         if name not in self.viewer.layers:
             self.mpp_spin.setValue(0.0)
             return
-        mpp = layer_mpp(self.viewer.layers[name])
+        mpp = layer_mpp(self.viewer.layers[name]) or self._typed_mpp.get(name)
         self.mpp_spin.setValue(float(mpp or 0.0))
         if not mpp:
             self.status.setText(f"The pixel size of {name!r} is unknown: set it (µm/px)")
@@ -212,6 +213,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         mpp = self.mpp_spin.value()
         if mpp <= 0:
             raise ValueError(f"the pixel size of {name!r} is unknown: set it (µm/px)")
+        self._typed_mpp[name] = mpp  # typed for a layer without one: kept for that layer only
         rois = None
         if self.shapes_combo.currentText() not in ("", WHOLE_IMAGE):
             from .._napari.ki67_layers import rois_from_shapes
