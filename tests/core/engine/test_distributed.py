@@ -23,8 +23,9 @@ def test_local_cluster_result_equals_single_process(tmp_path):
                      tile_px=64, receptive_field_px=117)  # fmt: skip
     model = save_model(module, card, tmp_path / "tiny-dist")
     slide = write_slide(tmp_path / "he.ome.tif")
+    # small tiles: several tissue tiles on this small slide (the default grows with the halo)
     single = stain_slide(
-        slide, str(model), tmp_path / "single.zarr", device="cpu", precision="fp32"
+        slide, str(model), tmp_path / "single.zarr", device="cpu", precision="fp32", tile_px=64
     )
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -32,7 +33,7 @@ def test_local_cluster_result_equals_single_process(tmp_path):
     client = distributed.Client(cluster)
     try:
         multi = stain_slide(slide, str(model), tmp_path / "multi.zarr", device="cpu", precision="fp32",
-                            scheduler=cluster.scheduler_address)  # fmt: skip
+                            tile_px=64, scheduler=cluster.scheduler_address)  # fmt: skip
         loads = worker_model_loads(client)
     finally:
         client.close()
