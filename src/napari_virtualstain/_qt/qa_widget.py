@@ -196,7 +196,8 @@ class QAWidget(QWidget):
             "units": tuple(getattr(fixed, "units", ("pixel", "pixel")))[-2:],
             "rgb": moving.rgb,
             "multiscale": moving.multiscale,
-            "metadata": dict(moving.metadata),
+            # Provenance of the pair: the Ki-67 dock gives "Δ vs real" for declared pairs only.
+            "metadata": {**dict(moving.metadata), "registered_to": fixed.name},
         }
         data = list(moving.data) if moving.multiscale else moving.data
         data, kwargs, _ = registered_layer_data(
