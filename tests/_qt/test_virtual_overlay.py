@@ -52,6 +52,7 @@ def setup(viewer, model, cache=None, glass=False, **kwargs):
         slide = Slide(path=None, name="he-glass", levels=[da.from_array(rgb)], mpp=slide.mpp)
     data, layer_kwargs, _ = slide_layer_data(slide)
     he = viewer.add_image(data, **layer_kwargs)
+    kwargs.setdefault("tile_px", model.card.tile_px)  # a fine grid: many tiles per view
     vs = open_virtual_stain(slide, model, device="cpu", precision="fp32",
                             cache=cache or TileCache(MemoryLRU()), **kwargs)  # fmt: skip
     buffers = OverlayBuffers(vs)
@@ -143,7 +144,7 @@ def test_whole_slide_fills_every_tissue_tile_and_resumes(tmp_path):
     slide = open_slide(sample_path("he"))
     model = tiny(tile_px=128)
     kwargs = dict(device="cpu", precision="fp32", cache=TileCache(MemoryLRU(), DiskCache(tmp_path)))
-    vs = open_virtual_stain(slide, model, **kwargs)
+    vs = open_virtual_stain(slide, model, tile_px=128, **kwargs)
     buffers = OverlayBuffers(vs)
     n_tissue = int(vs.tissue.sum())
     gen = fill_whole_slide(vs, buffers, lambda: None)
@@ -156,7 +157,7 @@ def test_whole_slide_fills_every_tissue_tile_and_resumes(tmp_path):
     small = buffers.small_levels()[0]
     assert {t for t in vs.grid.tiles() if vs.is_tissue(*t)} <= buffers.written[small]
     # a new session (empty memory, same disk cache) computes nothing again
-    again = open_virtual_stain(slide, model, device="cpu", precision="fp32",
+    again = open_virtual_stain(slide, model, device="cpu", precision="fp32", tile_px=128,
                                cache=TileCache(MemoryLRU(), DiskCache(tmp_path)))  # fmt: skip
     assert drain(fill_whole_slide(again, OverlayBuffers(again), lambda: None)) == 0
 

@@ -168,25 +168,15 @@ class VirtualOverlay:
         if not tiles:
             self._say("view complete")
             return
-        vs = self.vs
-        need = [t for t in tiles if vs.is_tissue(*t) and not vs.block_ready(*t)]
-        compute = len(need) <= self.budget_tiles
-        if not compute:
-            message = self.over_budget_message(len(need))
-            if not self._over_budget:  # once per episode, not at every pan
-                from napari.utils.notifications import show_info
-
-                show_info(f"{self.vs.name}: {message}")
-            self._say(message)
-        else:
-            self._say(f"computing {len(need)} tissue tiles in view")
-        self._over_budget = not compute
         self._pending = False
         self._running = set(tiles)
-        worker = create_worker(fill_view, vs, self.buffers, tiles, self.data_level(), compute)
+        self._say(f"looking at {len(tiles)} tiles in view")
+        worker = create_worker(
+            fill_view, self.vs, self.buffers, tiles, self.data_level(), self.budget_tiles
+        )
         worker.yielded.connect(self._on_progress)
         worker.errored.connect(self._on_error)
-        worker.finished.connect(lambda w=worker, c=compute: self._on_finished(w, c))
+        worker.finished.connect(lambda w=worker: self._on_finished(w))
         self.worker = worker
         worker.start()
 
@@ -200,12 +190,22 @@ class VirtualOverlay:
         )
 
     def _on_progress(self, value) -> None:
-        if self.closed:
+        if self.closed or not isinstance(value, Progress):
             return
         self._dirty = True
-        if isinstance(value, Progress) and value.details.get("computed"):
-            self.tiles_done += value.details["computed"]
-        if isinstance(value, Progress) and not self._over_budget:
+        self.tiles_done += value.details.get("computed", 0)
+        needed = value.details.get("over_budget")
+        if needed is not None:
+            message = self.over_budget_message(needed)
+            if not self._over_budget:  # once per episode, not at every pan
+                from napari.utils.notifications import show_info
+
+                show_info(f"{self.vs.name}: {message}")
+            self._over_budget = True
+            self._say(message)
+        elif "over_budget" not in value.details and value.details.get("first"):
+            self._over_budget = False
+        if not self._over_budget:
             self._say(f"{value.message}: {value.done}/{value.total} tiles in view")
 
     def _on_error(self, err) -> None:
@@ -213,7 +213,7 @@ class VirtualOverlay:
             log.warning("virtual stain: %s", err)
             self._say(f"error: {err}")
 
-    def _on_finished(self, worker, computed: bool) -> None:
+    def _on_finished(self, worker) -> None:
         if worker is not self.worker:
             return
         self.worker = None
@@ -223,7 +223,7 @@ class VirtualOverlay:
         if self._pending and self.following:
             self._pending = False
             self.schedule()
-        elif computed and self.following:
+        elif not self._over_budget and self.following:
             self._say("view complete")
 
     def _refresh_if_dirty(self) -> None:
@@ -293,16 +293,23 @@ def _qt_parent(viewer):
     return getattr(window, "_qt_window", None)
 
 
-def fill_view(vs, buffers, tiles, level: int, compute: bool):
+def fill_view(vs, buffers, tiles, level: int, budget_tiles: int):
     """Worker body: write the view's tiles into ``buffers`` from level ``level`` up.
 
-    Ready tiles (background, or cached by an earlier view or run) are written first; then,
-    when ``compute``, the tissue tiles still missing, batch by batch. ``worker.quit()`` closes
-    this generator at its next ``yield``: after the current batch.
+    Ready tiles (background, or cached by an earlier view or run) are written first; then
+    the tissue tiles still missing, batch by batch, unless there are more than
+    ``budget_tiles`` of them: then the first report says how many (``details["over_budget"]``)
+    and nothing is computed. ``worker.quit()`` closes this generator at its next ``yield``.
     """
     ready = [t for t in tiles if vs.block_ready(*t)]
-    todo = [t for t in tiles if t not in set(ready)] if compute else []
+    is_ready = set(ready)
+    todo = [t for t in tiles if t not in is_ready]
+    details = {"first": True}
+    if len(todo) > budget_tiles:
+        details["over_budget"] = len(todo)
+        todo = []
     total = len(ready) + len(todo)
+    yield Progress(0, total, "tiles in view", details)
     done = 0
     for i, (r, c) in enumerate(ready):
         buffers.write_block(r, c, vs.block(r, c), level)

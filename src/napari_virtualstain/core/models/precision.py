@@ -26,9 +26,10 @@ MIN_PASS_MS = 40.0
 MAX_SIDE_PX = 256
 # Reduced precision must beat fp32 by this factor on the whole model to be chosen.
 MIN_GAIN = 1.1
-# The layer probe rejects a reduced precision this many times slower than fp32 (emulated bf16
-# is ~100x; milder differences are noise on a loaded machine and go to the whole-model test).
-PROBE_REJECT = 5.0
+# The layer probe rejects a reduced precision this many times slower than fp32: emulated bf16
+# is ~100x; on a loaded shared machine noise alone reached 6x, so milder differences go to
+# the whole-model test.
+PROBE_REJECT = 20.0
 
 
 @dataclass(frozen=True)
@@ -192,22 +193,29 @@ def _best_ms(fn, device, reps: int) -> float:
 
 
 def _time_layer(conv, device, dtype) -> tuple[float, float]:
-    """fp32 then reduced, one conv on a 16 px map (milliseconds).
+    """fp32 and reduced, one conv on a 16 px map, interleaved, best of 3 (milliseconds).
 
     The reduced precision's first call is timed alone: an emulated bf16 (~100x) is rejected
-    on it without a second call.
+    on it without further calls.
     """
     import torch
 
     x = torch.randn(1, conv.in_channels, 16, 16, device=device)
+
+    def reduced():
+        with torch.autocast(device.type, dtype=dtype):
+            conv(x)
+
     with torch.inference_mode():
         conv(x)
-        f_ms = _best_ms(lambda: conv(x), device, 2)
-        with torch.autocast(device.type, dtype=dtype):
-            first = _best_ms(lambda: conv(x), device, 1)
-            if first > 30 * max(f_ms, 0.05):
-                return f_ms, first
-            r_ms = _best_ms(lambda: conv(x), device, 2)
+        f_ms = _best_ms(lambda: conv(x), device, 1)
+        first = _best_ms(reduced, device, 1)
+        if first > 2 * PROBE_REJECT * max(f_ms, 0.05):
+            return f_ms, first
+        r_ms = first
+        for _ in range(3):
+            f_ms = min(f_ms, _best_ms(lambda: conv(x), device, 1))
+            r_ms = min(r_ms, _best_ms(reduced, device, 1))
     return f_ms, r_ms
 
 
