@@ -146,3 +146,24 @@ def test_real_aperio_svs_through_openslide_matches_tifffile(shared_data):
     a, b = theirs.levels[1].compute().astype(int), ours.levels[1].compute().astype(int)
     np.testing.assert_array_equal(a[:512, :512], b[:512, :512])
     assert np.abs(a - b).mean() < 4
+
+
+def test_dicom_wsi_opens_through_openslide():
+    """A real DICOM-WSI file (made with wsidicomizer from a CMU-1 crop: tests/support/data/dicom)."""
+    pytest.importorskip("openslide")
+    from pathlib import Path
+
+    from tests.support import PACKAGE_DATA
+
+    path = Path(__file__).resolve().parents[2] / "support" / "data" / "dicom" / "cmu1_crop.dcm"
+    slide = open_slide(path)
+    assert slide.format == "openslide:dicom"
+    assert slide.mpp == pytest.approx(0.499)  # from the DICOM pixel spacing
+    assert slide.levels[0].shape == (512, 512, 3)
+    # The same place of the SVS it came from (JPEG-recompressed twice on the way): much closer
+    # to it than to the region 8 px beside it.
+    svs = open_slide(PACKAGE_DATA / "cmu-1-small-region.svs").levels[0]
+    dicom = slide.levels[0].compute().astype(int)
+    here = np.abs(dicom - svs[1200:1712, 700:1212].compute().astype(int)).mean()
+    beside = np.abs(dicom - svs[1208:1720, 708:1220].compute().astype(int)).mean()
+    assert here < 10 and here < 0.5 * beside
