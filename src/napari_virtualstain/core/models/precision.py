@@ -17,13 +17,15 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 CACHE_FILE = "precision.json"
 # The whole-model comparison grows its input until one fp32 pass takes this long.
 MIN_PASS_MS = 40.0
 MAX_SIDE_PX = 256
+# Only results at least this clear (either way) are remembered.
+DECISIVE = 1.3
 # Reduced precision must beat fp32 by this factor on the whole model to be chosen.
 MIN_GAIN = 1.1
 # The layer probe rejects a reduced precision this many times slower than fp32: emulated bf16
@@ -125,10 +127,21 @@ def choose_precision(module, device, arch_key: str, stride_px: int = 4, cache_di
     if known is not None:
         return PrecisionChoice(**{**known, "cached": True, "machine": machine})
     choice = _measure(module, device, candidate, stride_px, machine)
+    if not _decisive(choice):
+        # A near tie on a busy machine could be noise: use it now, measure again next time.
+        return replace(choice, reason=choice.reason + "; close call, not remembered")
     entries = _read(path)
     entries[key] = {k: v for k, v in choice.to_dict().items() if k not in ("cached", "machine")}
     _write(path, entries)
     return choice
+
+
+def _decisive(choice: PrecisionChoice) -> bool:
+    """Clear enough to remember: >= DECISIVE x faster or slower (or a failed layer probe)."""
+    if choice.fp32_ms is None or choice.reduced_ms is None:
+        return True
+    ratio = choice.reduced_ms / max(choice.fp32_ms, 1e-6)
+    return ratio <= 1 / DECISIVE or ratio >= DECISIVE
 
 
 def _measure(module, device, candidate: str, stride_px: int, machine: str) -> PrecisionChoice:
