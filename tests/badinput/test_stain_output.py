@@ -123,3 +123,19 @@ def test_a_finished_output_is_kept_and_the_hint_names_the_cli_flag(tmp_path, mod
     assert "overwrite=True" not in res.output.replace("overwrite=True in Python", "")
     assert checksums(tmp_path) == before
     assert _stain(slide, model_dir, out, "--overwrite").exit_code == 0  # ours: replaced
+
+
+def test_a_run_failing_before_the_output_is_written_leaves_no_scratch(
+    tmp_path, model_dir, monkeypatch
+):
+    import napari_virtualstain.core.io as io
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(io, "write_ome_zarr", full_disk)  # after calibration, before any tile
+    slide = write_slide(tmp_path / "he.ome.tif")
+    before = checksums(tmp_path)
+    res = _stain(slide, model_dir, tmp_path / "v.zarr")
+    assert_refused(res, 1, tmp_path / "v.zarr", "no space left")
+    assert checksums(tmp_path) == before

@@ -224,13 +224,21 @@ def stain_slide(
 
 
 def _tidy_after_failure(out: Path, state: str, scratch: Path | None) -> None:
-    """Leave no litter: a scratch folder with no tiles goes, and with it a fresh output."""
+    """Leave no litter: keep the scratch only when the output names it and it holds work.
+
+    A run that dies before writing its output (so nothing could resume from the scratch) or
+    before computing anything removes the scratch, and a fresh output with it.
+    """
     from ..io.ownership import read_marker, scratch_is_empty
 
-    if scratch is None or not scratch.is_dir() or not scratch_is_empty(scratch):
+    if scratch is None or not scratch.is_dir():
+        return
+    marker = read_marker(out) if out.is_dir() else None
+    named = marker is not None and marker.get("scratch") == scratch.name
+    if named and not scratch_is_empty(scratch):
         return  # tiles to resume from: keep them, and the output that names them
     shutil.rmtree(scratch, ignore_errors=True)
-    if state == "fresh" and out.is_dir() and read_marker(out) is not None:
+    if state == "fresh" and marker is not None:
         shutil.rmtree(out, ignore_errors=True)
 
 
