@@ -5,7 +5,7 @@ The contract (other tools rely on it)::
     virtualstain ratio IMAGE [--roi ROI.geojson] [--mpp 0.25]
         [--segmenter builtin|stardist|cellpose|...] [--model-dir DIR] [--threshold 0.2]
         [--stains qupath|skimage|estimate] [--json OUT.json] [--labels-out LABELS.tif]
-        [--nuclei-csv NUCLEI.csv] [--geojson-out OUT.geojson] [--force]
+        [--nuclei-csv NUCLEI.csv] [--geojson-out OUT.geojson] [--force] [--quiet]
 
 IMAGE must look like hematoxylin + DAB (``core.ki67.stain_check``); H&E, greyscale or foreign
 stains are refused with the reason, unless ``--force``, which marks every result "stain not
@@ -64,9 +64,10 @@ def _segmenter_names() -> list[str]:
     is_flag=True,
     help="Measure even if IMAGE does not look like H-DAB (results: 'stain not verified').",
 )
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 def ratio(
     image, roi_path, mpp, segmenter, model_dir, thresholds, stains, json_out, labels_out,
-    nuclei_csv, geojson_out, force,
+    nuclei_csv, geojson_out, force, quiet,
 ) -> None:  # fmt: skip
     """Measure the Ki-67 labelling index and area ratio of IMAGE (whole image or --roi ROIs)."""
     from napari_virtualstain.core.io import SlideReadError, open_slide
@@ -86,7 +87,7 @@ def ratio(
         config = Ki67Config(thresholds=tuple(thresholds) or (0.2,))
         rois = _read_rois(roi_path, mpp)
         _check_rois_inside(rois, slide.shape, mpp, roi_path)
-        run = _run(slide, mpp, rois, segmenter, model_dir, stains, config, force)
+        run = _run(slide, mpp, rois, segmenter, model_dir, stains, config, force, quiet)
     except StainCheckError as err:
         raise click.ClickException(f"{image}: {err}") from err
     except (ValueError, ImportError) as err:
@@ -171,7 +172,7 @@ def _read_rois(roi_path, mpp):
     return rois
 
 
-def _run(slide, mpp, rois, segmenter, model_dir, stains, config, force):
+def _run(slide, mpp, rois, segmenter, model_dir, stains, config, force, quiet):
     from napari_virtualstain.core.ki67.pipeline import iter_measure_rois
     from napari_virtualstain.core.segmentation import drain
 
@@ -182,14 +183,13 @@ def _run(slide, mpp, rois, segmenter, model_dir, stains, config, force):
 
         seg = get_segmenter(segmenter, **({"model": str(model_dir)} if model_dir else {}))
 
-    def report(step):
-        if step.message:
-            click.echo(f"[{step.done}/{step.total}] {step.message}", err=True)
+    from .progress import tqdm_progress
 
     gen = iter_measure_rois(
         slide, mpp, rois, segmenter=seg, stains=stains, config=config, force=force
     )
-    return drain(gen, report)
+    with tqdm_progress("ratio", quiet, unit="ROI") as on_progress:
+        return drain(gen, on_progress)
 
 
 def _echo(run) -> None:
