@@ -74,3 +74,17 @@ def test_synthetic_hdab_is_verified_through_the_pipeline():
     syn = grid_of_nuclei()
     run = measure_rois(syn.rgb, 0.5, [ROI.rectangle("all", 0, 0, 128, 128)])
     assert run.stain_verified and run.stain_check.ok
+
+
+def test_the_check_looks_at_the_rois_not_at_pink_outside_them():
+    from napari_virtualstain.core.deconvolution import QUPATH_HE
+    from tests.support.ki67_synthetic import GLASS_RGB
+
+    syn = grid_of_nuclei(n_rows=8, n_cols=16)
+    rgb = syn.rgb.copy()
+    pink = np.asarray(GLASS_RGB) * 10 ** (-0.6 * QUPATH_HE.array[1])  # eosin stroma
+    rgb[:, 128:] = np.round(pink).astype(np.uint8)
+    with pytest.raises(StainCheckError, match="eosin"):
+        measure_rois(rgb, 0.5)
+    run = measure_rois(rgb, 0.5, [ROI.rectangle("nuclei", 0, 0, 128, 60)])
+    assert run.stain_verified and run.results[0].n_nuclei > 0
