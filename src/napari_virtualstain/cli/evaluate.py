@@ -322,7 +322,9 @@ def seg_cmd(pred, truth, out_dir) -> None:
     per_item, curves = {}, []
     for name, p, t in pairs:
         if p.shape != t.shape:
-            raise click.ClickException(f"{name}: pred {p.shape} and truth {t.shape} differ")
+            raise click.ClickException(
+                f"{name}: the label images differ in size: {pred} {p.shape}, {truth} {t.shape}"
+            )
         curve = f1_curve(p, t)
         per_item[name] = {
             "dice": dice(p, t),
@@ -393,6 +395,12 @@ def _read_ratio_csv(path: Path, column: str | None, key: str | None) -> tuple[li
         values = np.asarray([float(r[col]) for r in rows])
     except ValueError as err:
         raise click.ClickException(f"{path}: column {col!r} is not numeric ({err})") from err
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0) | (values > 1))
+    if bad.size:
+        raise click.ClickException(
+            f"{path}: row {bad[0] + 2} has {col} = {rows[bad[0]][col]!r}; ratios are fractions "
+            "in [0, 1]"
+        )
     keys = [r[k] for r in rows] if k in cols else list(range(len(rows)))
     seen: dict = {}
     for line, name in enumerate(keys, start=2):

@@ -41,7 +41,7 @@ from ._params import DEVICE, MPP, OUTPUT_FOLDER
 @click.option("--norm", type=click.Choice(["slide", "tile"]), default="slide", show_default=True)
 @click.option("--no-tissue-mask", is_flag=True, help="Stain background tiles too.")
 @click.option("--preview-level", type=int, help="Run on this coarser level (labelled preview).")
-@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), help="Tile cache folder.")
+@click.option("--cache", "cache_dir", type=OUTPUT_FOLDER, help="Tile cache folder (kept).")
 @click.option("--keep-cache", is_flag=True, help="Keep the OUT.tiles-* scratch after success.")
 @click.option("--scheduler", help="dask.distributed address, or local:N for N local processes.")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the generator.")
