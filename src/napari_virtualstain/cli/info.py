@@ -23,8 +23,10 @@ def info(slides: tuple[Path, ...], as_json: bool) -> None:
         start = time.perf_counter()
         try:
             slide = open_slide(path)
-        except SlideReadError as exc:
-            click.echo(f"error: {exc}", err=True)
+        except (SlideReadError, OSError) as exc:  # one bad file does not stop the others
+            click.echo(
+                f"error: {path}: {exc}" if str(path) not in str(exc) else f"error: {exc}", err=True
+            )
             failures += 1
             continue
         summary = slide.summary()
