@@ -238,7 +238,10 @@ def cycle_cmd(model_ab, model_ba, images, mpp, out_dir) -> None:
     """Reconstruction metrics of A -> B -> A (seed 000, Fig. 3), per image and mean ± sd."""
     from napari_virtualstain.core.metrics.report import format_table, plot_per_item
     from napari_virtualstain.core.models import load_model
+    from napari_virtualstain.core.progress import Progress
     from napari_virtualstain.core.residual import as_rgb_function
+
+    from .progress import tqdm_progress
 
     out = _prepare_out(out_dir, "cycle", [images])
     try:
@@ -248,9 +251,10 @@ def cycle_cmd(model_ab, model_ba, images, mpp, out_dir) -> None:
     f, b = as_rgb_function(fwd, mpp), as_rgb_function(back, mpp)
     items = _image_items(images, tile_px=10**9)
     per_item = {}
-    with click.progressbar(items.items(), label="reconstructing") as bar:
-        for name, img in bar:
+    with tqdm_progress("reconstructing", unit="image") as on_progress:
+        for i, (name, img) in enumerate(items.items()):
             per_item[name] = _image_quality(img, b(f(img)))
+            on_progress(Progress(i + 1, len(items), name))
     table, summary = _summary_table(per_item, ["ssim", "ms_ssim", "psnr_db", "mae"])
     click.echo(
         format_table(
