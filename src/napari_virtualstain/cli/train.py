@@ -205,8 +205,6 @@ def nuclei(points, masks, holdout_points, out, steps, batch_size, lr, name, seed
     same --out resumes. The model folder is OUT/model (load it with --segmenter learned and
     model=OUT/model, or copy it into the user models folder).
     """
-    import json
-
     from tqdm import tqdm
 
     from napari_virtualstain.core.train.nuclei import (
@@ -229,7 +227,9 @@ def nuclei(points, masks, holdout_points, out, steps, batch_size, lr, name, seed
     except (ValueError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from err
     out.mkdir(parents=True, exist_ok=True)
-    (out / "split.json").write_text(json.dumps(split.to_dict(), indent=1))
+    from napari_virtualstain.core.io.atomic import write_json_atomic
+
+    write_json_atomic(out / "split.json", split.to_dict(), indent=1)
     click.echo(f"{len(split.train)} training, {len(split.tune)} tuning, {len(split.val)} "
                f"validation images (split in {out / 'split.json'})")  # fmt: skip
     bar = None if quiet else tqdm(total=steps, initial=trainer.step, desc="nuclei")

@@ -134,7 +134,7 @@ class ModelCard:
         """
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
         if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
+            _write_atomic(Path(path), text + "\n")
         return text
 
     @classmethod
@@ -173,3 +173,22 @@ class ModelCard:
         if not isinstance(data, dict):
             raise ModelCardError(f"model card {source} must be a JSON object")
         return cls.from_dict(data)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Temporary file beside ``path``, renamed into place (the card never half-written).
+
+    Kept here rather than importing ``core.io.atomic``: listing models must stay light.
+    """
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
