@@ -29,6 +29,7 @@ from .runner import WorkerRunner
 
 WHOLE_IMAGE = "(whole image)"
 SAME_LAYER = "— (the measured layer)"
+DEFAULT_SEGMENTER = "builtin"
 
 
 class Ki67Widget(Ki67Actions, QWidget):
@@ -70,6 +71,8 @@ class Ki67Widget(Ki67Actions, QWidget):
         )
         self.segmenter_combo = QComboBox()
         self.segmenter_combo.addItems(list(BACKENDS))
+        # The default is a measured choice (docs/ki67.md), not the registry's order.
+        self.segmenter_combo.setCurrentText(DEFAULT_SEGMENTER)
         self.model_edit = QLineEdit()
         self.model_edit.setPlaceholderText("model folder / file (StarDist, Cellpose)")
         self.threshold_edit = QLineEdit("0.2")
