@@ -139,3 +139,11 @@ def test_a_run_failing_before_the_output_is_written_leaves_no_scratch(
     res = _stain(slide, model_dir, tmp_path / "v.zarr")
     assert_refused(res, 1, tmp_path / "v.zarr", "no space left")
     assert checksums(tmp_path) == before
+
+
+def test_an_empty_folder_at_out_is_written_into(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    (tmp_path / "v.zarr").mkdir()  # made by the user for the output: nothing to lose
+    res = _stain(slide, model_dir, tmp_path / "v.zarr")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "v.zarr" / ".zattrs").is_file()

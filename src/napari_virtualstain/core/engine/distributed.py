@@ -103,6 +103,8 @@ def _check_paths(slide_path: Path | None, out: Path, overwrite: bool) -> str:
             raise ValueError(f"output {out} would overwrite or sit inside the input {slide_path}")
     if not out.exists() and not out.is_symlink():
         return "fresh"
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        return "empty"  # a folder the user made for the output: written into, never removed
     marker = read_marker(out) if out.is_dir() else None
     if marker is not None and marker.get("state") != "complete" and not overwrite:
         return "resume"

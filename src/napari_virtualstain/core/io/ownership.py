@@ -79,6 +79,8 @@ def check_replaceable(path: Path) -> None:
         raise SlideWriteError(
             path, "exists and is a file, not an OME-Zarr folder; refusing to replace it"
         )
+    if not any(path.iterdir()):
+        return  # an empty folder: nothing to lose
     if read_marker(path) is None and not any(
         (path / m).is_file() for m in (".zgroup", "zarr.json")
     ):
