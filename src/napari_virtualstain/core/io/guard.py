@@ -65,7 +65,17 @@ class GuardedArray:
     def _where(self, key) -> str:
         key = key if isinstance(key, tuple) else (key,)
         ys, xs = (key[a] if a < len(key) else slice(None) for a in self.yx_axes)
-        return f"pixels y {_span(ys)}, x {_span(xs)}"
+        where = f"pixels y {_span(ys)}, x {_span(xs)}"
+        try:  # the chunk (tile) the region starts in, in the store's own key spelling
+            starts = [
+                (key[i].start or 0) if i < len(key) and isinstance(key[i], slice) else 0
+                for i in range(self.ndim)
+            ]
+            coords = tuple(s // c for s, c in zip(starts, self.array.chunks, strict=True))
+            name = self.array.metadata.encode_chunk_key(coords)
+            return f"{where} (chunk {name})"
+        except Exception:  # noqa: BLE001 - a store without chunk keys: the pixels say enough
+            return where
 
     def _check_missing(self, key) -> None:
         """Raise when a chunk of ``key`` is absent from disk but the coarser level shows tissue."""
