@@ -160,6 +160,24 @@ def _overlay(rgb, multiscale):
     return [rgba, rgba[::2, ::2].copy()] if multiscale else rgba
 
 
+def test_cancel_leaves_no_layers_and_no_numbers(make_napari_viewer, qtbot, pair):
+    virtual, real = pair
+    viewer = make_napari_viewer(show=True)
+    _add(viewer, virtual, real)
+    widget = QAWidget(viewer)
+    widget.combos["virtual"].setCurrentText("virtual Ki-67")
+    widget.combos["real"].setCurrentText("real Ki-67")
+    widget.summary.setPlainText("mae: 1.0")  # numbers of an earlier run
+    n_layers = len(viewer.layers)
+    widget.build()
+    assert widget.runner.running and widget.cancel_button.isEnabled()
+    widget.cancel_button.click()  # before the worker's first step: it stops there
+    _wait(qtbot, widget)
+    qtbot.waitUntil(lambda: widget.status.text() == "cancelled", timeout=10_000)
+    assert widget.last_result is None and widget.summary.toPlainText() == ""
+    assert len(viewer.layers) == n_layers and widget.build_button.isEnabled()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("multiscale", [False, True])
 def test_register_on_the_overlay_shows_real_slide_and_maps_rois(

@@ -33,6 +33,7 @@ class WorkerRunner:
         self.cancel_button = cancel_button
         self.start_buttons = tuple(start_buttons)
         self.worker = None
+        self._busy = False
         self._pbar = None
         self.last_error: BaseException | None = None
         if cancel_button is not None:
@@ -41,7 +42,8 @@ class WorkerRunner:
 
     @property
     def running(self) -> bool:
-        return self.worker is not None and self.worker.is_running
+        # from run() to the worker's end; ``is_running`` alone misses a thread not started yet
+        return self._busy
 
     def run(
         self,
@@ -78,7 +80,7 @@ class WorkerRunner:
         return worker
 
     def cancel(self) -> None:
-        if self.worker is not None and self.worker.is_running:
+        if self.worker is not None and self._busy:
             self.worker.quit()
             self._say("cancelling…")
 
@@ -121,6 +123,7 @@ class WorkerRunner:
         self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
         if self.cancel_button is not None:
             self.cancel_button.setEnabled(busy)
         for button in self.start_buttons:
