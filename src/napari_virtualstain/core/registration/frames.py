@@ -5,7 +5,9 @@ A napari image layer shows level 0 with ``scale`` (world units per pixel) and ``
 pixels per pixel. Its µm frame is level-0 pixels times ``mpp`` (the frame every
 :class:`~.transform.Registration` uses), whatever the world's units are. Conventions: (y, x);
 a pixel index is its centre; the level-``k`` pixel ``i`` spans level-0 pixels
-``[i * d, (i + 1) * d)``, so its centre is level-0 ``i * d + (d - 1) / 2``.
+``[i * d, (i + 1) * d)``, so its centre is level-0 ``i * d + (d - 1) / 2``. (napari draws its
+own multiscale levels with pixel ``i`` at level-0 ``i * d``, half a coarse pixel off this; maps
+placed here sit where their pixels truly are, as the overlay does.)
 
 Two layers shown in one world (a virtual-stain overlay over its source, a real stain on the same
 slide) are related by :func:`world_registration`, so the QA code treats "same world" and
