@@ -256,6 +256,11 @@ def test_bad_input_is_reported(make_napari_viewer):
     viewer = make_napari_viewer(show=True)
     viewer.add_image(np.full((32, 32, 3), 200, np.uint8), rgb=True, name="no mpp")
     widget = Ki67Widget(viewer)
+    from napari_virtualstain.core.segmentation import BACKENDS
+
+    combo = widget.segmenter_combo
+    assert [combo.itemText(i) for i in range(combo.count())] == list(BACKENDS)
+    assert combo.currentText() == "builtin"  # the default, whatever the registry's order
     assert widget.compute() is None and "pixel size" in widget.status.text()
     widget.mpp_spin.setValue(0.5)
     widget.threshold_edit.setText("0.2 0.4")
