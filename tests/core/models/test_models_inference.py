@@ -104,8 +104,8 @@ def test_choose_device(monkeypatch):
 
 
 class Chip(nn.Module):
-    """A small conv net that runs ``slow_s`` longer in one precision: a chip where that
-    precision is emulated (``slow="reduced"``) or where it is native (``slow="fp32"``)."""
+    """A small conv net that runs ``slow_s`` per 64² px longer in one precision: a chip where
+    that precision is emulated (``slow="reduced"``) or where it is native (``slow="fp32"``)."""
 
     def __init__(self, slow: str, slow_s: float = 0.1) -> None:
         super().__init__()
@@ -117,8 +117,8 @@ class Chip(nn.Module):
 
         self.calls += 1
         reduced = torch.is_autocast_enabled(x.device.type)
-        if reduced == (self.slow == "reduced"):
-            time.sleep(self.slow_s)
+        if reduced == (self.slow == "reduced"):  # slower per pixel, as a real chip would be
+            time.sleep(self.slow_s * x.shape[-1] * x.shape[-2] / 64**2)
         return self.conv(x)
 
 

@@ -91,7 +91,7 @@ class StainConfig:
     halo_px: int | None = None
     blend: str = "auto"
     norm: str = "slide"
-    norm_tiles: int = 16
+    norm_tiles: int = 8
     compile: bool = False
     tissue: TissueConfig | None = field(default_factory=TissueConfig)
     background_rgb: tuple[int, int, int] | None = None

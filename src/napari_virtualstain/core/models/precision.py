@@ -17,15 +17,15 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CACHE_FILE = "precision.json"
 # The whole-model comparison grows its input until one fp32 pass takes this long.
 MIN_PASS_MS = 40.0
 MAX_SIDE_PX = 256
-# Only results at least this clear (either way) are remembered.
-DECISIVE = 1.3
+# The comparison is made for a pass of this side (the engine's tiles are 500-1200 px).
+TARGET_SIDE_PX = 768
 # Reduced precision must beat fp32 by this factor on the whole model to be chosen.
 MIN_GAIN = 1.1
 # The layer probe rejects a reduced precision this many times slower than fp32: emulated bf16
@@ -38,8 +38,8 @@ PROBE_REJECT = 20.0
 class PrecisionChoice:
     """What ``auto`` chose, and why (written to provenance, shown in the widget).
 
-    ``fp32_ms`` / ``reduced_ms`` are the whole-model times on the probe input (or the layer
-    probe's when the layer probe already decided).
+    ``fp32_ms`` / ``reduced_ms`` are whole-model pass times extrapolated to
+    ``TARGET_SIDE_PX`` (or the layer probe's, when the layer probe already decided).
     """
 
     precision: str
@@ -127,21 +127,10 @@ def choose_precision(module, device, arch_key: str, stride_px: int = 4, cache_di
     if known is not None:
         return PrecisionChoice(**{**known, "cached": True, "machine": machine})
     choice = _measure(module, device, candidate, stride_px, machine)
-    if not _decisive(choice):
-        # A near tie on a busy machine could be noise: use it now, measure again next time.
-        return replace(choice, reason=choice.reason + "; close call, not remembered")
     entries = _read(path)
     entries[key] = {k: v for k, v in choice.to_dict().items() if k not in ("cached", "machine")}
     _write(path, entries)
     return choice
-
-
-def _decisive(choice: PrecisionChoice) -> bool:
-    """Clear enough to remember: >= DECISIVE x faster or slower (or a failed layer probe)."""
-    if choice.fp32_ms is None or choice.reduced_ms is None:
-        return True
-    ratio = choice.reduced_ms / max(choice.fp32_ms, 1e-6)
-    return ratio <= 1 / DECISIVE or ratio >= DECISIVE
 
 
 def _measure(module, device, candidate: str, stride_px: int, machine: str) -> PrecisionChoice:
@@ -162,21 +151,35 @@ def _measure(module, device, candidate: str, stride_px: int, machine: str) -> Pr
                 f"heaviest layer ({r_ms:.1f} vs {f_ms:.1f} ms): not native here, fp32 kept"
             )
             return PrecisionChoice("fp32", reason, candidate, f_ms, r_ms, machine)
-    # Small inputs are all overhead for a small model: grow the input until an fp32 pass
-    # costs MIN_PASS_MS (or the side reaches MAX_SIDE_PX), so the ratio is the real one.
+    # A pass on a small input is mostly fixed cost (autocast re-casts every weight each call),
+    # which a real tile amortises. So time two sizes, fit cost = fixed + per_px * px for each
+    # precision, and compare at TARGET_SIDE_PX. The first size grows until an fp32 pass costs
+    # MIN_PASS_MS (up to MAX_SIDE_PX / 2).
     side = max(64, -(-64 // stride_px) * stride_px)
-    f_ms, r_ms = _time_models(module, device, dtype, side)
-    while f_ms < MIN_PASS_MS and side * 2 <= MAX_SIDE_PX:
+    f1, r1 = _time_models(module, device, dtype, side)
+    while f1 < MIN_PASS_MS and side * 4 <= MAX_SIDE_PX:
         side *= 2
-        f_ms, r_ms = _time_models(module, device, dtype, side)
+        f1, r1 = _time_models(module, device, dtype, side)
+    f2, r2 = _time_models(module, device, dtype, 2 * side)
+    f_ms, r_ms = _at_target(side, f1, f2), _at_target(side, r1, r2)
+    at = f"at {TARGET_SIDE_PX} px, from {side} and {2 * side} px passes"
     if r_ms * MIN_GAIN <= f_ms:
-        reason = f"{candidate} measured {f_ms / r_ms:.2f}x faster than fp32 on this {device.type}"
+        reason = (
+            f"{candidate} measured {f_ms / r_ms:.2f}x faster than fp32 on this {device.type} ({at})"
+        )
         return PrecisionChoice(candidate, reason, candidate, f_ms, r_ms, machine)
     reason = (
         f"{candidate} not faster than fp32 on this {device.type} "
-        f"({r_ms:.1f} vs {f_ms:.1f} ms a {side} px forward): fp32 kept"
+        f"({r_ms:.0f} vs {f_ms:.0f} ms {at}): fp32 kept"
     )
     return PrecisionChoice("fp32", reason, candidate, f_ms, r_ms, machine)
+
+
+def _at_target(side: int, t1_ms: float, t2_ms: float) -> float:
+    """Extrapolate a pass time to TARGET_SIDE_PX from passes at ``side`` and ``2 * side``."""
+    per_px = max(t2_ms - t1_ms, 0.0) / (3 * side * side)  # (2s)^2 - s^2 = 3 s^2
+    fixed = max(t1_ms - per_px * side * side, 0.0)
+    return fixed + per_px * TARGET_SIDE_PX**2
 
 
 def _heaviest_conv(module):
