@@ -108,7 +108,9 @@ def test_interrupted_run_resumes_from_written_tiles(tmp_path, model_dir, monkeyp
         stain_slide(slide, str(model_dir), out, device="cpu", precision="fp32", batch_size=1,
                     tile_px=64)  # fmt: skip
     monkeypatch.undo()
-    assert len(list(tmp_path.glob("v.zarr.tiles-*"))) == 1  # kept for the resume
+    scratch = list(tmp_path.glob("v.zarr.tiles-*"))
+    assert len(scratch) == 1  # kept for the resume
+    _settle(scratch[0])  # a pool thread of the killed run may still be finishing its tile
     resumed = stain_slide(slide, str(model_dir), out, device="cpu", precision="fp32", batch_size=1,
                           tile_px=64)  # fmt: skip
     tissue = resumed.tiles_total - resumed.tiles_background
@@ -122,3 +124,17 @@ def test_interrupted_run_resumes_from_written_tiles(tmp_path, model_dir, monkeyp
     a = np.asarray(open_slide(out).levels[0])
     b = np.asarray(open_slide(tmp_path / "fresh.zarr").levels[0])
     np.testing.assert_array_equal(a, b)
+
+
+def _settle(folder, quiet_s: float = 1.0, limit_s: float = 30.0) -> None:
+    """Wait until no file is added under ``folder`` for ``quiet_s`` (at most ``limit_s``)."""
+    import time
+
+    start, last, seen = time.monotonic(), time.monotonic(), -1
+    while time.monotonic() - start < limit_s:
+        n = sum(1 for p in folder.rglob("*") if p.is_file())
+        if n != seen:
+            seen, last = n, time.monotonic()
+        elif time.monotonic() - last >= quiet_s:
+            return
+        time.sleep(0.1)
