@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.support.badinput import assert_refused, checksums, invoke
+from tests.support.badinput import assert_refused, can_mount, checksums, fill_disk, invoke, tmpfs
 from tests.support.slides import write_slide
 
 torch = pytest.importorskip("torch")
@@ -147,3 +147,17 @@ def test_an_empty_folder_at_out_is_written_into(tmp_path, model_dir):
     res = _stain(slide, model_dir, tmp_path / "v.zarr")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "v.zarr" / ".zattrs").is_file()
+
+
+@pytest.mark.skipif(can_mount() is not None, reason=can_mount() or "")
+def test_a_full_disk_during_stain_is_one_line_and_keeps_other_files(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    with tmpfs(tmp_path / "disk", size="256k") as disk:
+        (disk / "earlier.json").write_text('{"keep": true}')
+        fill_disk(disk)
+        (disk / "filler.bin").write_bytes((disk / "filler.bin").read_bytes()[: -64 * 1024])
+        before = checksums(disk)
+        res = _stain(slide, model_dir, disk / "v.zarr")
+        assert_refused(res, 1, disk, "no space left")
+        after = checksums(disk)
+        assert {k: after[k] for k in before} == before

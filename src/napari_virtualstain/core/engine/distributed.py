@@ -220,8 +220,11 @@ def stain_slide(
                 marker={"scratch": cache_dir.name} if own_cache else {},
                 clean_scratch=own_cache and not keep_cache,
             )  # fmt: skip
-        except BaseException:
+        except BaseException as err:
             _tidy_after_failure(out, state, cache_dir if own_cache else None)
+            if isinstance(err, OSError) and err.strerror and not err.filename:
+                # e.g. a full disk inside zarr's store: say which output it was
+                raise OSError(err.errno, err.strerror, str(out)) from err
             raise
 
 
