@@ -43,6 +43,11 @@ def choose_device(preference: str = "auto"):
         raise ValueError(f"unknown device {preference!r} (expected auto, cpu, cuda, mps)") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {preference!r} requested but CUDA is not available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {preference!r} requested but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {preference!r} requested but MPS is not available")
     return device
