@@ -103,22 +103,33 @@ def test_choose_device(monkeypatch):
         choose_device("tpu9")
 
 
-class Chip(nn.Module):
-    """A small conv net that runs ``slow_s`` per 64² px longer in one precision: a chip where
+class ChipConv(nn.Conv2d):
+    """A convolution that takes ``slow_s`` per 64² px longer in one precision: a chip where
     that precision is emulated (``slow="reduced"``) or where it is native (``slow="fp32"``)."""
 
-    def __init__(self, slow: str, slow_s: float = 0.1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 3, 3, padding=1)
-        self.slow, self.slow_s, self.calls = slow, slow_s, 0
+    def __init__(self, slow: str, slow_s: float = 0.02) -> None:
+        super().__init__(3, 3, 3, padding=1)
+        self.slow, self.slow_s = slow, slow_s
 
     def forward(self, x):
         import time
 
-        self.calls += 1
         reduced = torch.is_autocast_enabled(x.device.type)
-        if reduced == (self.slow == "reduced"):  # slower per pixel, as a real chip would be
-            time.sleep(self.slow_s * x.shape[-1] * x.shape[-2] / 64**2)
+        if reduced == (self.slow == "reduced"):
+            time.sleep(self.slow_s * max(x.shape[-1] * x.shape[-2] / 64**2, 0.25))
+        return super().forward(x)
+
+
+class Chip(nn.Module):
+    """A one-layer generator on such a chip; counts its forward passes."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.conv = ChipConv(slow)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
         return self.conv(x)
 
 

@@ -6,9 +6,10 @@ is about 120x slower. So the choice is measured once per machine, device, torch 
 architecture, on the model's own layers, and kept in a small JSON file under the user cache
 folder (``NAPARI_VIRTUALSTAIN_CACHE`` overrides it).
 
-The measurement cannot stall: first the heaviest convolution alone on a small feature map
-(milliseconds in fp32); only if the reduced precision is no slower there is the whole model
-timed, on a small input. An emulated bf16 is rejected by the layer probe after one call.
+The measurement cannot stall: first the heaviest convolution alone on a 16 px map (an
+emulated bf16 is rejected after one call); then the same layer on a map big enough to time its
+arithmetic, interleaved with fp32; and a small whole-model pass as a guard against other
+layers that are slow in the reduced precision.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CACHE_FILE = "precision.json"
-# The whole-model comparison grows its input until one fp32 pass takes this long.
-MIN_PASS_MS = 40.0
-MAX_SIDE_PX = 256
-# The comparison is made for a pass of this side (the engine's tiles are 500-1200 px).
-TARGET_SIDE_PX = 768
+# The layer comparison grows its feature map until one fp32 call takes this long.
+LAYER_MS = 20.0
+# A small whole-model pass may be at most this much slower in the reduced precision.
+MODEL_GUARD = 1.5
 # Reduced precision must beat fp32 by this factor on the whole model to be chosen.
 MIN_GAIN = 1.1
 # The layer probe rejects a reduced precision this many times slower than fp32: emulated bf16
@@ -38,8 +38,8 @@ PROBE_REJECT = 20.0
 class PrecisionChoice:
     """What ``auto`` chose, and why (written to provenance, shown in the widget).
 
-    ``fp32_ms`` / ``reduced_ms`` are whole-model pass times extrapolated to
-    ``TARGET_SIDE_PX`` (or the layer probe's, when the layer probe already decided).
+    ``fp32_ms`` / ``reduced_ms`` are the model's heaviest layer on a map big enough to time
+    its arithmetic (or the 16 px probe's, when the probe already decided).
     """
 
     precision: str
@@ -151,37 +151,49 @@ def _measure(module, device, candidate: str, stride_px: int, machine: str) -> Pr
                 f"heaviest layer ({r_ms:.1f} vs {f_ms:.1f} ms): not native here, fp32 kept"
             )
             return PrecisionChoice("fp32", reason, candidate, f_ms, r_ms, machine)
-    # A pass on a small input is mostly fixed cost (autocast re-casts every weight each call),
-    # which a real tile amortises. So time two sizes, fit cost = fixed + per_px * px for each
-    # precision, and compare at TARGET_SIDE_PX. The first size grows until an fp32 pass costs
-    # MIN_PASS_MS (up to MAX_SIDE_PX / 2).
+        # The speed of the bulk of the work: the heaviest layer on a map big enough that its
+        # arithmetic, not call overhead, is timed (a whole-model pass that size costs seconds).
+        f_ms, r_ms, map_px = _time_layer_at_work_size(conv, device, dtype)
+        where = f"the heaviest layer on a {map_px} px map"
+    else:
+        f_ms, r_ms = _time_models(module, device, dtype, 128)
+        where = "a 128 px pass"
+    # The whole model, small, as a guard against other layers that are slow in the reduced
+    # precision (small passes are mostly fixed cost, so only a clear loss counts).
     side = max(64, -(-64 // stride_px) * stride_px)
-    f1, r1 = _time_models(module, device, dtype, side)
-    while f1 < MIN_PASS_MS and side * 4 <= MAX_SIDE_PX:
-        side *= 2
-        f1, r1 = _time_models(module, device, dtype, side)
-    f2, r2 = _time_models(module, device, dtype, 2 * side)
-    f_ms, r_ms = _at_target(side, f1, f2), _at_target(side, r1, r2)
-    at = f"at {TARGET_SIDE_PX} px, from {side} and {2 * side} px passes"
-    # Both the extrapolation and the larger real pass must agree: noise on a shared machine
-    # can tilt a fitted slope, and a reduced precision slower than fp32 is never chosen.
-    if r_ms * MIN_GAIN <= f_ms and r2 * MIN_GAIN <= f2:
-        reason = (
-            f"{candidate} measured {f_ms / r_ms:.2f}x faster than fp32 on this {device.type} ({at})"
-        )
+    f_model, r_model = _time_models(module, device, dtype, side, rounds=1)
+    if r_ms * MIN_GAIN <= f_ms and r_model <= MODEL_GUARD * f_model:
+        reason = f"{candidate} measured {f_ms / r_ms:.2f}x faster than fp32 on {where}"
         return PrecisionChoice(candidate, reason, candidate, f_ms, r_ms, machine)
     reason = (
-        f"{candidate} not faster than fp32 on this {device.type} "
-        f"({r_ms:.0f} vs {f_ms:.0f} ms {at}): fp32 kept"
+        f"{candidate} not faster than fp32 here ({r_ms:.1f} vs {f_ms:.1f} ms on {where}; "
+        f"whole model {r_model:.0f} vs {f_model:.0f} ms at {side} px): fp32 kept"
     )
     return PrecisionChoice("fp32", reason, candidate, f_ms, r_ms, machine)
 
 
-def _at_target(side: int, t1_ms: float, t2_ms: float) -> float:
-    """Extrapolate a pass time to TARGET_SIDE_PX from passes at ``side`` and ``2 * side``."""
-    per_px = max(t2_ms - t1_ms, 0.0) / (3 * side * side)  # (2s)^2 - s^2 = 3 s^2
-    fixed = max(t1_ms - per_px * side * side, 0.0)
-    return fixed + per_px * TARGET_SIDE_PX**2
+def _time_layer_at_work_size(conv, device, dtype) -> tuple[float, float, int]:
+    """Heaviest conv, interleaved best of 3, on a map grown until fp32 costs LAYER_MS."""
+    import torch
+
+    side = 32
+    while True:
+        x = torch.randn(1, conv.in_channels, side, side, device=device)
+
+        def reduced(x=x):
+            with torch.autocast(device.type, dtype=dtype):
+                conv(x)
+
+        with torch.inference_mode():
+            conv(x)
+            reduced()
+            f_ms = r_ms = float("inf")
+            for _ in range(3):
+                f_ms = min(f_ms, _best_ms(lambda x=x: conv(x), device, 1))
+                r_ms = min(r_ms, _best_ms(reduced, device, 1))
+        if f_ms >= LAYER_MS or side >= 128:
+            return f_ms, r_ms, side
+        side *= 2
 
 
 def _heaviest_conv(module):
