@@ -1,6 +1,7 @@
 """Nuclei segmentation: one protocol (``Segmenter``), three backends, a factory and block tiling.
 
-``get_segmenter("builtin" | "stardist" | "cellpose", **options)`` builds a backend. StarDist
+``get_segmenter("builtin" | "stardist" | "cellpose" | "learned", **options)`` builds a backend
+("learned" is the project's own nucleus model, shipped in the package). StarDist
 (TensorFlow) and Cellpose (torch) live in their own modules, imported only when asked for, so that
 importing this package (and opening napari) stays fast.
 """
@@ -18,6 +19,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "builtin": (".builtin", "BuiltinSegmenter"),
     "stardist": (".stardist", "StarDistSegmenter"),
     "cellpose": (".cellpose", "CellposeSegmenter"),
+    "learned": (".learned", "LearnedSegmenter"),
 }
 
 __all__ = [

@@ -58,6 +58,7 @@ class LearnedSegmenter:
         Post-processing; None = the values tuned on the training side and stored in the card.
     tile_px : int
         Tile edge at the model's pixel size; larger regions are cut with ``halo_px`` overlap.
+        A 2k x 2k region at 0.25 µm/px (about 1k px at 0.5) runs as one tile.
     threads : int or None
         torch threads while predicting (None = leave torch's setting).
     """
@@ -70,7 +71,7 @@ class LearnedSegmenter:
         peak_threshold: float | None = None,
         min_distance_um: float | None = None,
         foreground_threshold: float | None = None,
-        tile_px: int = 768,
+        tile_px: int = 1024,
         halo_px: int = 32,
         threads: int | None = None,
     ) -> None:
@@ -78,7 +79,10 @@ class LearnedSegmenter:
 
         self.path = resolve_model(model)
         net, self.card = load_model(self.path)
-        self.net = _fuse_batchnorm(net)
+        import torch
+
+        # channels_last measured 1.2-1.9x faster on the 2-core EPYC (fp32, 930 px region).
+        self.net = _fuse_batchnorm(net).to(memory_format=torch.channels_last)
         self.peak_threshold = _pick(peak_threshold, self.card.peak_threshold)
         self.min_distance_um = _pick(min_distance_um, self.card.min_distance_um)
         self.foreground_threshold = _pick(foreground_threshold, self.card.foreground_threshold)
@@ -135,6 +139,7 @@ class LearnedSegmenter:
                     for x0 in range(0, nx * step, step):
                         tile = padded[y0 : y0 + tile_h, x0 : x0 + tile_w].transpose(2, 0, 1)
                         x = torch.from_numpy(np.ascontiguousarray(tile))[None].float()
+                        x = x.contiguous(memory_format=torch.channels_last)
                         prob = torch.sigmoid(self.net(x))[0].numpy()
                         prob = prob[:, halo : tile_h - halo, halo : tile_w - halo]
                         out[:, y0 : y0 + prob.shape[1], x0 : x0 + prob.shape[2]] = prob
