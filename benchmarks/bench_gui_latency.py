@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--side-px", type=int, default=40_000)
     parser.add_argument("--phase-s", type=float, default=15.0)
     parser.add_argument("--model", default="demo-he2ki67")
+    parser.add_argument("--whole-s", type=float, default=None, help="phase 3 length")
     parser.add_argument("--screenshot", default=None)
     args = parser.parse_args()
 
@@ -191,10 +192,11 @@ def main() -> None:
     probe.run(app, 0.5)
     shot = []
     whole_steps = [(0.2, widget.whole_slide)]
+    whole_s = args.whole_s or args.phase_s
     if args.screenshot:
-        whole_steps.append((args.phase_s * 0.9, lambda: shot.append(
+        whole_steps.append((whole_s * 0.95, lambda: shot.append(
             viewer.screenshot(canvas_only=False, flash=False))))  # fmt: skip
-    gaps = probe.run(app, args.phase_s, whole_steps)
+    gaps = probe.run(app, whole_s, whole_steps)
     report(f"3 whole slide in background, zoomed out ({widget.job_status.text()[:80]})", gaps)
     if shot:
         from skimage.io import imsave

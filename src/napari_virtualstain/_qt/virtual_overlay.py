@@ -336,7 +336,7 @@ def fill_whole_slide(vs, buffers, centre, on_written=None, batch_tiles: int = 4)
     grid = vs.grid
     todo = [t for t in grid.tiles() if vs.is_tissue(*t)]
     todo = buffers.missing(todo, index)
-    total, done, inferred0 = len(todo), 0, vs.engine.tiles_inferred
+    total, done, cached, inferred0 = len(todo), 0, 0, vs.engine.tiles_inferred
     rc = np.array(todo, float).reshape(-1, 2)
     left = np.ones(len(todo), bool)
     yield Progress(0, total, "whole slide: starting")
@@ -347,13 +347,13 @@ def fill_whole_slide(vs, buffers, centre, on_written=None, batch_tiles: int = 4)
         pick = np.argsort(d)[: min(batch_tiles, int(left.sum()))]
         left[pick] = False
         batch = [todo[i] for i in pick]
+        cached += sum(vs.block_ready(*t) for t in batch)  # from the cache, not the model
         for part in vs.compute(batch):
             for r, c, block in part:
                 buffers.write_block(r, c, block, index)
             done += len(part)
         if on_written is not None:
             on_written()  # the GUI timer refreshes the layer
-        cached = done - (vs.engine.tiles_inferred - inferred0)
         yield Progress(
             done, total, f"whole slide: {done}/{total} tissue tiles ({cached} from cache)"
         )

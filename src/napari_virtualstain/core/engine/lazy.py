@@ -378,6 +378,7 @@ def open_virtual_stain(
             config, background_rgb=glass_rgb(slide, ident, engine, plan, tissue, cache_dir)
         )
         engine.config = config
+    engine.tiles_inferred, engine.seconds_inferring = 0, 0.0  # count tiles, not calibrations
     if cache is None:
         cache = shared_cache(cache_dir)
     if model_spec is not None and slide.path is not None and getattr(slide, "format", ""):
