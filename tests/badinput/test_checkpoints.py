@@ -14,7 +14,7 @@ from tests.support.slides import write_slide
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from napari_virtualstain.core.models import ModelCard, load_model  # noqa: E402
+from napari_virtualstain.core.models import load_model  # noqa: E402
 from napari_virtualstain.core.models.checkpoints import CheckpointError  # noqa: E402
 from napari_virtualstain.core.models.junyanz import ResnetGenerator  # noqa: E402
 
@@ -79,23 +79,33 @@ def test_affine_instance_norm_is_refused_naming_what_the_checkpoint_holds(tmp_pa
     assert checksums(tmp_path) == before
 
 
-def test_a_card_asking_for_a_huge_network_is_refused_before_building(tmp_path):
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        # within the card's bounds but ~7 GB of weights: refused by the shapes, never built
+        ({"ngf": 1024}, "expected (1024, 3, 7, 7)"),
+        # beyond any real generator: refused when the card is read
+        ({"ngf": 100000}, "ngf must be an integer in 1..1024"),
+        ({"ngf": -1}, "ngf must be an integer"),
+        ({"n_blocks": 10**7}, "n_blocks must be an integer in 0..64"),
+    ],
+)
+def test_a_card_asking_for_a_huge_network_is_refused_before_building(tmp_path, kwargs, expected):
+    from safetensors.torch import save_file
+
     torch.manual_seed(0)
     folder = tmp_path / "huge"
     folder.mkdir()
-    from safetensors.torch import save_file
-
     small = ResnetGenerator(ngf=4, n_blocks=6)
     save_file({k: v.contiguous() for k, v in small.state_dict().items()},
               str(folder / "weights.safetensors"))  # fmt: skip
-    # ngf 100000 would need ~600 GB of residual-block weights: it must never be allocated
-    ModelCard(name="huge", arch="resnet_6blocks", arch_kwargs={"ngf": 100000}).to_json(
-        folder / "card.json"
-    )
+    arch = "paper" if "n_blocks" in kwargs else "resnet_6blocks"
+    card = {"name": "huge", "arch": arch, "arch_kwargs": kwargs}
+    (folder / "card.json").write_text(json.dumps(card))
     slide = write_slide(tmp_path / "he.ome.tif")
     before = checksums(tmp_path)
     res = invoke("stain", slide, "-m", folder, "-o", tmp_path / "v.zarr", "--device", "cpu", "-q")
-    assert_refused(res, 1, folder / "weights.safetensors", "expected (100000, 3, 7, 7)")
+    assert_refused(res, 1, folder, expected)
     assert checksums(tmp_path) == before
 
 

@@ -15,6 +15,10 @@ from .build import GENERATOR_ARCHS
 
 CARD_VERSION = 1
 NORMALISATIONS = ("[-1,1]", "[0,1]")
+# Sizes a card may ask for: a hostile card must not build a network that never finishes
+# (the weights' shapes are checked against the card before anything is allocated).
+_INT_KWARGS = {"ngf": (1, 1024), "n_blocks": (0, 64), "input_nc": (1, 16), "output_nc": (1, 16)}
+_BOOL_KWARGS = ("use_dropout", "skip", "attention")
 # A card's name becomes a folder under the models folder: no separators, no "." or "..".
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _DIRECTION = re.compile(r"^[A-Za-z0-9_+\-]+->[A-Za-z0-9_+\-]+$")
@@ -89,6 +93,7 @@ class ModelCard:
             raise ModelCardError(f"arch must be one of {GENERATOR_ARCHS}, got {self.arch!r}")
         if not isinstance(self.arch_kwargs, dict):
             raise ModelCardError("arch_kwargs must be a dict")
+        _check_arch_kwargs(self.arch_kwargs)
         if not _DIRECTION.match(self.direction):
             raise ModelCardError(
                 f"direction must look like 'he->ki67' (source->target), got {self.direction!r}"
@@ -172,7 +177,12 @@ class ModelCard:
             raise ModelCardError(f"model card {source} is not valid JSON: {err}") from err
         if not isinstance(data, dict):
             raise ModelCardError(f"model card {source} must be a JSON object")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ModelCardError as err:
+            if source == "text" or source in str(err):
+                raise
+            raise ModelCardError(f"model card {source}: {err}") from None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -192,3 +202,19 @@ def _write_atomic(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _check_arch_kwargs(kwargs: dict) -> None:
+    for key, (low, high) in _INT_KWARGS.items():
+        value = kwargs.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ModelCardError(
+                f"arch_kwargs {key} must be an integer in {low}..{high}, got {value!r}"
+            )
+    for key in _BOOL_KWARGS:
+        if key in kwargs and not isinstance(kwargs[key], bool):
+            raise ModelCardError(f"arch_kwargs {key} must be true or false, got {kwargs[key]!r}")
+    if "norm" in kwargs and not isinstance(kwargs["norm"], str):
+        raise ModelCardError(f"arch_kwargs norm must be a string, got {kwargs['norm']!r}")

@@ -265,7 +265,7 @@ def _check_before_building(card: ModelCard, state_dict: dict, path: Path) -> Non
     try:
         with torch.device("meta"):
             reference = build_generator(card.arch, **card.arch_kwargs)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, RuntimeError) as err:
         raise CheckpointError(
             f"{path}: the model card's architecture cannot be built: {err}"
         ) from None
