@@ -139,7 +139,8 @@ def test_auto_precision_keeps_fp32_where_the_reduced_one_is_slower_and_caches_it
     chip = Chip(slow="reduced")
     choice = choose_precision(chip, torch.device("cpu"), "chip", cache_dir=tmp_path)
     assert choice.precision == "fp32" and choice.candidate == "bf16" and not choice.cached
-    assert "not faster than fp32" in choice.reason
+    # rejected by the 16 px probe (emulated) or by the working-size comparison
+    assert "slower than fp32" in choice.reason or "not faster than fp32" in choice.reason
     assert choice.reduced_ms > choice.fp32_ms
     saved = (tmp_path / CACHE_FILE).read_text()
     assert "chip" in saved and "torch " in saved
