@@ -260,7 +260,7 @@ def test_bad_input_is_reported(make_napari_viewer):
 
     combo = widget.segmenter_combo
     assert [combo.itemText(i) for i in range(combo.count())] == list(BACKENDS)
-    assert combo.currentText() == "builtin"  # the default, whatever the registry's order
+    assert combo.currentText() == "learned"  # the measured-better default, whatever the order
     assert widget.compute() is None and "pixel size" in widget.status.text()
     widget.mpp_spin.setValue(0.5)
     widget.threshold_edit.setText("0.2 0.4")

@@ -47,7 +47,7 @@ def test_whole_tile_with_all_outputs(tmp_path, tile):
     assert JSON_KEYS <= set(roi)
     assert roi["n_nuclei"] == 36 and roi["n_positive"] == int(syn.positive.sum())
     assert roi["labelling_index"] == pytest.approx(0.5)
-    assert doc["provenance"]["segmenter"] == "builtin" and doc["provenance"]["mpp"] == 0.5
+    assert doc["provenance"]["segmenter"] == "learned" and doc["provenance"]["mpp"] == 0.5
     import tifffile
 
     labels = tifffile.imread(out["tif"])

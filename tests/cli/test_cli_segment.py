@@ -55,7 +55,7 @@ def test_segment_writes_labels_csv_and_geojson(tmp_path, tile):
     counts = np.bincount(labels.ravel())
     assert all(counts[int(r["label"])] == int(r["area_px"]) for r in rows)
     desc = json.loads(tifffile.TiffFile(out["tif"]).pages[0].description)
-    assert desc["mpp"] == 0.5 and desc["segmenter"] == "builtin"
+    assert desc["mpp"] == 0.5 and desc["segmenter"] == "learned"  # the default
     objs = read_geojson(out["geojson"], 0.5)
     assert len(objs.detections) == 64 and not objs.rois
     assert {d.object_type for d in objs.detections} == {"detection"}

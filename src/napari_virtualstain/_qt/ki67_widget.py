@@ -22,6 +22,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_virtualstain.core.segmentation import DEFAULT_SEGMENTER
+
 from .dab_histogram import DabHistogramView
 from .ki67_actions import Ki67Actions
 from .ki67_table import ResultsTable
@@ -29,7 +31,6 @@ from .runner import WorkerRunner
 
 WHOLE_IMAGE = "(whole image)"
 SAME_LAYER = "— (the measured layer)"
-DEFAULT_SEGMENTER = "builtin"
 
 
 class Ki67Widget(Ki67Actions, QWidget):

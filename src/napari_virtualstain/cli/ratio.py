@@ -21,14 +21,9 @@ from pathlib import Path
 import click
 
 from napari_virtualstain.core.ki67.export import JSON_KEYS  # noqa: F401 - the contract's keys
+from napari_virtualstain.core.segmentation import BACKENDS, DEFAULT_SEGMENTER
 
 from ._params import MPP, OUTPUT_FILE
-
-
-def _segmenter_names() -> list[str]:
-    from napari_virtualstain.core.segmentation import BACKENDS
-
-    return list(BACKENDS)
 
 
 @click.command()
@@ -37,8 +32,8 @@ def _segmenter_names() -> list[str]:
 @click.option("--mpp", type=MPP, help="µm per pixel; overrides (or supplies) the file's.")
 @click.option(
     "--segmenter",
-    type=click.Choice(_segmenter_names()),
-    default="builtin",
+    type=click.Choice(list(BACKENDS)),
+    default=DEFAULT_SEGMENTER,
     show_default=True,
 )
 @click.option("--model-dir", type=click.Path(path_type=Path), help="Local StarDist/Cellpose model.")

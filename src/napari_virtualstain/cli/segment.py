@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from napari_virtualstain.core.segmentation import BACKENDS, DEFAULT_SEGMENTER
+
 from ._params import MPP, OUTPUT_FILE
 from .progress import tqdm_progress
 
@@ -27,8 +29,8 @@ CSV_COLUMNS = ("label", "y_px", "x_px", "area_px", "area_um2")
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option(
     "--segmenter",
-    type=click.Choice(["builtin", "stardist", "cellpose"]),
-    default="builtin",
+    type=click.Choice(sorted(BACKENDS)),
+    default=DEFAULT_SEGMENTER,
     show_default=True,
 )
 @click.option("--model-dir", type=click.Path(path_type=Path), help="Local StarDist/Cellpose model.")

@@ -87,4 +87,4 @@ def test_factory_builds_the_weight_based_backends_by_name(tmp_path):
         "cp.pth"
     )
     assert isinstance(stardist, Segmenter) and isinstance(cellpose, Segmenter)
-    assert available_segmenters() == ["builtin", "stardist", "cellpose"]
+    assert available_segmenters() == ["builtin", "stardist", "cellpose", "learned"]

@@ -23,7 +23,13 @@ from ..deconvolution import (
 )
 from ..geometry import Box, level_for_size
 from ..roi import ROI, validate_rois
-from ..segmentation import Progress, drain, get_segmenter, iter_segment_in_blocks
+from ..segmentation import (
+    DEFAULT_SEGMENTER,
+    Progress,
+    drain,
+    get_segmenter,
+    iter_segment_in_blocks,
+)
 from ..segmentation.blocks import DEFAULT_BLOCK_PX, default_overlap_px
 from .coverage import check_computed, opaque_pixels
 from .measure import Ki67Config, Nuclei, measure_nuclei, summarise
@@ -114,7 +120,7 @@ def iter_measure_rois(
     mpp: float,
     rois: list[ROI] | None = None,
     *,
-    segmenter="builtin",
+    segmenter=DEFAULT_SEGMENTER,
     stains: str | StainVectors = "qupath",
     config: Ki67Config | None = None,
     background_rgb=None,
@@ -133,7 +139,7 @@ def iter_measure_rois(
     mpp : float
         Level-0 µm per pixel.
     segmenter : str or Segmenter
-        "builtin", "stardist", "cellpose" or a ready segmenter.
+        "learned" (the default), "builtin", "stardist", "cellpose" or a ready segmenter.
     stains : str or StainVectors
         "qupath", "skimage", "estimate" (Macenko on the image) or vectors, for the DAB.
     measure_image : Slide or array-like, optional
@@ -358,7 +364,7 @@ def ratio_from_virtual_he(
     *,
     virtual_he=None,
     model=None,
-    segmenter="builtin",
+    segmenter=DEFAULT_SEGMENTER,
     **kwargs,
 ) -> RatioRun:
     """Seed 003's route: segment nuclei on a virtual H&E, classify them by the original DAB.

@@ -108,7 +108,7 @@ class LearnedSegmenter:
             return np.zeros(shape, np.uint32)
         small = resample_rgb(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8), mpp / self.mpp)
         heat, fg = self.predict(small)
-        labels = self.instances(heat, fg)
+        labels = self.instances(heat, fg, small)
         return _upsample_nearest(labels, shape)
 
     def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,11 +147,13 @@ class LearnedSegmenter:
             torch.set_num_threads(threads)
         return out[0, :h, :w], out[1, :h, :w]
 
-    def instances(self, heat: np.ndarray, fg: np.ndarray) -> np.ndarray:
-        """Seeded watershed labels at the model's pixel size."""
+    def instances(
+        self, heat: np.ndarray, fg: np.ndarray, rgb: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Seeded watershed labels at the model's pixel size (extents by OD when ``rgb`` given)."""
         return heatmap_to_labels(
             heat, fg, self.mpp, self.peak_threshold, self.min_distance_um,
-            self.foreground_threshold, self.card.seed_radius_um,
+            self.foreground_threshold, self.card.seed_radius_um, rgb,
         )  # fmt: skip
 
 
@@ -163,8 +165,14 @@ def heatmap_to_labels(
     min_distance_um: float,
     foreground_threshold: float,
     seed_radius_um: float,
+    rgb: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Peaks of ``heat`` as seeds; watershed on ``-heat`` inside the foreground (plus seed disks)."""
+    """Peaks of ``heat`` as seeds; watershed on ``-heat`` inside the foreground (plus seed disks).
+
+    With ``rgb`` (the image the heatmap came from), each seed's extent also takes its
+    half-maximum optical-density region, and dark nuclei split into several seeds are merged
+    (see ``_nucleus_extent``): without it, DAB-dark nuclei get only their seed disk.
+    """
     from scipy import ndimage as ndi
     from skimage import feature, segmentation
 
@@ -177,6 +185,13 @@ def heatmap_to_labels(
         return labels
     markers = np.zeros(heat.shape, np.int32)
     markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
+    if rgb is not None:
+        from ._nucleus_extent import mean_od, merge_dark_oversplit, seeded_extents
+
+        od = mean_od(rgb)
+        extents = seeded_extents(markers, heat, fg > foreground_threshold, od, mpp, seed_radius_um)
+        labels[:] = merge_dark_oversplit(extents, od)
+        return labels
     r = max(1.0, seed_radius_um / mpp)
     disk = np.hypot(*np.mgrid[-int(r) : int(r) + 1, -int(r) : int(r) + 1]) <= r
     mask = (fg > foreground_threshold) | ndi.binary_dilation(markers > 0, structure=disk)
