@@ -205,8 +205,8 @@ def nuclei(points, masks, holdout_points, out, steps, batch_size, lr, name, seed
     same --out resumes. The model folder is OUT/model (load it with --segmenter learned and
     model=OUT/model, or copy it into the user models folder).
     """
-    from tqdm import tqdm
-
+    from napari_virtualstain.cli.progress import tqdm_progress
+    from napari_virtualstain.core.progress import drain
     from napari_virtualstain.core.train.nuclei import (
         NucleiTrainConfig,
         NucleiTrainer,
@@ -232,13 +232,8 @@ def nuclei(points, masks, holdout_points, out, steps, batch_size, lr, name, seed
     write_json_atomic(out / "split.json", split.to_dict(), indent=1)
     click.echo(f"{len(split.train)} training, {len(split.tune)} tuning, {len(split.val)} "
                f"validation images (split in {out / 'split.json'})")  # fmt: skip
-    bar = None if quiet else tqdm(total=steps, initial=trainer.step, desc="nuclei")
-    for p in trainer.fit():
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items()}, refresh=False)
-    if bar is not None:
-        bar.close()
+    with tqdm_progress("nuclei", quiet) as show:
+        drain(trainer.fit(), show)
     tuned = finish_training(trainer, samples, split, out / "model", fp16=fp16)
     click.echo(f"tuned on {tuned['tune_tiles']} tiles: {tuned}")
     click.echo(f"model folder: {out / 'model'} (weights.safetensors, nucleus-card.json)")

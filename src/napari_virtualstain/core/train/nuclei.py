@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..progress import Progress
 from .nuclei_data import NucleusSample, foreground_target, heatmap_target, random_crop, stain_jitter
 
 
@@ -62,14 +63,21 @@ class NucleiTrainConfig:
 
 
 @dataclass(frozen=True)
-class NucleiProgress:
-    """One training step done: ``losses`` of that step, wall time of the whole run so far."""
+class NucleiProgress(Progress):
+    """One training step done (a :class:`Progress` of ``done`` = step of ``total`` = steps):
+    ``losses`` of that step, wall time of the whole run so far."""
 
-    step: int
-    steps: int
-    losses: dict[str, float]
-    elapsed_s: float
+    losses: Mapping[str, float] = field(default_factory=dict)
+    elapsed_s: float = 0.0
     checkpointed: bool = False
+
+    @property
+    def step(self) -> int:
+        return self.done
+
+    @property
+    def steps(self) -> int:
+        return self.total
 
 
 @dataclass
@@ -230,7 +238,10 @@ class NucleiTrainer:
                     if done or self.step == self.config.steps:
                         log.flush()
                         self.save_checkpoint()
-                    yield NucleiProgress(self.step, self.config.steps, values, self.elapsed_s, done)
+                    yield NucleiProgress(
+                        self.step, self.config.steps, " ".join(f"{k}={v:.3f}" for k, v in values.items()),
+                        losses=values, elapsed_s=self.elapsed_s, checkpointed=done,
+                    )  # fmt: skip
         finally:
             log.close()
         self.model.eval()
