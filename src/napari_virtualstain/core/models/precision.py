@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CACHE_FILE = "precision.json"
-METHOD = "layer-v3"  # in the key: a changed measurement is not answered from old entries
-# The layer comparison grows its feature map until one fp32 call takes this long.
-LAYER_MS = 50.0
+METHOD = "layer-v4"  # in the key: a changed measurement is not answered from old entries
+# The layer comparison runs on a feature map this size (see _time_layer_at_work_size).
+LAYER_MAP_PX = 128
 # A small whole-model pass may be at most this much slower in the reduced precision.
 MODEL_GUARD = 1.5
 # Reduced precision must beat fp32 by this factor on the whole model to be chosen.
@@ -152,8 +152,8 @@ def _measure(module, device, candidate: str, stride_px: int, machine: str) -> Pr
                 f"heaviest layer ({r_ms:.1f} vs {f_ms:.1f} ms): not native here, fp32 kept"
             )
             return PrecisionChoice("fp32", reason, candidate, f_ms, r_ms, machine)
-        # The speed of the bulk of the work: the heaviest layer on a map big enough that its
-        # arithmetic, not call overhead, is timed (a whole-model pass that size costs seconds).
+        # The speed of the bulk of the work: the heaviest layer on a map the size a real
+        # tile's deep layers see (a whole-model pass that size costs seconds).
         f_ms, r_ms, map_px = _time_layer_at_work_size(conv, device, dtype)
         where = f"the heaviest layer on a {map_px} px map"
     else:
@@ -174,28 +174,29 @@ def _measure(module, device, candidate: str, stride_px: int, machine: str) -> Pr
 
 
 def _time_layer_at_work_size(conv, device, dtype) -> tuple[float, float, int]:
-    """Heaviest conv, interleaved best of 3, on a map grown until fp32 costs LAYER_MS."""
+    """Heaviest conv on a LAYER_MAP_PX map, fp32 and reduced interleaved, best of 3 (ms).
+
+    Reduced-precision kernels lose on small maps (bf16 here: slower at 32 px, x1.07 at 64 px,
+    x1.35 at 128 px, x1.7-2.1 on a whole 256 px tile), and the engine's tiles are 500-1400 px,
+    whose deep layers see maps of 128 px and more.
+    """
     import torch
 
-    side = 64  # reduced-precision kernels lose on small maps (bf16 here: slower at 32 px,
-    # 1.8x faster on a whole 256 px tile): start where a real tile's deep layers are
-    while True:
-        x = torch.randn(1, conv.in_channels, side, side, device=device)
+    side = LAYER_MAP_PX
+    x = torch.randn(1, conv.in_channels, side, side, device=device)
 
-        def reduced(x=x):
-            with torch.autocast(device.type, dtype=dtype):
-                conv(x)
-
-        with torch.inference_mode():
+    def reduced():
+        with torch.autocast(device.type, dtype=dtype):
             conv(x)
-            reduced()
-            f_ms = r_ms = float("inf")
-            for _ in range(3):
-                f_ms = min(f_ms, _best_ms(lambda x=x: conv(x), device, 1))
-                r_ms = min(r_ms, _best_ms(reduced, device, 1))
-        if f_ms >= LAYER_MS or side >= 128:
-            return f_ms, r_ms, side
-        side *= 2
+
+    with torch.inference_mode():
+        conv(x)
+        reduced()
+        f_ms = r_ms = float("inf")
+        for _ in range(3):
+            f_ms = min(f_ms, _best_ms(lambda: conv(x), device, 1))
+            r_ms = min(r_ms, _best_ms(reduced, device, 1))
+    return f_ms, r_ms, side
 
 
 def _heaviest_conv(module):
