@@ -6,7 +6,8 @@ proves it):
 - ``tiling``: boxes, tile grids, halos and blending windows;
 - ``tissue``: the tissue mask that decides which tiles are computed;
 - ``cache`` and ``provenance``: the tile caches and what a run records;
-- ``stain``: ``StainConfig`` / ``StainPlan`` / ``StainEngine``, batches of tiles through a model;
+- ``config``: ``StainConfig`` (the user's choices) and ``StainPlan`` (how a run will go);
+- ``stain``: ``StainEngine``, batches of tiles through a model, and ``make_plan``;
 - ``lazy``: the lazy, cached virtual-stain pyramid (``open_virtual_stain``, ``stain_image``);
 - ``distributed``: whole slides to OME-Zarr on a dask client (``stain_slide``).
 """
