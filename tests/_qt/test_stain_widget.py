@@ -6,22 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.support.models import write_tiny_generator
+
 torch = pytest.importorskip("torch")
 
 from napari_virtualstain._napari.layers import slide_layer_data  # noqa: E402
 from napari_virtualstain._qt.stain_widget import VirtualStainWidget  # noqa: E402
 from napari_virtualstain.core.io import open_slide  # noqa: E402
-from napari_virtualstain.core.models import ModelCard, build_generator, save_model  # noqa: E402
 from napari_virtualstain.core.samples import sample_path  # noqa: E402
 
 
 @pytest.fixture
 def model_dir(tmp_path):
-    torch.manual_seed(0)
-    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
-    card = ModelCard(name="tiny-widget", arch="resnet_6blocks", arch_kwargs={"ngf": 4},
-                     direction="he->ki67", mpp=0.227, tile_px=256, receptive_field_px=117)  # fmt: skip
-    return save_model(module, card, tmp_path / "tiny-widget")
+    return write_tiny_generator(
+        tmp_path, "tiny-widget", mpp=0.227, tile_px=256, direction="he->ki67"
+    )
 
 
 def open_widget(viewer, model_dir, tmp_path):

@@ -10,21 +10,16 @@ import numpy as np
 import pytest
 
 from tests.support.badinput import assert_refused, can_mount, checksums, fill_disk, invoke, tmpfs
+from tests.support.models import write_tiny_generator
 from tests.support.slides import write_slide
 
 torch = pytest.importorskip("torch")
 zarr = pytest.importorskip("zarr")
 
-from napari_virtualstain.core.models import ModelCard, build_generator, save_model  # noqa: E402
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
-    card = ModelCard(name="tiny-bad", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.25,
-                     tile_px=64, receptive_field_px=117)  # fmt: skip
-    return save_model(module, card, tmp_path_factory.mktemp("models") / "tiny-bad")
+    return write_tiny_generator(tmp_path_factory.mktemp("models"), "tiny-bad")
 
 
 def _stain(slide, model_dir, out, *extra):

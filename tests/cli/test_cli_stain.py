@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.support import PACKAGE_DATA
+from tests.support.models import write_tiny_generator
 from tests.support.slides import write_slide
 
 torch = pytest.importorskip("torch")
@@ -18,20 +19,13 @@ from napari_virtualstain.cli import main  # noqa: E402
 from napari_virtualstain.core.engine.distributed import stain_slide  # noqa: E402
 from napari_virtualstain.core.engine.lazy import open_virtual_stain  # noqa: E402
 from napari_virtualstain.core.io import PROVENANCE_KEY, open_slide  # noqa: E402
-from napari_virtualstain.core.models import ModelCard, build_generator, save_model  # noqa: E402
 
 DATA = PACKAGE_DATA
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
-    card = ModelCard(name="tiny-cli", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.25,
-                     tile_px=64, receptive_field_px=117)  # fmt: skip
-    folder = tmp_path_factory.mktemp("models") / "tiny-cli"
-    save_model(module, card, folder)
-    return folder
+    return write_tiny_generator(tmp_path_factory.mktemp("models"), "tiny-cli")
 
 
 def test_cli_writes_ome_zarr_with_provenance_equal_to_the_api(tmp_path, model_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.models import write_tiny_generator
 from tests.support.slides import write_slide
 
 torch = pytest.importorskip("torch")
@@ -11,18 +12,11 @@ from click.testing import CliRunner  # noqa: E402
 
 from napari_virtualstain.cli import main  # noqa: E402
 from napari_virtualstain.core.io import open_slide  # noqa: E402
-from napari_virtualstain.core.models import ModelCard, build_generator, save_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
-    card = ModelCard(name="tiny-many", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.25,
-                     tile_px=64, receptive_field_px=117)  # fmt: skip
-    folder = tmp_path_factory.mktemp("models") / "tiny-many"
-    save_model(module, card, folder)
-    return folder
+    return write_tiny_generator(tmp_path_factory.mktemp("models"), "tiny-many")
 
 
 def test_several_slides_into_a_folder_with_a_summary_and_resume(tmp_path, model_dir):

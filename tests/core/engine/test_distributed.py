@@ -11,17 +11,13 @@ tifffile = pytest.importorskip("tifffile")
 
 from napari_virtualstain.core.engine.distributed import stain_slide, worker_model_loads  # noqa: E402
 from napari_virtualstain.core.io import open_slide  # noqa: E402
-from napari_virtualstain.core.models import ModelCard, build_generator, save_model  # noqa: E402
+from tests.support.models import write_tiny_generator  # noqa: E402
 from tests.support.slides import write_slide  # noqa: E402
 
 
 @pytest.mark.slow
 def test_local_cluster_result_equals_single_process(tmp_path):
-    torch.manual_seed(1)
-    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
-    card = ModelCard(name="tiny-dist", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.25,
-                     tile_px=64, receptive_field_px=117)  # fmt: skip
-    model = save_model(module, card, tmp_path / "tiny-dist")
+    model = write_tiny_generator(tmp_path, "tiny-dist", seed=1)
     slide = write_slide(tmp_path / "he.ome.tif")
     # small tiles: several tissue tiles on this small slide (the default grows with the halo)
     single = stain_slide(

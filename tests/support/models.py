@@ -1,0 +1,20 @@
+"""Tiny real generators for tests: a 4-channel ResNet-6 saved with its card, in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_tiny_generator(
+    folder: Path, name: str = "tiny", seed: int = 0, mpp: float = 0.25, tile_px: int = 64, **card
+) -> Path:
+    """Save a ``resnet_6blocks`` (ngf 4, xavier init, ``seed``) with its card into ``folder/name``."""
+    import torch
+
+    from napari_virtualstain.core.models import ModelCard, build_generator, save_model
+
+    torch.manual_seed(seed)
+    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
+    model_card = ModelCard(name=name, arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=mpp,
+                           tile_px=tile_px, receptive_field_px=117, **card)  # fmt: skip
+    return save_model(module, model_card, Path(folder) / name)
