@@ -91,11 +91,11 @@ def test_interrupted_run_resumes_from_written_tiles(tmp_path, model_dir, monkeyp
     real = StainEngine.stain_batch
     calls = []
 
-    def dies_on_third_batch(self, tiles, should_stop=None):
+    def dies_on_third_batch(self, tiles, cancel=None):
         calls.append(len(tiles))
         if len(calls) == 4:  # the first call stains the glass-colour tile
             raise KeyboardInterrupt("killed")
-        return real(self, tiles, should_stop)
+        return real(self, tiles, cancel)
 
     monkeypatch.setattr(StainEngine, "stain_batch", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):

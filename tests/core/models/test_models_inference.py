@@ -13,6 +13,7 @@ from napari_virtualstain.core.models import (
     infer_tiles,
     precision_difference,
 )
+from napari_virtualstain.core.progress import Cancelled, CancelToken
 
 
 class Passthrough(nn.Module):
@@ -73,14 +74,16 @@ def test_progress_and_cancel():
 
     infer_tiles(Passthrough(), tiles, "cpu", batch_size=2, progress=record)
     assert calls == [(2, 5), (4, 5), (5, 5)]
-    with pytest.raises(InterruptedError):
+    token = CancelToken()
+
+    def record_then_cancel(p):
+        record(p)
+        if len(calls) > 3:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
         infer_tiles(
-            Passthrough(),
-            tiles,
-            "cpu",
-            batch_size=2,
-            should_stop=lambda: len(calls) > 3,
-            progress=record,
+            Passthrough(), tiles, "cpu", batch_size=2, cancel=token, progress=record_then_cancel
         )
     assert len(calls) == 4  # stopped after one more batch
 

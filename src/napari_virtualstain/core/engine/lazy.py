@@ -10,12 +10,13 @@ computed; everything else is a grey/white checkerboard: "not yet computed", neve
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import dask.array as da
 import numpy as np
 
+from ..progress import CancelToken
 from .cache import TileCache, TileKey, shared_cache
 from .calibrate import glass_rgb, has_instance_norm, resize_rgb, slide_norm_stats
 from .provenance import build_provenance, slide_identity
@@ -131,21 +132,21 @@ class VirtualStain:
     def compute(
         self,
         tiles: list[tuple[int, int]],
-        should_stop: Callable[[], bool] | None = None,
+        cancel: CancelToken | None = None,
     ) -> Iterator[list[tuple[int, int, np.ndarray]]]:
         """Compute blocks in the given order; yield ``[(row, col, block), ...]`` as they finish.
 
         Tiles already cached cost nothing; background tiles are painted, never inferred.
-        ``should_stop`` is polled between batches (then ``InterruptedError`` is raised).
+        ``cancel`` is checked between batches (then ``Cancelled`` is raised).
         """
         pending = list(dict.fromkeys(tiles))
         needed = list(dict.fromkeys(n for t in pending for n in self.grid.neighbours(*t)))
         self._skipped.update(t for t in needed if not self.is_tissue(*t))
         missing = [t for t in needed if not self._available(*t)]
         for batch in self._batches(missing):
-            if should_stop is not None and should_stop():
-                raise InterruptedError("virtual staining cancelled")
-            self._predict(batch, should_stop)
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            self._predict(batch, cancel)
             done = [t for t in pending if self.block_ready(*t)]
             if done:
                 pending = [t for t in pending if t not in done]
@@ -167,7 +168,7 @@ class VirtualStain:
         if run:
             yield run
 
-    def _predict(self, tiles: list[tuple[int, int]], should_stop=None) -> None:
+    def _predict(self, tiles: list[tuple[int, int]], cancel: CancelToken | None = None) -> None:
         with self._lock:  # two dask threads wanting one tile compute it once
             tiles = [t for t in tiles if not self._available(*t)]
             if not tiles:
@@ -183,7 +184,7 @@ class VirtualStain:
                 x = np.stack([resize_rgb(t, hw) for t in x])
             else:
                 x = np.stack([pad_to_multiple(t, m) for t in x])
-            y = self.engine.stain_batch(x, should_stop)
+            y = self.engine.stain_batch(x, cancel)
             for t, box, out in zip(tiles, boxes, y, strict=True):
                 out = resize_rgb(out, (h, w)) if self.plan.resampled else out[:h, :w]
                 rel = self.grid.contribution(*t).relative_to(box)

@@ -16,11 +16,11 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 
 from ..geometry import level_for_mpp, level_mpps
+from ..progress import CancelToken
 from .config import (  # noqa: F401 - re-exported: the engine's public names
     AUTO_TILE_MAX_PX,
     BLENDS,
@@ -119,7 +119,7 @@ class StainEngine:
         """Measured inference time per tile so far (None before the first tile)."""
         return self.seconds_inferring / self.tiles_inferred if self.tiles_inferred else None
 
-    def stain_batch(self, tiles: np.ndarray, should_stop: Callable[[], bool] | None = None):
+    def stain_batch(self, tiles: np.ndarray, cancel: CancelToken | None = None):
         """(N, H, W, 3) uint8 -> (N, H, W, 3) uint8; H and W multiples of ``stride_px``.
 
         On out-of-memory the batch is halved and retried (reported through ``on_event``);
@@ -132,8 +132,8 @@ class StainEngine:
         start = 0
         with self._lock:
             while start < len(tiles):
-                if should_stop is not None and should_stop():
-                    raise InterruptedError("staining cancelled")
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
                 chunk = tiles[start : start + self.batch_size]
                 t0 = time.perf_counter()
                 try:

@@ -5,11 +5,9 @@ This is the one place where pixels are mapped to the network range and back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
-from ..progress import OnProgress, Progress
+from ..progress import CancelToken, OnProgress, Progress
 from .device import autocast_dtype
 
 
@@ -64,7 +62,7 @@ def infer_tiles(
     compile: bool = False,
     normalisation: str = "[-1,1]",
     progress: OnProgress | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    cancel: CancelToken | None = None,
 ) -> np.ndarray:
     """Run a generator on a stack of RGB tiles.
 
@@ -86,8 +84,8 @@ def infer_tiles(
         Network input / output range (the model card says which).
     progress : callable, optional
         Called with a ``core.progress.Progress`` (tiles done of total) after each batch.
-    should_stop : callable, optional
-        Polled between batches; when it returns True, ``InterruptedError`` is raised.
+    cancel : CancelToken, optional
+        Checked between batches; once cancelled, ``Cancelled`` is raised.
 
     Returns
     -------
@@ -107,8 +105,8 @@ def infer_tiles(
     out = []
     with torch.inference_mode():
         for start in range(0, n, max(int(batch_size), 1)):
-            if should_stop is not None and should_stop():
-                raise InterruptedError("inference cancelled")
+            if cancel is not None:
+                cancel.raise_if_cancelled()
             x = to_network(tiles_uint8[start : start + batch_size], device, normalisation)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 y = run(x)
