@@ -80,6 +80,7 @@ def test_overlay_is_aligned_above_the_he_and_differs_where_tissue_is(make_napari
     overlay = VirtualOverlay(viewer, vs, he, buffers, opacity=1.0, budget_tiles=400)
     assert viewer.layers.index(overlay.layer) > viewer.layers.index(he)
     np.testing.assert_allclose(overlay.layer.scale, he.scale)
+    assert tuple(overlay.layer.units) == tuple(he.units)  # one physical world: no napari warning
     np.testing.assert_allclose(overlay.layer.translate, he.translate)
     assert overlay.layer.metadata["virtualstain"]["model"]["name"] == "tiny"
     viewer.reset_view()

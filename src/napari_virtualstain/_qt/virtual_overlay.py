@@ -109,13 +109,14 @@ class VirtualOverlay:
         src_mpp = layer_mpp(self.source)  # the overlay carries its own level-0 pixel size
         if src_mpp:
             meta["mpp"] = src_mpp * float(self.vs.downsamples[0])
+        units = tuple(self.source.units)  # the overlay lives in its source's physical world
         if layer is not None and layer in self.viewer.layers:  # Start after Stop: same layer
             layer.data, layer.scale, layer.translate = data, scale, translate
-            layer.metadata, layer.name = meta, self.vs.name
+            layer.units, layer.metadata, layer.name = units, meta, self.vs.name
             return layer
         return self.viewer.add_image(
             data, rgb=True, multiscale=len(levels) > 1, name=self.vs.name, opacity=opacity,
-            scale=scale, translate=translate, contrast_limits=[0, 255], metadata=meta,
+            scale=scale, translate=translate, units=units, contrast_limits=[0, 255], metadata=meta,
         )  # fmt: skip
 
     # -- camera -> tiles ---------------------------------------------------------------------
