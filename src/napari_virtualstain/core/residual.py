@@ -143,6 +143,7 @@ def as_rgb_function(model, mpp: float | None = None) -> Callable[[np.ndarray], n
     a plain callable (returned as is)."""
     if hasattr(model, "card") and hasattr(model, "module"):  # models.LoadedModel
         from .engine import stain_image
+        from .engine.calibrate import resize_rgb
 
         # without a stated pixel size the image is taken to be at the model's own resolution
         run_mpp = mpp if mpp is not None else model.card.mpp
@@ -170,15 +171,6 @@ def as_rgb_function(model, mpp: float | None = None) -> Callable[[np.ndarray], n
     if callable(model):
         return model
     raise TypeError(f"cannot run {type(model).__name__} as a generator")
-
-
-def resize_rgb(rgb: np.ndarray, shape_px: tuple[int, int]) -> np.ndarray:
-    """(y, x, 3) uint8 resampled to ``shape_px`` (linear, anti-aliased when shrinking)."""
-    from skimage.transform import resize
-
-    shrink = shape_px[0] < rgb.shape[0]
-    out = resize(rgb, (*shape_px, 3), order=1, anti_aliasing=shrink, preserve_range=True)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def reconstruct(source: np.ndarray, forward, backward, mpp: float | None = None) -> np.ndarray:

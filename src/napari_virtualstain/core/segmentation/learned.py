@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._intensity import check_rgb, resize_labels_nearest
+
 DEFAULT_MODEL = "nuclei-endonuke-dsb"
 
 
@@ -98,18 +100,14 @@ class LearnedSegmenter:
 
     def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
         """(H, W) uint32 nuclei labels of an (H, W, 3) uint8 RGB region at ``mpp`` µm/px."""
-        rgb = np.asarray(rgb)
-        if rgb.ndim != 3 or rgb.shape[2] < 3:
-            raise ValueError(f"expected an (H, W, 3) RGB region, got shape {rgb.shape}")
-        if not mpp or mpp <= 0:
-            raise ValueError(f"mpp must be a positive pixel size in µm, got {mpp}")
+        rgb = check_rgb(rgb, mpp)
         shape = rgb.shape[:2]
         if min(shape) == 0:
             return np.zeros(shape, np.uint32)
-        small = resample_rgb(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8), mpp / self.mpp)
+        small = resample_rgb(np.ascontiguousarray(rgb, dtype=np.uint8), mpp / self.mpp)
         heat, fg = self.predict(small)
         labels = self.instances(heat, fg, small)
-        return _upsample_nearest(labels, shape)
+        return resize_labels_nearest(labels, shape)
 
     def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Heatmap and foreground probabilities (float32, H x W) of RGB at the model's mpp."""
@@ -243,12 +241,3 @@ def resample_rgb(rgb: np.ndarray, factor: float) -> np.ndarray:
     h, w = rgb.shape[:2]
     size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
     return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.BILINEAR))
-
-
-def _upsample_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label image to ``shape``."""
-    if labels.shape == tuple(shape):
-        return labels
-    rows = np.minimum((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0], labels.shape[0] - 1)
-    cols = np.minimum((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1], labels.shape[1] - 1)
-    return labels[rows.astype(np.intp)[:, None], cols.astype(np.intp)[None, :]]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..segmentation._intensity import resize_labels_nearest
+
 NUCLEUS_DIAMETER_UM = 7.0
 # Weak foreground from points: within this of a point is nucleus, beyond OUTER of every point is
 # not; the ring between is left out of the loss (nuclei are not round, their size varies).
@@ -74,17 +76,6 @@ def resample_rgb(rgb: np.ndarray, factor: float) -> np.ndarray:
         img = ndi.uniform_filter(img, size=(box, box, 1), mode="nearest")
     out = ndi.zoom(img, (factor, factor, 1), order=1, mode="nearest", grid_mode=True)
     return out.clip(0, 255).round().astype(np.uint8)
-
-
-def resample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label image (labels must never be blended)."""
-    if labels.shape == tuple(shape):
-        return labels
-    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(np.intp)
-    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(np.intp)
-    return labels[
-        np.minimum(rows, labels.shape[0] - 1)[:, None], np.minimum(cols, labels.shape[1] - 1)
-    ]
 
 
 def label_centroids(labels: np.ndarray) -> np.ndarray:
@@ -154,7 +145,7 @@ def load_masks_folder(
         image_mpp = estimate_mask_mpp(labels) if mpp is None else mpp
         factor = image_mpp / model_mpp
         rgb = resample_rgb(_read_rgb(image_path), factor)
-        labels = resample_labels(labels, rgb.shape[:2])
+        labels = resize_labels_nearest(labels, rgb.shape[:2])
         points = label_centroids(labels)
         samples.append(NucleusSample(f"{folder.name}/{stem}", rgb, points, labels, image_mpp))
     if not samples:
@@ -308,7 +299,7 @@ def random_crop(
         )
         rgb = rgb[:crop_px, :crop_px].clip(0, 255).astype(np.uint8)
         if labels is not None:
-            labels = resample_labels(labels, (crop_px, crop_px))
+            labels = resize_labels_nearest(labels, (crop_px, crop_px))
         pts = (pts + 0.5) * factor - 0.5
     keep = (
         (pts[:, 0] > -0.5)
