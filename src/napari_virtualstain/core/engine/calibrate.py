@@ -62,25 +62,13 @@ def slide_norm_stats(slide, slide_id: str, engine, plan, tissue, n_tiles: int, c
     """The slide's InstanceNorm statistics from ``n_tiles`` tissue tiles (memo, then disk)."""
     from ..models import NormStats
 
-    key = calibration_key(slide_id, engine, plan, "norm", n_tiles)
-    with _MEMO_LOCK:
-        if key in _MEMO:
-            return _MEMO[key]
-    folder = _folder(cache_dir)
-    path = None if folder is None else folder / f"norm-{key}.safetensors"
-    stats = None
-    if path is not None and path.exists():
-        try:
-            stats = NormStats.load(path)
-        except Exception as err:  # a damaged file is a miss
-            log.warning("calibration: unreadable %s (%s); measuring again", path, err)
-    if stats is None:
-        stats = gather_norm_stats(engine, norm_tiles(slide, plan, tissue, n_tiles))
-        if path is not None:
-            _save_atomic(path, stats.save)
-    with _MEMO_LOCK:
-        _MEMO[key] = stats
-    return stats
+    return _memo_then_disk(
+        calibration_key(slide_id, engine, plan, "norm", n_tiles),
+        _folder(cache_dir), "norm-{}.safetensors",
+        load=NormStats.load,
+        measure=lambda: gather_norm_stats(engine, norm_tiles(slide, plan, tissue, n_tiles)),
+        save=lambda stats, tmp: stats.save(tmp),
+    )  # fmt: skip
 
 
 def glass_rgb(slide, slide_id: str, engine, plan, tissue, cache_dir=None) -> tuple[int, int, int]:
@@ -89,31 +77,34 @@ def glass_rgb(slide, slide_id: str, engine, plan, tissue, cache_dir=None) -> tup
     One background tile of the card's size is stained; the median of its centre half is the
     colour (the border sees the reflection padding).
     """
-    key = calibration_key(slide_id, engine, plan, "glass")
+    return _memo_then_disk(
+        calibration_key(slide_id, engine, plan, "glass"),
+        _folder(cache_dir), "glass-{}.json",
+        load=lambda path: tuple(int(v) for v in json.loads(path.read_text())["rgb"]),
+        measure=lambda: _measure_glass(slide, engine, plan, tissue),
+        save=lambda rgb, tmp: tmp.write_text(json.dumps({"rgb": list(rgb)})),
+    )  # fmt: skip
+
+
+def _memo_then_disk(key: str, folder: Path | None, name: str, load, measure, save):
+    """A calibration from the process memo, else the disk cache, else measured (and stored)."""
     with _MEMO_LOCK:
         if key in _MEMO:
             return _MEMO[key]
-    folder = _folder(cache_dir)
-    path = None if folder is None else folder / f"glass-{key}.json"
-    rgb = None
+    path = None if folder is None else folder / name.format(key)
+    value = None
     if path is not None and path.exists():
         try:
-            rgb = tuple(int(v) for v in json.loads(path.read_text())["rgb"])
-        except (OSError, ValueError, KeyError, TypeError):
-            rgb = None
-    if rgb is None:
-        rgb = _measure_glass(slide, engine, plan, tissue)
+            value = load(path)
+        except Exception as err:  # a damaged file is a miss
+            log.warning("calibration: unreadable %s (%s); measuring again", path, err)
+    if value is None:
+        value = measure()
         if path is not None:
-            from ..io.atomic import write_json_atomic
-
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(path, {"rgb": list(rgb)})
-            except OSError as err:
-                log.warning("calibration: could not write %s (%s)", path, err)
+            _save_atomic(path, lambda tmp: save(value, tmp))
     with _MEMO_LOCK:
-        _MEMO[key] = rgb
-    return rgb
+        _MEMO[key] = value
+    return value
 
 
 def _measure_glass(slide, engine, plan, tissue) -> tuple[int, int, int]:
