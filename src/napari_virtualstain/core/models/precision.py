@@ -184,19 +184,7 @@ def _time_layer_at_work_size(conv, device, dtype) -> tuple[float, float, int]:
 
     side = LAYER_MAP_PX
     x = torch.randn(1, conv.in_channels, side, side, device=device)
-
-    def reduced():
-        with torch.autocast(device.type, dtype=dtype):
-            conv(x)
-
-    with torch.inference_mode():
-        conv(x)
-        reduced()
-        f_ms = r_ms = float("inf")
-        for _ in range(3):
-            f_ms = min(f_ms, _best_ms(lambda: conv(x), device, 1))
-            r_ms = min(r_ms, _best_ms(reduced, device, 1))
-    return f_ms, r_ms, side
+    return (*_interleaved_ms(conv, x, device, dtype, rounds=3), side)
 
 
 def _heaviest_conv(module):
@@ -260,13 +248,19 @@ def _time_models(module, device, dtype, side: int, rounds: int = 2) -> tuple[flo
     import torch
 
     x = torch.rand(1, 3, side, side, device=device) * 2 - 1
+    return _interleaved_ms(module, x, device, dtype, rounds)
+
+
+def _interleaved_ms(module, x, device, dtype, rounds: int) -> tuple[float, float]:
+    """Best fp32 and best reduced-precision milliseconds of ``module(x)``, runs alternating."""
+    import torch
 
     def reduced():
         with torch.autocast(device.type, dtype=dtype):
             module(x)
 
     with torch.inference_mode():
-        module(x)
+        module(x)  # warm-up, both paths
         reduced()
         f_ms = r_ms = float("inf")
         for _ in range(rounds):
