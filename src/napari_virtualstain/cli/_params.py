@@ -113,3 +113,29 @@ MPP = MppType()
 DEVICE = DeviceType()
 OUTPUT_FILE = OutputFile()
 OUTPUT_FOLDER = OutputFolder()
+
+
+def segmenter_options(command):
+    """``--segmenter`` (the registry's names, the Ki-67 default) and ``--model-dir``."""
+    from napari_virtualstain.core.segmentation import BACKENDS, DEFAULT_SEGMENTER
+
+    command = click.option(
+        "--model-dir",
+        type=click.Path(path_type=Path),
+        help="Local model folder / file (StarDist, Cellpose, learned); default: the usual one.",
+    )(command)
+    return click.option(
+        "--segmenter", type=click.Choice(list(BACKENDS)), default=DEFAULT_SEGMENTER,
+        show_default=True,
+    )(command)  # fmt: skip
+
+
+def build_segmenter(name: str, model_dir: Path | None):
+    """The segmenter called ``name``; weight-based ones take ``model_dir`` as their ``model``."""
+    from napari_virtualstain.core.segmentation import get_segmenter
+
+    options = {"model": str(model_dir)} if model_dir and name != "builtin" else {}
+    try:
+        return get_segmenter(name, **options)
+    except ImportError as err:
+        raise click.ClickException(str(err)) from err

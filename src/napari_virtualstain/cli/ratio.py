@@ -21,22 +21,15 @@ from pathlib import Path
 import click
 
 from napari_virtualstain.core.ki67.export import JSON_KEYS  # noqa: F401 - the contract's keys
-from napari_virtualstain.core.segmentation import BACKENDS, DEFAULT_SEGMENTER
 
-from ._params import MPP, OUTPUT_FILE
+from ._params import MPP, OUTPUT_FILE, build_segmenter, segmenter_options
 
 
 @click.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--roi", "roi_path", type=click.Path(path_type=Path), help="ROIs (QuPath GeoJSON).")
 @click.option("--mpp", type=MPP, help="µm per pixel; overrides (or supplies) the file's.")
-@click.option(
-    "--segmenter",
-    type=click.Choice(list(BACKENDS)),
-    default=DEFAULT_SEGMENTER,
-    show_default=True,
-)
-@click.option("--model-dir", type=click.Path(path_type=Path), help="Local StarDist/Cellpose model.")
+@segmenter_options
 @click.option(
     "--threshold",
     "thresholds",
@@ -171,12 +164,8 @@ def _run(slide, mpp, rois, segmenter, model_dir, stains, config, force, quiet):
     from napari_virtualstain.core.ki67.pipeline import iter_measure_rois
     from napari_virtualstain.core.segmentation import drain
 
-    seg = segmenter
-    if segmenter != "builtin":
-        # The weight-based backends take their model folder / file as ``model``.
-        from napari_virtualstain.core.segmentation import get_segmenter
-
-        seg = get_segmenter(segmenter, **({"model": str(model_dir)} if model_dir else {}))
+    # By name, the built-in watershed gets the image's stains and glass level from the pipeline.
+    seg = segmenter if segmenter == "builtin" else build_segmenter(segmenter, model_dir)
 
     from .progress import tqdm_progress
 

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import click
 
-from napari_virtualstain.core.segmentation import BACKENDS, DEFAULT_SEGMENTER
-
-from ._params import MPP, OUTPUT_FILE
+from ._params import MPP, OUTPUT_FILE, build_segmenter, segmenter_options
 from .progress import tqdm_progress
 
 MAX_LABEL_PX = 2**31  # 8 GiB of uint32
@@ -27,13 +25,7 @@ CSV_COLUMNS = ("label", "y_px", "x_px", "area_px", "area_um2")
 
 @click.command()
 @click.argument("image", type=click.Path(path_type=Path))
-@click.option(
-    "--segmenter",
-    type=click.Choice(sorted(BACKENDS)),
-    default=DEFAULT_SEGMENTER,
-    show_default=True,
-)
-@click.option("--model-dir", type=click.Path(path_type=Path), help="Local StarDist/Cellpose model.")
+@segmenter_options
 @click.option(
     "--mpp", type=MPP, help="Input pixel size (µm/px); overrides (or supplies) the file's."
 )
@@ -67,7 +59,7 @@ def segment(
         raise click.ClickException(
             f"{image}: {h} x {w} px is too large for one label image; use --csv / --geojson-out"
         )
-    seg = _segmenter(segmenter, model_dir)
+    seg = build_segmenter(segmenter, model_dir)
     start = time.perf_counter()
     labels, rows, features = _run(seg, slide.levels[0], mpp, tile_px, bool(labels_out),
                                   bool(geojson_out), quiet)  # fmt: skip
@@ -82,16 +74,6 @@ def segment(
 
         write_geojson(geojson_out, features)
     click.echo(f"{image}: {len(rows)} nuclei ({seg.name}, {mpp:g} µm/px) in {seconds:.1f} s")
-
-
-def _segmenter(name: str, model_dir):
-    from napari_virtualstain.core.segmentation import get_segmenter
-
-    options = {"model": str(model_dir)} if model_dir and name != "builtin" else {}
-    try:
-        return get_segmenter(name, **options)
-    except ImportError as err:
-        raise click.ClickException(str(err)) from err
 
 
 def _run(seg, rgb, mpp, tile_px, keep_labels, outlines, quiet):
