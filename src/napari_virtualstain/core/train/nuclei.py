@@ -290,13 +290,13 @@ def tune_postprocessing(
     """
     from .nuclei_data import label_centroids
 
-    predictions = [(segmenter.predict(s.rgb), s.points) for s in samples]
+    predictions = [(segmenter.predict(s.rgb), s.rgb, s.points) for s in samples]
     mpp, best = segmenter.mpp, None
     for t in peak_thresholds:
         for d in min_distances_um:
             counts = np.zeros(3, int)
-            for (heat, fg), truth in predictions:
-                labels = heatmap_to_labels_for(segmenter, heat, fg, t, d)
+            for (heat, fg), rgb, truth in predictions:
+                labels = heatmap_to_labels_for(segmenter, heat, fg, t, d, rgb)
                 counts += match_points(label_centroids(labels), truth, match_um / mpp)
             tp, fp, fn = counts
             f1 = 2 * tp / max(1, 2 * tp + fp + fn)
@@ -305,11 +305,16 @@ def tune_postprocessing(
     return best
 
 
-def heatmap_to_labels_for(segmenter, heat, fg, peak_threshold: float, min_distance_um: float):
+def heatmap_to_labels_for(
+    segmenter, heat, fg, peak_threshold: float, min_distance_um: float, rgb=None
+):
+    """The segmenter's own post-processing (OD extents and merges when ``rgb`` is given), with
+    the seed threshold and spacing under test: tuning scores what inference will do."""
     from ..segmentation.learned import heatmap_to_labels
 
     return heatmap_to_labels(heat, fg, segmenter.mpp, peak_threshold, min_distance_um,
-                             segmenter.foreground_threshold, segmenter.card.seed_radius_um)  # fmt: skip
+                             segmenter.foreground_threshold, segmenter.card.seed_radius_um,
+                             rgb)  # fmt: skip
 
 
 def prepare_data(points=(), masks=(), holdout_points=(), mpp: float = 0.5, seed: int = 0):
