@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checks import check_fields
+
 WEIGHTS_NAME = "weights.safetensors"
 CARD_NAME = "nucleus-card.json"
 CARD_VERSION = 1
@@ -74,12 +76,8 @@ class NucleusCard:
             raise ValueError(f"name must be a non-empty file-safe string, got {self.name!r}")
         if len(self.widths) < 2 or any(int(w) != w or w < 1 for w in self.widths):
             raise ValueError(f"widths must be >= 2 positive integers, got {self.widths}")
-        for name in ("mpp", "sigma_um", "min_distance_um"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("peak_threshold", "foreground_threshold"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        check_fields(self, ("mpp", "sigma_um", "min_distance_um"), "> 0")
+        check_fields(self, ("peak_threshold", "foreground_threshold"), "in (0, 1)")
 
     def to_json(self, path: str | Path | None = None) -> str:
         data = {"card_version": CARD_VERSION, **asdict(self)}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import check_fields
 from ..deconvolution import (
     QUPATH_HDAB,
     StainVectors,
@@ -64,9 +65,7 @@ class WatershedConfig:
     split_by_shape: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("requested_mpp", "sigma_um", "max_area_um2"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        check_fields(self, ("requested_mpp", "sigma_um", "max_area_um2"), "> 0")
         if self.background_radius_um < 0 or self.min_area_um2 < 0 or self.threshold_od < 0:
             raise ValueError("background_radius_um, min_area_um2 and threshold_od must be >= 0")
         if self.min_area_um2 >= self.max_area_um2:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import check_fields
 from ._intensity import (
     check_normalisation,
     check_rgb,
@@ -76,9 +77,7 @@ class CellposeConfig:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("diameter_um", "max_nucleus_diameter_um", "batch_size"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        check_fields(self, ("diameter_um", "max_nucleus_diameter_um", "batch_size"), "> 0")
         if self.min_area_um2 < 0 or self.flow_threshold < 0:
             raise ValueError("min_area_um2 and flow_threshold must be >= 0")
         check_normalisation(self.norm_percentiles, self.norm_range)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import check_fields
 from .common import ImagePool, TileSource
 from .evaluation import make_hasher
 from .layouts import UnpairedSplit
-from .runner import Trainer
+from .runner import Trainer, check_gan_config
 
 VARIANTS = {  # name -> (skip connections, SSIM loss)
     "plain": (False, False),
@@ -68,21 +69,10 @@ class CycleGANConfig:
             raise ValueError(
                 f"tile_px must be a multiple of 8 (3 stride-2 stages), got {self.tile_px}"
             )
-        for key in ("ngf", "ndf", "batch_size", "epochs", "decay_every_epochs", "max_eval_tiles"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.n_blocks < 0 or self.pool_size < 0:
             raise ValueError("n_blocks and pool_size must be >= 0")
-        for key in ("lr", "decay_rate"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
-        for key in ("lambda_cycle", "beta_ssim", "lambda_identity"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+        check_fields(self, ("lambda_cycle", "beta_ssim", "lambda_identity"), ">= 0")
+        check_gan_config(self)
 
     @property
     def skip(self) -> bool:
@@ -126,13 +116,11 @@ class CycleGANTrainer(Trainer):
         self.g_ba = build_generator("paper", **gen).train().to(self.device)
         self.d_a = build_discriminator(3, config.ndf, init="xavier").train().to(self.device)
         self.d_b = build_discriminator(3, config.ndf, init="xavier").train().to(self.device)
-        betas = (config.beta1, 0.999)
-        g_params = itertools.chain(self.g_ab.parameters(), self.g_ba.parameters())
-        d_params = itertools.chain(self.d_a.parameters(), self.d_b.parameters())
-        self.opt_g = torch.optim.Adam(g_params, lr=config.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(d_params, lr=config.lr, betas=betas)
+        self.setup_optimizers(
+            itertools.chain(self.g_ab.parameters(), self.g_ba.parameters()),
+            itertools.chain(self.d_a.parameters(), self.d_b.parameters()),
+        )
         self.pool_a, self.pool_b = ImagePool(config.pool_size), ImagePool(config.pool_size)
-        self.setup_schedules([self.opt_g, self.opt_d])
         self.references = {p.name: p for p in data.test_b}
         paired = any(p.name in self.references for p in data.test_a)
         self.hasher = make_hasher(config.phash_weights) if paired else None
@@ -141,24 +129,18 @@ class CycleGANTrainer(Trainer):
     def modules(self) -> dict:
         return {"g_ab": self.g_ab, "g_ba": self.g_ba, "d_a": self.d_a, "d_b": self.d_b}
 
-    def optimizers(self) -> dict:
-        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
-
     def pools(self) -> dict:
         return {"pool_a": self.pool_a, "pool_b": self.pool_b}
 
-    def steps_per_epoch(self) -> int:
-        if self.config.steps_per_epoch is not None:
-            return self.config.steps_per_epoch
-        return max(1, max(len(self.source_a), len(self.source_b)) // self.config.batch_size)
+    def train_size(self) -> int:
+        return max(len(self.source_a), len(self.source_b))
 
     def epoch_order(self) -> np.ndarray:
         """A indices in a fresh permutation (cycled), B indices drawn at random (unaligned)."""
         n = self.steps_per_epoch() * self.config.batch_size
-        reps = -(-n // len(self.source_a))
-        order_a = np.concatenate([self.rng.permutation(len(self.source_a)) for _ in range(reps)])
+        order_a = self.cycled_permutation(len(self.source_a), n)
         order_b = self.rng.integers(0, len(self.source_b), size=n)
-        return np.stack([order_a[:n], order_b])
+        return np.stack([order_a, order_b])
 
     def exported(self) -> dict:
         c = self.config

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import check_fields
 from ..progress import Progress
 from .nuclei_data import NucleusSample, foreground_target, heatmap_target, random_crop, stain_jitter
 
@@ -47,9 +48,7 @@ class NucleiTrainConfig:
         multiple = 2 ** (len(self.widths) - 1)
         if self.crop_px % multiple:
             raise ValueError(f"crop_px must be a multiple of {multiple}, got {self.crop_px}")
-        for name in ("mpp", "sigma_um", "lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        check_fields(self, ("mpp", "sigma_um", "lr"), "> 0")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch_size and checkpoint_every must be >= 1")
         if not 0.0 <= self.mask_fraction <= 1.0 or not 0.0 <= self.scale_range < 1.0:

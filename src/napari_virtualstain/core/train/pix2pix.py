@@ -15,7 +15,7 @@ import numpy as np
 
 from .common import crop_and_augment
 from .layouts import PairedSplit
-from .runner import Trainer
+from .runner import Trainer, check_gan_config
 from .tiles import load_png
 
 
@@ -54,9 +54,6 @@ class Pix2PixConfig:
             raise ValueError(
                 f"tile_px must be a multiple of 4 (2 stride-2 stages), got {self.tile_px}"
             )
-        for key in ("ngf", "ndf", "batch_size", "epochs", "decay_every_epochs", "max_eval_tiles"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not self.pyramid_weights or any(w < 0 for w in self.pyramid_weights):
             raise ValueError(
                 f"pyramid_weights must be non-empty and >= 0, got {self.pyramid_weights}"
@@ -64,13 +61,7 @@ class Pix2PixConfig:
         if self.tile_px < 2 ** (len(self.pyramid_weights) - 1):
             raise ValueError(f"{len(self.pyramid_weights)} pyramid levels need tiles >= "
                              f"{2 ** (len(self.pyramid_weights) - 1)} px")  # fmt: skip
-        for key in ("lr", "decay_rate"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+        check_gan_config(self)
 
 
 class Pix2PixTrainer(Trainer):
@@ -91,26 +82,17 @@ class Pix2PixTrainer(Trainer):
         self.generator = build_generator("pyramid_pix2pix", **self.arch_kwargs()[1])
         self.generator = self.generator.train().to(self.device)
         self.discriminator = build_discriminator(6, config.ndf).train().to(self.device)
-        betas = (config.beta1, 0.999)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas)
-        self.setup_schedules([self.opt_g, self.opt_d])
+        self.setup_optimizers(self.generator.parameters(), self.discriminator.parameters())
 
     def modules(self) -> dict:
         return {"generator": self.generator, "discriminator": self.discriminator}
 
-    def optimizers(self) -> dict:
-        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
-
-    def steps_per_epoch(self) -> int:
-        if self.config.steps_per_epoch is not None:
-            return self.config.steps_per_epoch
-        return max(1, len(self.data.train) // self.config.batch_size)
+    def train_size(self) -> int:
+        return len(self.data.train)
 
     def epoch_order(self) -> np.ndarray:
         n = self.steps_per_epoch() * self.config.batch_size
-        reps = -(-n // len(self.data.train))
-        return np.concatenate([self.rng.permutation(len(self.data.train)) for _ in range(reps)])[:n]
+        return self.cycled_permutation(len(self.data.train), n)
 
     def step_batches(self, order: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
         b = self.config.batch_size

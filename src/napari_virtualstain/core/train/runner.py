@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import check_fields
 from .common import (
     STATE_NAME,
     MetricsLog,
@@ -31,12 +32,25 @@ from .tiles import load_png
 
 # Config fields that may change when a run is resumed (more epochs, another evaluation size).
 RESUMABLE_CHANGES = ("epochs", "max_eval_tiles")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_gan_config(config) -> None:
+    """The checks both GAN trainers' configs share: network widths, batch and schedule sizes,
+    learning rate and decay, precision and the optional fixed epoch length."""
+    counts = ("ngf", "ndf", "batch_size", "epochs", "decay_every_epochs", "max_eval_tiles")
+    check_fields(config, counts, ">= 1")
+    check_fields(config, ("lr", "decay_rate"), "> 0")
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {config.precision!r}")
+    if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1 or None, got {config.steps_per_epoch}")
 
 
 class Trainer:
     """Base class; see the module docstring. ``config`` must be a frozen dataclass with
-    ``seed``, ``epochs``, ``precision``, ``decay_every_epochs``, ``decay_rate``, ``name``,
-    ``tile_px`` and ``mpp`` fields."""
+    ``seed``, ``epochs``, ``steps_per_epoch``, ``batch_size``, ``lr``, ``beta1``, ``precision``,
+    ``decay_every_epochs``, ``decay_rate``, ``name``, ``tile_px`` and ``mpp`` fields."""
 
     metric_keys: tuple[str, ...] = ()
     best_key: str = ""
@@ -57,11 +71,18 @@ class Trainer:
         self.loss_sums: dict[str, float] = {}
 
     # -- set-up helpers for subclasses ------------------------------------------------------
-    def setup_schedules(self, optimizers: list) -> None:
+    def setup_optimizers(self, g_params, d_params) -> None:
+        """Adam (``config.lr``, ``config.beta1``) for the generator and the discriminator
+        parameters, their LR decay and their gradient scalers."""
         import torch
 
         c = self.config
-        self.schedulers = [step_decay(o, c.decay_every_epochs, c.decay_rate) for o in optimizers]
+        betas = (c.beta1, 0.999)
+        self.opt_g = torch.optim.Adam(g_params, lr=c.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(d_params, lr=c.lr, betas=betas)
+        self.schedulers = [
+            step_decay(o, c.decay_every_epochs, c.decay_rate) for o in (self.opt_g, self.opt_d)
+        ]
         use_scaler = c.precision == "fp16" and self.device.type == "cuda"
         self.scalers = {
             key: torch.amp.GradScaler(self.device.type, enabled=use_scaler) for key in ("g", "d")
@@ -89,6 +110,11 @@ class Trainer:
         for net in nets:
             for p in net.parameters():
                 p.requires_grad_(flag)
+
+    def cycled_permutation(self, size: int, n: int) -> np.ndarray:
+        """``n`` indices into ``size`` items: fresh permutations back to back, cut at ``n``."""
+        reps = -(-n // size)
+        return np.concatenate([self.rng.permutation(size) for _ in range(reps)])[:n]
 
     def eval_tile(self, path) -> np.ndarray:
         """A held-out tile, centre-cropped to a multiple of the network's total stride."""
@@ -244,12 +270,19 @@ class Trainer:
         raise NotImplementedError
 
     def optimizers(self) -> dict:
-        raise NotImplementedError
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
 
     def pools(self) -> dict:
         return {}
 
     def steps_per_epoch(self) -> int:
+        """``config.steps_per_epoch``, else one pass over ``train_size()`` tiles in batches."""
+        if self.config.steps_per_epoch is not None:
+            return self.config.steps_per_epoch
+        return max(1, self.train_size() // self.config.batch_size)
+
+    def train_size(self) -> int:
+        """Training tiles one epoch covers."""
         raise NotImplementedError
 
     def epoch_order(self) -> np.ndarray:
