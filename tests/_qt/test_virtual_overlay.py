@@ -20,6 +20,7 @@ from napari_virtualstain.core.io import Slide, open_slide  # noqa: E402
 from napari_virtualstain.core.models import LoadedModel, ModelCard, build_generator  # noqa: E402
 from napari_virtualstain.core.progress import drain  # noqa: E402
 from napari_virtualstain.core.samples import sample_path  # noqa: E402
+from tests.support.models import TileCounter  # noqa: E402
 
 
 class Slow(torch.nn.Module):
@@ -60,15 +61,6 @@ def setup(viewer, model, cache=None, glass=False, **kwargs):
     return he, vs, buffers
 
 
-class Counter:
-    def __init__(self, module):
-        self.n = 0
-        module.register_forward_hook(self)
-
-    def __call__(self, module, args, out):
-        self.n += args[0].shape[0]
-
-
 def idle(overlay):
     return overlay.worker is None
 
@@ -103,7 +95,7 @@ def test_overlay_is_aligned_above_the_he_and_differs_where_tissue_is(make_napari
 def test_only_tissue_tiles_in_view_reach_the_generator(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     he, vs, buffers = setup(viewer, tiny(tile_px=64))
-    calls = Counter(vs.engine.module)
+    calls = TileCounter(vs.engine.module)
     overlay = VirtualOverlay(viewer, vs, he, buffers, margin_tiles=0)
     viewer.reset_view()
     viewer.scene.camera.zoom *= 6  # a small part of the 1101 px crop: the camera event schedules
@@ -125,7 +117,7 @@ def test_beyond_the_budget_it_says_so_and_paints_glass(make_napari_viewer, qtbot
     viewer = make_napari_viewer(show=True)
     he, vs, buffers = setup(viewer, tiny(tile_px=64), glass=True)
     assert 0 < vs.tissue.sum() < vs.grid.n_tiles
-    calls = Counter(vs.engine.module)
+    calls = TileCounter(vs.engine.module)
     overlay = VirtualOverlay(viewer, vs, he, buffers, budget_tiles=3)
     viewer.reset_view()
     overlay.schedule()

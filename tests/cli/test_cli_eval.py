@@ -20,6 +20,19 @@ from tests.support import PACKAGE_DATA
 DATA = PACKAGE_DATA
 
 
+def _eval(*args) -> object:
+    """``virtualstain eval ARGS`` (paths given as such), through click's test runner."""
+    return CliRunner().invoke(main, ["eval", *map(str, args)])
+
+
+def _eval_stain(gen: Path, ref: Path, *options) -> object:
+    return _eval("stain", "--generated", gen, "--reference", ref, *options)
+
+
+def _eval_against_truth(command: str, pred: Path, truth: Path, out: Path) -> object:
+    return _eval(command, "--pred", pred, "--truth", truth, "--out", out)
+
+
 def _png_ok(path: Path) -> None:
     from PIL import Image
 
@@ -47,20 +60,7 @@ def tiles(tmp_path_factory):
 
 def test_stain_paired(tiles, tmp_path):
     gen, ref = tiles
-    res = CliRunner().invoke(
-        main,
-        [
-            "eval",
-            "stain",
-            "--generated",
-            str(gen),
-            "--reference",
-            str(ref),
-            "--paired",
-            "--out",
-            str(tmp_path / "o"),
-        ],
-    )
+    res = _eval_stain(gen, ref, "--paired", "--out", tmp_path / "o")
     assert res.exit_code == 0, res.output
     assert "ms_ssim" in res.output and "±" in res.output
     data = json.loads((tmp_path / "o/metrics.json").read_text())
@@ -77,22 +77,7 @@ def test_stain_paired(tiles, tmp_path):
 def test_stain_unpaired_states_the_weights(tiles, tmp_path):
     pytest.importorskip("torch")
     gen, ref = tiles
-    res = CliRunner().invoke(
-        main,
-        [
-            "eval",
-            "stain",
-            "--generated",
-            str(gen),
-            "--reference",
-            str(ref),
-            "--unpaired",
-            "--phash-weights",
-            "random",
-            "--out",
-            str(tmp_path / "u"),
-        ],
-    )
+    res = _eval_stain(gen, ref, "--unpaired", "--phash-weights", "random", "--out", tmp_path / "u")
     assert res.exit_code == 0, res.output
     assert "NOT ImageNet" in res.output
     data = json.loads((tmp_path / "u/metrics.json").read_text())
@@ -112,19 +97,7 @@ def test_seg(tmp_path):
     pred[20:25, 20:25] = 9  # false positive
     np.save(tmp_path / "pred.npy", pred)
     tifffile.imwrite(tmp_path / "truth.tif", truth)
-    res = CliRunner().invoke(
-        main,
-        [
-            "eval",
-            "seg",
-            "--pred",
-            str(tmp_path / "pred.npy"),
-            "--truth",
-            str(tmp_path / "truth.tif"),
-            "--out",
-            str(tmp_path / "s"),
-        ],
-    )
+    res = _eval_against_truth("seg", tmp_path / "pred.npy", tmp_path / "truth.tif", tmp_path / "s")
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "s/metrics.json").read_text())
     (item,) = data["per_image"].values()
@@ -144,18 +117,8 @@ def test_ratio(tmp_path):
             w = csv.writer(fh)
             w.writerow(["name", "area_ratio"])
             w.writerows(rows)
-    res = CliRunner().invoke(
-        main,
-        [
-            "eval",
-            "ratio",
-            "--pred",
-            str(tmp_path / "pred.csv"),
-            "--truth",
-            str(tmp_path / "truth.csv"),
-            "--out",
-            str(tmp_path / "r"),
-        ],
+    res = _eval_against_truth(
+        "ratio", tmp_path / "pred.csv", tmp_path / "truth.csv", tmp_path / "r"
     )
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "r/metrics.json").read_text())
@@ -166,18 +129,8 @@ def test_ratio(tmp_path):
     _png_ok(tmp_path / "r/confusion.png")
     _png_ok(tmp_path / "r/ratio_scatter.png")
     (tmp_path / "bad.csv").write_text("name,score\na,1\n")
-    res = CliRunner().invoke(
-        main,
-        [
-            "eval",
-            "ratio",
-            "--pred",
-            str(tmp_path / "bad.csv"),
-            "--truth",
-            str(tmp_path / "truth.csv"),
-            "--out",
-            str(tmp_path / "r2"),
-        ],
+    res = _eval_against_truth(
+        "ratio", tmp_path / "bad.csv", tmp_path / "truth.csv", tmp_path / "r2"
     )
     assert res.exit_code != 0 and "no ratio column" in res.output and "bad.csv" in res.output
 
@@ -203,20 +156,16 @@ def test_cycle_with_saved_generators(tmp_path, tiles):
     images.mkdir()
     for name in ("t0", "t1"):  # two small images keep the engine's work short
         (images / f"{name}.png").write_bytes((ref / f"{name}.png").read_bytes())
-    res = CliRunner().invoke(
-        main,
-        [
-            "eval",
-            "cycle",
-            "--model",
-            str(tmp_path / "a2b"),
-            "--reverse",
-            str(tmp_path / "b2a"),
-            "--images",
-            str(images),
-            "--out",
-            str(tmp_path / "c"),
-        ],
+    res = _eval(
+        "cycle",
+        "--model",
+        tmp_path / "a2b",
+        "--reverse",
+        tmp_path / "b2a",
+        "--images",
+        images,
+        "--out",
+        tmp_path / "c",
     )
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "c/metrics.json").read_text())
@@ -245,9 +194,7 @@ def test_cycle_with_saved_generators(tmp_path, tiles):
 
 def test_output_folder_may_not_be_an_input(tiles):
     gen, ref = tiles
-    res = CliRunner().invoke(
-        main, ["eval", "stain", "--generated", str(gen), "--reference", str(ref), "--out", str(gen)]
-    )
+    res = _eval_stain(gen, ref, "--out", gen)
     assert res.exit_code != 0 and "is an input" in res.output
 
 

@@ -9,12 +9,11 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from napari_virtualstain.cli import main
 from napari_virtualstain.core.geojson import read_geojson, roi_features, write_geojson
 from napari_virtualstain.core.roi import ROI
-from tests.support.ki67_synthetic import grid_of_nuclei
+from tests.support.ki67_synthetic import grid_tile_png
 
 JSON_KEYS = {
     "name", "n_nuclei", "n_positive", "labelling_index", "area_ratio", "h_score", "bin",
@@ -24,10 +23,7 @@ JSON_KEYS = {
 
 @pytest.fixture
 def tile(tmp_path):
-    syn = grid_of_nuclei(n_rows=6, n_cols=6, positive_fraction=0.5, seed=4)
-    path = tmp_path / "tile.png"
-    Image.fromarray(syn.rgb).save(path)
-    return path, syn
+    return grid_tile_png(tmp_path / "tile.png", n_rows=6, n_cols=6, positive_fraction=0.5, seed=4)
 
 
 def test_whole_tile_with_all_outputs(tmp_path, tile):
@@ -111,9 +107,9 @@ def test_stardist_backend_through_the_cli(tmp_path):
     pytest.importorskip("torch")
     from tests.support.stardist_models import write_disc_model
 
-    syn = grid_of_nuclei(n_rows=6, n_cols=6, positive_fraction=0.5, seed=4, jitter_radius=0.0)
-    path = tmp_path / "tile.png"
-    Image.fromarray(syn.rgb).save(path)
+    path, _ = grid_tile_png(
+        tmp_path / "tile.png", n_rows=6, n_cols=6, positive_fraction=0.5, seed=4, jitter_radius=0.0
+    )
     model = write_disc_model(tmp_path / "sd_model", radius_px=8.0, threshold=0.35)
     out = tmp_path / "sd.json"
     args = ["ratio", str(path), "--mpp", "0.5", "--segmenter", "stardist"]

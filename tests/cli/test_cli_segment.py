@@ -9,19 +9,15 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from PIL import Image
 
 from napari_virtualstain.cli import main
 from napari_virtualstain.core.geojson import read_geojson
-from tests.support.ki67_synthetic import grid_of_nuclei
+from tests.support.ki67_synthetic import grid_tile_png
 
 
 @pytest.fixture
 def tile(tmp_path):
-    syn = grid_of_nuclei(n_rows=8, n_cols=8, positive_fraction=0.5, seed=2)
-    path = tmp_path / "tile.png"
-    Image.fromarray(syn.rgb).save(path)
-    return path, syn
+    return grid_tile_png(tmp_path / "tile.png", n_rows=8, n_cols=8, positive_fraction=0.5, seed=2)
 
 
 def _run(args):
@@ -62,9 +58,7 @@ def test_segment_writes_labels_csv_and_geojson(tmp_path, tile):
 
 
 def test_segment_in_blocks_counts_each_nucleus_once(tmp_path):
-    syn = grid_of_nuclei(n_rows=20, n_cols=20, seed=5)  # 640 x 640 px
-    path = tmp_path / "big.png"
-    Image.fromarray(syn.rgb).save(path)
+    path, _ = grid_tile_png(tmp_path / "big.png", n_rows=20, n_cols=20, seed=5)  # 640 x 640 px
     csv_out = tmp_path / "n.csv"
     _run(["segment", str(path), "--mpp", "0.5", "--quiet", "--tile-px", "256",
           "--csv", str(csv_out)])  # fmt: skip

@@ -7,6 +7,7 @@ on glass of a known, not-white, colour, so tests know the true count, classes an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -96,6 +97,15 @@ def grid_of_nuclei(
     radii = radius_um / mpp * (1 + jitter_radius * rng.uniform(-1, 1, n))
     shape = (int(n_rows * spacing), int(n_cols * spacing))
     return render(centres, radii, positive, shape, mpp, seed=seed)
+
+
+def grid_tile_png(path: Path, **grid) -> tuple[Path, SyntheticNuclei]:
+    """``grid_of_nuclei(**grid)`` written as an RGB PNG at ``path``: (path, the nuclei)."""
+    from PIL import Image
+
+    syn = grid_of_nuclei(**grid)
+    Image.fromarray(syn.rgb).save(path)
+    return path, syn
 
 
 def touching_pairs(n_pairs: int = 6, mpp: float = 0.5, radius_um: float = 4.0) -> SyntheticNuclei:

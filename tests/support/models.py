@@ -18,3 +18,14 @@ def write_tiny_generator(
     model_card = ModelCard(name=name, arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=mpp,
                            tile_px=tile_px, receptive_field_px=117, **card)  # fmt: skip
     return save_model(module, model_card, Path(folder) / name)
+
+
+class TileCounter:
+    """Counts tiles through a generator with a forward hook (``n``: tiles seen so far)."""
+
+    def __init__(self, module):
+        self.n = 0
+        module.register_forward_hook(self)
+
+    def __call__(self, module, args, out):
+        self.n += args[0].shape[0]

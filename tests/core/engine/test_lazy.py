@@ -16,6 +16,7 @@ from napari_virtualstain.core.engine.lazy import open_virtual_stain  # noqa: E40
 from napari_virtualstain.core.engine.tiling import Box  # noqa: E402
 from napari_virtualstain.core.io import Slide  # noqa: E402
 from napari_virtualstain.core.models import LoadedModel, ModelCard, build_generator  # noqa: E402
+from tests.support.models import TileCounter  # noqa: E402
 
 DATA = PACKAGE_DATA
 
@@ -43,17 +44,6 @@ def make_slide(rgb, n_levels=1):
 
 def fresh_cache(disk=None):
     return TileCache(MemoryLRU(1 << 28), DiskCache(disk) if disk else None)
-
-
-class Counter:
-    """Counts tiles through the generator with a forward hook."""
-
-    def __init__(self, module):
-        self.n = 0
-        module.register_forward_hook(self)
-
-    def __call__(self, module, args, out):
-        self.n += args[0].shape[0]
 
 
 def test_stitched_result_equals_whole_image_inference(he, model):
@@ -96,7 +86,7 @@ def test_blending_leaves_no_step_at_tile_boundaries(he, model):
 def test_only_requested_tiles_reach_the_generator(he, model):
     vs = open_virtual_stain(make_slide(he[:512, :512]), model, device="cpu", precision="fp32", tile_px=64,
                             cache=fresh_cache())  # fmt: skip
-    calls = Counter(vs.engine.module)
+    calls = TileCounter(vs.engine.module)
     view = Box(100, 100, 128, 192)
     wanted = vs.grid.tiles_in_box(view)
     done = [t for batch in vs.compute(wanted) for t in batch]
@@ -116,14 +106,14 @@ def test_cache_hits_and_restart_from_the_disk_cache(he, model, tmp_path):
         cache=fresh_cache(tmp_path),
     )
     first = vs.levels[0][:128, :128].compute()
-    calls = Counter(vs.engine.module)
+    calls = TileCounter(vs.engine.module)
     again = vs.levels[0][:128, :128].compute()
     assert calls.n == 0
     np.testing.assert_array_equal(first, again)
     # a new process: empty memory, same disk folder
     restarted = open_virtual_stain(make_slide(rgb), model, device="cpu", precision="fp32", tile_px=64,
                                    cache=fresh_cache(tmp_path))  # fmt: skip
-    calls = Counter(restarted.engine.module)
+    calls = TileCounter(restarted.engine.module)
     np.testing.assert_array_equal(restarted.levels[0][:128, :128].compute(), first)
     assert calls.n == 0 and restarted.cache.stats.disk_hits >= 4
 
@@ -135,7 +125,7 @@ def test_background_tiles_are_painted_and_never_inferred(he, model):
         make_slide(rgb), model, device="cpu", precision="fp32", tile_px=64, cache=fresh_cache()
     )
     assert vs.tissue.sum() == 4
-    calls = Counter(vs.engine.module)
+    calls = TileCounter(vs.engine.module)
     out = vs.levels[0].compute()
     assert calls.n == 4 and vs.tiles_skipped == 12
     # background is the model's own glass colour (what it paints on this slide's glass)
