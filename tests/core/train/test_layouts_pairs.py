@@ -16,18 +16,14 @@ from napari_virtualstain.core.train.layouts import (
 )
 from napari_virtualstain.core.train.pairs import PairSpec, filter_pairs, iter_make_pairs, pair_ssim
 from napari_virtualstain.core.train.tiles import TileSpec, load_png, save_png
+from tests.support.train_tiles import texture
 
 
 def nuclei_image(seed: int, size: int = 96) -> np.ndarray:
-    """Dark round 'nuclei' on a pink background: structure that survives a colour change."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    img = np.empty((size, size, 3), np.float32)
-    img[:] = (225, 160, 200)
-    for cy, cx in rng.integers(6, size - 6, (12, 2)):
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 25] = (70, 40, 120)
-    img += rng.normal(0, 12, (size, size, 1))  # stroma texture: unrelated tiles do not match
-    return np.clip(img, 0, 255).astype(np.uint8)
+    """Dark round 'nuclei' on a pink background: structure that survives a colour change.
+    The stroma noise is strong enough that unrelated tiles do not match."""
+    return texture(seed, size, n_blobs=12, radius_px=5, margin_px=6, blob_rgb=(70, 40, 120),
+                   noise=12.0)  # fmt: skip
 
 
 def as_ihc(he: np.ndarray) -> np.ndarray:
