@@ -235,17 +235,23 @@ def estimate_stain_vectors(
     if tissue.shape[0] > max_pixels:
         idx = np.random.default_rng(seed).choice(tissue.shape[0], max_pixels, replace=False)
         tissue = tissue[idx]
+    cands = [_unit(v) for v in macenko_extremes(tissue, alpha_percentile)]
+    return _match_reference(cands, reference)
+
+
+def macenko_extremes(tissue_od: np.ndarray, percentile: float = 1.0) -> list[np.ndarray]:
+    """The two extreme OD directions (not normalised) of ``tissue_od`` (n, 3) in its stain plane:
+    the ``percentile`` and 100 - ``percentile`` angles of the pixels projected on that plane."""
     # The two leading eigenvectors of the (uncentred) OD second moment span the stain plane; the
     # first points along the mean OD, so every pixel projects positively on it and the angles
     # below never wrap (a centred covariance can point between two stain clusters instead).
-    _, eigvecs = np.linalg.eigh(tissue.T @ tissue / len(tissue))
+    _, eigvecs = np.linalg.eigh(tissue_od.T @ tissue_od / len(tissue_od))
     plane = eigvecs[:, [2, 1]]
     plane *= np.where(plane.sum(axis=0) < 0, -1.0, 1.0)
-    proj = tissue @ plane
+    proj = tissue_od @ plane
     angles = np.arctan2(proj[:, 1], proj[:, 0])
-    lo, hi = np.percentile(angles, [alpha_percentile, 100 - alpha_percentile])
-    cands = [_unit(plane @ np.array([np.cos(a), np.sin(a)])) for a in (lo, hi)]
-    return _match_reference(cands, reference)
+    lo, hi = np.percentile(angles, [percentile, 100 - percentile])
+    return [plane @ np.array([np.cos(a), np.sin(a)]) for a in (lo, hi)]
 
 
 def _match_reference(cands: list[np.ndarray], reference: StainVectors) -> StainVectors:

@@ -30,6 +30,7 @@ from ..deconvolution import (
     QUPATH_HE,
     TISSUE_OD_MIN,
     estimate_background,
+    macenko_extremes,
     optical_density,
 )
 
@@ -177,13 +178,7 @@ def check_hdab(rgb, background=None) -> StainCheck:
 
 def _second_stain_angles(tissue: np.ndarray, percentile: float = 1.0) -> tuple[float, float]:
     """Angles (degrees) from the non-hematoxylin Macenko direction to DAB and to eosin."""
-    _, eigvecs = np.linalg.eigh(tissue.T @ tissue / len(tissue))
-    plane = eigvecs[:, [2, 1]]
-    plane *= np.where(plane.sum(axis=0) < 0, -1.0, 1.0)
-    proj = tissue @ plane
-    angles = np.arctan2(proj[:, 1], proj[:, 0])
-    lo, hi = np.percentile(angles, [percentile, 100 - percentile])
-    ends = [plane @ np.array([np.cos(a), np.sin(a)]) for a in (lo, hi)]
+    ends = macenko_extremes(tissue, percentile)
     hema = QUPATH_HDAB.array[0]
     # The end farther from hematoxylin is the second stain.
     other = max(ends, key=lambda v: _angle(v, hema))
