@@ -94,17 +94,20 @@ class Ki67Actions:
         if path:
             self.import_rois(path)
 
-    def _ask_geojson(self) -> None:
+    def _ask_save(self, title: str, file_filter: str) -> str:
+        """A file to export the runs to ("": nothing to export, or the dialog was cancelled)."""
         if not self.runs:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Export GeoJSON", "", "GeoJSON (*.geojson)")
+            return ""
+        path, _ = QFileDialog.getSaveFileName(self, title, "", file_filter)
+        return path
+
+    def _ask_geojson(self) -> None:
+        path = self._ask_save("Export GeoJSON", "GeoJSON (*.geojson)")
         if path:
             self.export_geojson(path)
 
     def _ask_csv(self) -> None:
-        if not self.runs:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Per-nucleus CSV", "", "CSV (*.csv)")
+        path = self._ask_save("Per-nucleus CSV", "CSV (*.csv)")
         if path:
             p = Path(path)
             self.export_csv(p, p.with_name(p.stem + "_rois.csv"))

@@ -57,7 +57,7 @@ class VirtualStainWidget(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
         self.precision_combo = QComboBox()
-        self.precision_combo.addItems(["auto", "fp32", "bf16", "fp16"])
+        self.precision_combo.addItems(list(PRECISION_CHOICES))
         self.precision_combo.setToolTip("auto: a reduced precision only where measured faster")
         self.precision_note = QLabel("")
         self.precision_note.setWordWrap(True)
@@ -203,20 +203,29 @@ class VirtualStainWidget(QWidget):
             kwargs["preview_level"] = self.preview_level.value()
         return kwargs
 
+    def _chosen_source(self, status) -> tuple[str, object, dict] | None:
+        """The chosen source layer's name, the layer and the engine keywords for it; None when no
+        layer or no model is chosen (said on the ``status`` label) or the settings are invalid."""
+        name = self.layer_combo.currentText()
+        if not name or not self._model():
+            status.setText("choose a source layer and a model")
+            return None
+        layer = self.viewer.layers[name]
+        kwargs = self._kwargs(layer)
+        if kwargs is None:
+            return None
+        return name, layer, kwargs
+
     def start(self):
         """Open the virtual stain of the chosen layer (off the GUI thread) and overlay it.
 
         After Stop, the same slide and settings resume the same overlay; other settings
         reuse its layer (no "[1]" copies).
         """
-        name = self.layer_combo.currentText()
-        if not name or not self._model():
-            self.status.setText("choose a source layer and a model")
+        chosen = self._chosen_source(self.status)
+        if chosen is None:
             return None
-        layer = self.viewer.layers[name]
-        kwargs = self._kwargs(layer)
-        if kwargs is None:
-            return None
+        name, layer, kwargs = chosen
         old = self.overlay
         if old is not None and old.following:
             old.stop()
@@ -288,14 +297,10 @@ class VirtualStainWidget(QWidget):
 
     def save(self, out: str | None = None):
         """Write the whole-slide virtual stain to OME-Zarr (the batch engine, in a worker)."""
-        name = self.layer_combo.currentText()
-        if not name or not self._model():
-            self.job_status.setText("choose a source layer and a model")
+        chosen = self._chosen_source(self.job_status)
+        if chosen is None:
             return None
-        layer = self.viewer.layers[name]
-        kwargs = self._kwargs(layer)
-        if kwargs is None:
-            return None
+        name, layer, kwargs = chosen
         if out is None:
             out, _ = QFileDialog.getSaveFileName(self, "Save virtual stain", f"{name}-virtual.zarr")
             if not out:

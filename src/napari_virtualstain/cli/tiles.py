@@ -12,6 +12,16 @@ from napari_virtualstain.core.progress import drain
 from ._params import MPP
 
 
+def _write_tiles(label: str, work, quiet: bool):
+    """Drain a tile-writing generator under a progress bar; returns its result. Its errors (bad
+    input, an existing index, a failed write) become click errors."""
+    try:
+        with tqdm_progress(label, quiet, unit="tile") as on_progress:
+            return drain(work, on_progress)
+    except (ValueError, FileExistsError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+
+
 @click.command()
 @click.argument("slides", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Tile folder.")
@@ -43,11 +53,9 @@ def tiles(
         spec = TileSpec(tile_px, overlap_px, mpp if mpp > 0 else None, min_tissue)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    try:
-        with tqdm_progress("tiles", quiet, unit="tile") as on_progress:
-            kept = drain(iter_extract_tiles(slides, out, spec, source_mpp, overwrite), on_progress)
-    except (ValueError, FileExistsError, OSError) as err:
-        raise click.ClickException(str(err)) from err
+    kept = _write_tiles(
+        "tiles", iter_extract_tiles(slides, out, spec, source_mpp, overwrite), quiet
+    )
     click.echo(f"{len(kept)} tiles kept in {out} (index: {out / 'index.csv'})")
 
 
@@ -93,9 +101,5 @@ def pairs(
         registration = register_for_pairs(he, ihc)
         if registration is None:
             click.echo("a slide has no pixel size: pairs are taken as given (not registered)")
-    try:
-        with tqdm_progress("pairs", quiet, unit="tile") as on_progress:
-            kept = drain(iter_make_pairs(he, ihc, out, spec, registration), on_progress)
-    except (ValueError, FileExistsError, OSError) as err:
-        raise click.ClickException(str(err)) from err
+    kept = _write_tiles("pairs", iter_make_pairs(he, ihc, out, spec, registration), quiet)
     click.echo(f"{kept} pairs with SSIM > {ssim_min} written to {out}")
