@@ -165,13 +165,24 @@ class ResnetGenerator(nn.Module):
         super().__init__()
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
-        dim = ngf * 4
-        layers = resnet_encoder(input_nc, ngf, norm)
-        layers += [ResnetBlock(dim, norm, use_dropout) for _ in range(n_blocks)]
+        encoder = resnet_encoder(input_nc, ngf, norm)
+        layers = encoder[:4]
+        for i in range(2):  # each downsampling step is conv, norm, relu
+            layers += encoder[4 + 3 * i : 7 + 3 * i] + self.after_step(
+                "down", i, ngf * 2 ** (i + 1)
+            )
+        layers += [ResnetBlock(ngf * 4, norm, use_dropout) for _ in range(n_blocks)]
         for step in range(2):
-            layers += resnet_up(ngf, step, norm)
+            layers += resnet_up(ngf, step, norm) + self.after_step(
+                "up", step, ngf * 2 ** (1 - step)
+            )
         layers += resnet_head(ngf, output_nc)
         self.model = nn.Sequential(*layers)
+
+    def after_step(self, direction: str, step: int, channels: int) -> list[nn.Module]:
+        """Modules inserted after down- or upsampling ``step`` (``channels`` wide): none here;
+        ``PyramidGenerator`` inserts self-attention."""
+        return []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

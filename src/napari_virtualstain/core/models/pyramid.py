@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .junyanz import ResnetBlock, resnet_encoder, resnet_head, resnet_up
+from .junyanz import ResnetGenerator
 
 
 class SelfAttention(nn.Module):
@@ -70,13 +70,13 @@ def chunked_attention(q, k, v, scale: float, chunk: int = 1024):
     return torch.cat(blocks, dim=1)
 
 
-class PyramidGenerator(nn.Module):
-    """BCI Pyramid pix2pix generator (a junyanz ResNet generator, optionally with attention).
+class PyramidGenerator(ResnetGenerator):
+    """BCI Pyramid pix2pix generator: a junyanz ``ResnetGenerator``, optionally with attention.
 
     Parameters
     ----------
     input_nc, output_nc, ngf, norm, use_dropout, n_blocks
-        As ``ResnetGenerator``; BCI uses 9 blocks and instance norm.
+        As ``ResnetGenerator`` (keywords); BCI uses 9 blocks and instance norm.
     attention : bool
         Insert ``SelfAttention`` after each of the 2 downsampling and 2 upsampling steps.
     full_res_attention : bool
@@ -85,34 +85,17 @@ class PyramidGenerator(nn.Module):
     """
 
     def __init__(
-        self,
-        input_nc: int = 3,
-        output_nc: int = 3,
-        ngf: int = 64,
-        norm: str = "instance",
-        use_dropout: bool = False,
-        n_blocks: int = 9,
-        attention: bool = True,
-        full_res_attention: bool = True,
+        self, *, attention: bool = True, full_res_attention: bool = True, **resnet_kwargs
     ) -> None:
-        super().__init__()
-        self.attention = attention
-        encoder = resnet_encoder(input_nc, ngf, norm)
-        layers = encoder[:4]
-        for i in range(2):  # each step is conv, norm, relu
-            layers += encoder[4 + 3 * i : 7 + 3 * i]
-            if attention:
-                layers.append(SelfAttention(ngf * 2 ** (i + 1)))
-        layers += [ResnetBlock(ngf * 4, norm, use_dropout) for _ in range(n_blocks)]
-        for step in range(2):
-            layers += resnet_up(ngf, step, norm)
-            if attention and (step == 0 or full_res_attention):
-                layers.append(SelfAttention(ngf * 2 ** (1 - step)))
-        layers += resnet_head(ngf, output_nc)
-        self.model = nn.Sequential(*layers)
+        # read by after_step() while ResnetGenerator builds the layers
+        self.attention, self.full_res_attention = attention, full_res_attention
+        super().__init__(**resnet_kwargs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def after_step(self, direction: str, step: int, channels: int) -> list[nn.Module]:
+        last_up = direction == "up" and step == 1
+        if self.attention and (self.full_res_attention or not last_up):
+            return [SelfAttention(channels)]
+        return []
 
 
 def _gaussian_kernel(sigma: float = 1.0, size: int = 3) -> torch.Tensor:
