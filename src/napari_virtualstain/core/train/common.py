@@ -20,7 +20,16 @@ STATE_NAME = "state.pt"
 
 
 @dataclass(frozen=True)
-class TrainProgress(Progress):
+class StepProgress(Progress):
+    """A trainer's :class:`Progress`, whose ``done`` counts optimisation steps."""
+
+    @property
+    def step(self) -> int:
+        return self.done
+
+
+@dataclass(frozen=True)
+class TrainProgress(StepProgress):
     """One progress report of a trainer's ``fit`` generator: a :class:`Progress` of the epoch.
 
     ``done`` / ``total`` are the step and the steps per epoch, so any ``Progress`` consumer (the
@@ -53,10 +62,6 @@ class TrainProgress(Progress):
             shown = " ".join(f"{k}={v:.3f}" for k, v in losses.items())
             message = f"epoch {epoch + 1}/{epochs} {shown}".rstrip()
         return cls(step, steps_per_epoch, message, {}, phase, epoch, epochs, losses, metrics)
-
-    @property
-    def step(self) -> int:
-        return self.done
 
     @property
     def steps_per_epoch(self) -> int:

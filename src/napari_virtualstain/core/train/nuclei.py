@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checks import check_fields
-from ..progress import Progress
+from .common import StepProgress
 from .nuclei_data import NucleusSample, foreground_target, heatmap_target, random_crop, stain_jitter
 
 
@@ -62,17 +62,13 @@ class NucleiTrainConfig:
 
 
 @dataclass(frozen=True)
-class NucleiProgress(Progress):
+class NucleiProgress(StepProgress):
     """One training step done (a :class:`Progress` of ``done`` = step of ``total`` = steps):
     ``losses`` of that step, wall time of the whole run so far."""
 
     losses: Mapping[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
     checkpointed: bool = False
-
-    @property
-    def step(self) -> int:
-        return self.done
 
     @property
     def steps(self) -> int:
