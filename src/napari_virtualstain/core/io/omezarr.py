@@ -17,7 +17,7 @@ from .errors import SlideReadError, SlideWriteError
 from .guard import guarded_dask
 from .ownership import check_replaceable, write_marker
 from .pixels import move_channels_last, to_rgb8
-from .slide import Slide, complete_pyramid, display_name, downsample2
+from .slide import Slide, downsample2
 
 PROVENANCE_KEY = "napari_virtualstain"
 WRITE_CHUNK_PX = 512
@@ -72,18 +72,10 @@ def open_ome_zarr(path: Path) -> Slide:
     for lv in levels:
         rgb, notes = to_rgb8(lv, path, _uint16_peak(levels) if lv.dtype == np.uint16 else None)
         converted.append(rgb)
-    converted, built = complete_pyramid(converted)
-    provenance = attrs.get(PROVENANCE_KEY, {})
-    return Slide(
-        path=path,
-        name=display_name(path),
-        levels=converted,
-        mpp=_checked_mpp(ms, axes, path),
-        magnification=provenance.get("magnification"),
-        built_levels=built,
-        notes=notes,
-        format="ome-zarr",
-    )
+    mpp = _checked_mpp(ms, axes, path)
+    magnification = attrs.get(PROVENANCE_KEY, {}).get("magnification")
+    return Slide.from_file(path, converted, "ome-zarr", mpp=mpp, magnification=magnification,
+                           notes=notes)  # fmt: skip
 
 
 def _check_multiscales(multiscales, path) -> tuple[dict, list, str, list]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import SlideReadError
 from .icc import to_srgb
-from .slide import BACKGROUND_RGB, Slide, complete_pyramid, display_name
+from .slide import BACKGROUND_RGB, Slide
 
 OPENSLIDE_SUFFIXES = (".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".dcm")
 DEFAULT_CHUNK_PX = 512
@@ -142,17 +142,14 @@ def open_openslide(path: Path, apply_icc: bool = True) -> Slide:
             )
         associated = list(slide.associated_images)
         profile = slide.color_profile.tobytes() if apply_icc and slide.color_profile else None
-    levels, built = complete_pyramid(levels)
-    out = Slide(
-        path=path,
-        name=display_name(path),
-        levels=levels,
+    out = Slide.from_file(
+        path,
+        levels,
+        f"openslide:{vendor}",
         mpp=_mpp(props),
         magnification=_float(props.get("openslide.objective-power")),
         associated=_Associated(path, associated),
-        built_levels=built,
         notes="",
-        format=f"openslide:{vendor}",
     )
     return to_srgb(out, profile)
 

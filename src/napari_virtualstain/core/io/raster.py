@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import SlideReadError
 from .pixels import to_rgb8
-from .slide import Slide, complete_pyramid, display_name
+from .slide import Slide
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -34,13 +34,4 @@ def open_raster(path: Path) -> Slide:
         path,
         float(arr.max()) if arr.dtype == np.uint16 else None,
     )
-    levels, built = complete_pyramid([rgb])
-    return Slide(
-        path=path,
-        name=display_name(path),
-        levels=levels,
-        mpp=None,
-        built_levels=built,
-        notes=notes,
-        format=path.suffix.lower().lstrip("."),
-    )
+    return Slide.from_file(path, [rgb], path.suffix.lower().lstrip("."), mpp=None, notes=notes)

@@ -63,6 +63,15 @@ class Slide:
         if self.mpp is not None and not self.mpp > 0:
             raise ValueError(f"slide {self.name!r} ({self.path}): mpp must be > 0, got {self.mpp}")
 
+    @classmethod
+    def from_file(cls, path: Path, levels: list[da.Array], format: str, **metadata) -> Slide:
+        """A slide read from ``path``: named after the file (:func:`display_name`), its pyramid
+        completed with lazily built coarser levels where it is too shallow
+        (:func:`complete_pyramid`); ``metadata``: the other fields (mpp, notes...)."""
+        levels, built = complete_pyramid(levels)
+        return cls(path=path, name=display_name(path), levels=levels, built_levels=built,
+                   format=format, **metadata)  # fmt: skip
+
     def with_mpp(self, mpp: float | None) -> Slide:
         """The same slide with level-0 pixel size ``mpp`` (µm/px), e.g. a user's correction."""
         return replace(self, mpp=None if mpp is None else float(mpp))

@@ -12,7 +12,7 @@ import zarr
 from .errors import SlideReadError
 from .guard import guarded_dask
 from .pixels import move_channels_last, to_rgb8
-from .slide import Slide, complete_pyramid, display_name
+from .slide import Slide
 
 ASSOCIATED_NAMES = ("label", "macro", "thumbnail", "overview", "map")
 # A generic TIFF's resolution is trusted only when it is plausibly a scanner's (not 72/96 dpi).
@@ -73,20 +73,11 @@ def _slide_from_tiff(tif, path: Path) -> Slide:
     for lv in levels_raw:
         rgb, notes = to_rgb8(lv, path, intensity_max)
         levels.append(rgb)
-    levels, built = complete_pyramid(levels)
     fmt = "svs" if tif.is_svs else "ndpi" if tif.is_ndpi else "ome-tiff" if tif.is_ome else "tiff"
     mpp, magnification = _physical_metadata(tif, fmt)
-    return Slide(
-        path=path,
-        name=display_name(path),
-        levels=levels,
-        mpp=mpp,
-        magnification=magnification,
-        associated=_associated_images(tif, main_index, path),
-        built_levels=built,
-        notes=notes,
-        format=fmt,
-    )
+    associated = _associated_images(tif, main_index, path)
+    return Slide.from_file(path, levels, fmt, mpp=mpp, magnification=magnification,
+                           associated=associated, notes=notes)  # fmt: skip
 
 
 def _check_not_truncated(tif, series, path: Path) -> None:
