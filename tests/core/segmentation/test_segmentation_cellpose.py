@@ -7,6 +7,7 @@ import pytest
 
 from napari_virtualstain.core.segmentation import get_segmenter
 from napari_virtualstain.core.segmentation.cellpose import CellposeConfig, CellposeSegmenter
+from tests.support.segmenter_contract import background_regions
 
 pytest.importorskip("cellpose")
 torch = pytest.importorskip("torch")
@@ -78,15 +79,7 @@ def test_a_network_that_sees_no_cells_gives_zero_labels(tmp_path):
     assert labels.shape == (96, 112) and not labels.any()
 
 
-@pytest.mark.parametrize(
-    "rgb",
-    [
-        np.zeros((0, 0, 3), np.uint8),
-        np.full((4, 6, 3), 200, np.uint8),
-        np.full((120, 90, 3), 243, np.uint8),
-    ],
-    ids=["empty", "tiny", "glass"],
-)
+@background_regions(tiny=(4, 6, 200), glass=(120, 90, 243))
 def test_empty_and_background_regions_give_zero_labels(random_model, rgb):
     seg = CellposeSegmenter(model=random_model)
     labels = seg.segment(rgb, 0.25)

@@ -16,6 +16,7 @@ from napari_virtualstain.core.segmentation._stardist_net import (
     read_keras_weights,
 )
 from napari_virtualstain.core.segmentation.stardist import StarDistConfig, StarDistSegmenter
+from tests.support.segmenter_contract import background_regions
 from tests.support.stardist_models import (
     HE_CONFIG_DIR,
     disc_image,
@@ -181,15 +182,7 @@ def test_large_roi_in_blocks_counts_discs_on_block_borders_once(disc_model):
     assert ((blocks > 0) == (whole > 0)).mean() > 0.995
 
 
-@pytest.mark.parametrize(
-    "rgb",
-    [
-        np.zeros((0, 0, 3), np.uint8),
-        np.full((3, 5, 3), 240, np.uint8),
-        np.full((300, 260, 3), 242, np.uint8),
-    ],
-    ids=["empty", "tiny", "glass"],
-)
+@background_regions(tiny=(3, 5, 240), glass=(300, 260, 242))
 def test_empty_and_background_regions_give_zero_labels(disc_model, rgb):
     rgb = rgb.copy()
     if rgb.size:
