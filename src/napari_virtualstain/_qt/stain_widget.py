@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._napari.layers import layer_mpp
+from ..core.models.device import PRECISION_CHOICES
 from .runner import WorkerRunner
 from .virtual_overlay import fill_whole_slide, on_new_overlay, open_overlay, overlays_of
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..core.models.device import PRECISION_CHOICES
 from ._params import DEVICE, MPP, OUTPUT_FOLDER
 
 
@@ -25,7 +26,7 @@ from ._params import DEVICE, MPP, OUTPUT_FOLDER
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    type=click.Choice(PRECISION_CHOICES),
     default="auto",
     show_default=True,
 )

@@ -50,6 +50,8 @@ def test_bad_tiles_are_named():
     with pytest.raises(ValueError, match="float32"):
         infer_tiles(Passthrough(), np.zeros((1, 4, 4, 3), np.float32), "cpu")
     with pytest.raises(ValueError, match="precision must be one of"):
+        infer_tiles(Passthrough(), np.zeros((1, 4, 4, 3), np.uint8), "cpu", precision="int4")
+    with pytest.raises(ValueError, match="needs a quantised module"):
         infer_tiles(Passthrough(), np.zeros((1, 4, 4, 3), np.uint8), "cpu", precision="int8")
 
 

@@ -129,3 +129,33 @@ def test_stats_of_another_model_are_refused():
             pass
     with pytest.raises(ValueError, match="no InstanceNorm"):
         collect_norm_stats(build_generator("unet_128", ngf=2), np.zeros((1, 128, 128, 3), np.uint8))
+
+
+@pytest.mark.parametrize("arch", ["resnet_9blocks", "unet_128", "paper"])
+def test_folded_norms_give_the_fixed_stats_output(arch):
+    """Folding each fixed InstanceNorm into its conv changes no output pixel (beyond 1 grey)."""
+    from napari_virtualstain.core.models.normstats import folded_norm_stats, instance_norms
+
+    torch.manual_seed(0)
+    kwargs = {} if arch == "paper" else {"init": "xavier", "norm": "instance"}
+    module = build_generator(arch, ngf=4, **kwargs).eval()
+    img = smooth_image(128)
+    stats = collect_norm_stats(module, img[None])
+    folded = folded_norm_stats(module, stats)
+    assert len(instance_norms(folded)) < len(instance_norms(module))  # folded, not only patched
+    assert len(instance_norms(module)) == len(stats.mean)  # the caller's module is untouched
+    with fixed_norm_stats(module, stats):
+        fixed = infer_tiles(module, img[None]).astype(int)
+    diff = np.abs(infer_tiles(folded, img[None]).astype(int) - fixed)
+    assert diff.max() <= 1
+
+
+def test_folding_refuses_another_models_statistics():
+    from napari_virtualstain.core.models.normstats import folded_norm_stats
+
+    torch.manual_seed(0)
+    a = build_generator("resnet_6blocks", ngf=4)
+    b = build_generator("resnet_6blocks", ngf=8)
+    stats = collect_norm_stats(a, smooth_image(64)[None])
+    with pytest.raises(ValueError, match="channels"):
+        folded_norm_stats(b, stats)

@@ -177,6 +177,47 @@ def gather_norm_stats(engine, tiles: np.ndarray):
         )
 
 
+def calibrate_engine(slide, slide_id: str, engine, plan, tissue, norm_stats=None, cache_dir=None):
+    """Everything measured on a slide before its first tile, in order; returns the final
+    ``(plan, config, norm_stats)``.
+
+    1. InstanceNorm statistics (``config.norm == "slide"``), fixed (folded) into the engine;
+    2. for ``precision="int8"``, the int8 module quantised on this slide's tissue;
+    3. the model's own glass colour, unless the config names a background colour.
+    """
+    from dataclasses import replace
+
+    config = engine.config
+    if norm_stats is None and config.norm == "slide" and has_instance_norm(engine.module):
+        norm_stats = slide_norm_stats(
+            slide, slide_id, engine, plan, tissue, config.norm_tiles, cache_dir
+        )
+    if norm_stats is not None:
+        engine.fix_norm_stats(norm_stats)
+        plan = replace(plan, norm_sha256=norm_stats.sha256())
+    else:
+        plan = replace(plan, norm="tile")
+    if engine.precision == "int8":
+        quantize_on_slide(engine, slide, plan, tissue, config.norm_tiles)
+    if config.background_rgb is None:
+        rgb = glass_rgb(slide, slide_id, engine, plan, tissue, cache_dir)
+        config = replace(config, background_rgb=rgb)
+        engine.config = config
+    return plan, config, norm_stats
+
+
+def quantize_on_slide(engine, slide, plan, tissue, n_tiles: int) -> None:
+    """Quantise the engine's (norm-fixed) module to int8 on this slide's tissue.
+
+    ``2 * n_tiles`` evenly spread tissue tiles are read; every other one calibrates the
+    activation ranges and the rest measure the SSIM against fp32 (one tile serves both
+    only on a slide too small for two).
+    """
+    tiles = norm_tiles(slide, plan, tissue, 2 * n_tiles)
+    check = tiles[1::2] if len(tiles) > 1 else tiles
+    engine.quantize(tiles[0::2], check)
+
+
 def has_instance_norm(module) -> bool:
     import torch
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from ..models.device import PRECISION_CHOICES
 from .tissue import TissueConfig
 
 BLENDS = ("auto", "crop", "blend")
@@ -36,7 +37,8 @@ class StainConfig:
         "auto", "cpu", "cuda", "cuda:1", "mps".
     precision : str
         "auto" (a reduced precision only where measured faster than fp32 on this device,
-        see :mod:`..models.precision`), "fp32", "bf16", "fp16".
+        see :mod:`..models.precision`), "fp32", "bf16", "fp16", or "int8" (CPU only; statically
+        quantised on this slide's tissue, SSIM vs fp32 measured, see :mod:`..models.quantize`).
     batch_size : int, optional
         Tiles per forward pass (halved automatically on out-of-memory). Default 1 on CPU
         (measured: batches of large tiles run slower on few cores) and 4 on accelerators.
@@ -84,8 +86,14 @@ class StainConfig:
     preview_level: int | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in PRECISION_CHOICES:
+            raise ValueError(
+                f"precision must be one of {PRECISION_CHOICES}, got {self.precision!r}"
+            )
+        if self.precision == "int8" and self.norm != "slide":
+            raise ValueError(
+                "precision int8 needs norm='slide' (per-tile norms cannot be quantised)"
+            )
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.tile_px is not None and self.tile_px < 8:

@@ -282,7 +282,7 @@ def _run(
         tiles_background=n_bg,
         tiles_cached_before=cached_before,
         seconds=time.perf_counter() - t0,
-        statement=vs.plan.statement,
+        statement=f"{vs.plan.statement}; {vs.engine.precision} ({vs.engine.precision_reason})",
         tiles_inferred=vs.engine.tiles_inferred,
         events=list(vs.engine.events),
     )

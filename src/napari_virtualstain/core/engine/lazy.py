@@ -18,7 +18,7 @@ import numpy as np
 
 from ..progress import CancelToken
 from .cache import TileCache, TileKey, shared_cache
-from .calibrate import glass_rgb, has_instance_norm, resize_rgb, slide_norm_stats
+from .calibrate import calibrate_engine, resize_rgb
 from .provenance import build_provenance, slide_identity
 from .stain import StainConfig, StainEngine, make_plan, pad_to_multiple
 from .tiling import Box, TileGrid, blend_weights, checker, map_box, round_up
@@ -96,6 +96,7 @@ class VirtualStain:
                 "tiles": {"total": self.grid.n_tiles, "background": n_bg},
                 "blend": plan.mode,
                 "norm_stats": {"mode": plan.norm, "sha256": plan.norm_sha256},
+                "int8": engine.int8_report and engine.int8_report.to_dict(),
             },
         )
 
@@ -365,20 +366,9 @@ def open_virtual_stain(
     ident = slide_identity(slide)
     if cache_dir is None and cache is not None and cache.disk is not None:
         cache_dir = str(cache.disk.root)  # calibrations live next to the tiles
-    if norm_stats is None and config.norm == "slide" and has_instance_norm(engine.module):
-        norm_stats = slide_norm_stats(
-            slide, ident, engine, plan, tissue, config.norm_tiles, cache_dir
-        )
-    if norm_stats is not None:
-        engine.fix_norm_stats(norm_stats)
-        plan = replace(plan, norm_sha256=norm_stats.sha256())
-    else:
-        plan = replace(plan, norm="tile")
-    if config.background_rgb is None:  # the model's own glass colour, measured once
-        config = replace(
-            config, background_rgb=glass_rgb(slide, ident, engine, plan, tissue, cache_dir)
-        )
-        engine.config = config
+    plan, config, norm_stats = calibrate_engine(
+        slide, ident, engine, plan, tissue, norm_stats, cache_dir
+    )
     engine.tiles_inferred, engine.seconds_inferring = 0, 0.0  # count tiles, not calibrations
     if cache is None:
         cache = shared_cache(cache_dir)

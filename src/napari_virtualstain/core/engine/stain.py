@@ -9,8 +9,6 @@ The lazy pyramid (:mod:`.lazy`) and the whole-slide writer (:mod:`.distributed`)
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import json
 import logging
@@ -65,6 +63,8 @@ class StainEngine:
         self.card = loaded.card
         self.config = config or StainConfig()
         self.device = choose_device(self.config.device)
+        if self.config.precision == "int8" and self.device.type != "cpu":
+            raise ValueError(f"precision int8 runs on the CPU only, not on {self.device}")
         self._base_module = loaded.module.to(self.device).eval()
         self.precision_choice = None
         self.precision, self.precision_reason = self._choose_precision()
@@ -76,7 +76,7 @@ class StainEngine:
         self.tiles_inferred = 0
         self.seconds_inferring = 0.0
         self._lock = threading.Lock()
-        self._stack = contextlib.ExitStack()
+        self.int8_report = None
         self.module = self._base_module
         if norm_stats is not None:
             self.fix_norm_stats(norm_stats)
@@ -95,18 +95,35 @@ class StainEngine:
         return choice.precision, "auto: " + choice.reason + (" (cached)" if choice.cached else "")
 
     def fix_norm_stats(self, norm_stats) -> None:
-        """From now on run a private copy of the module with these InstanceNorm statistics."""
-        from ..models import fixed_norm_stats
+        """From now on run a private copy of the module with these InstanceNorm statistics.
 
+        The copy has each fixed norm folded into the convolution before it (same pixels,
+        fewer passes over the activations; see ``models.normstats.folded_norm_stats``).
+        """
+        from ..models.normstats import folded_norm_stats
+
+        module = folded_norm_stats(self._base_module, norm_stats)
         with self._lock:
-            # A private copy keeps the caller's module untouched and lets the patch stay put
-            # (re-patching per call would also defeat torch.compile's guards).
-            module = copy.deepcopy(self._base_module)
-            self._stack.close()
-            self._stack = contextlib.ExitStack()
-            self._stack.enter_context(fixed_norm_stats(module, norm_stats))
             self.module = module
             self.norm_stats = norm_stats
+
+    def quantize(self, calibration_tiles: np.ndarray, check_tiles: np.ndarray) -> None:
+        """For ``precision="int8"``: from now on run a static int8 copy of the module.
+
+        Call after ``fix_norm_stats``. The SSIM of int8 against fp32 on ``check_tiles`` is kept
+        in ``int8_report`` and added to ``precision_reason`` (so to the provenance).
+        """
+        from ..models.quantize import quantize_int8
+
+        if self.precision != "int8":
+            raise ValueError(f"quantize is for precision int8, this engine runs {self.precision}")
+        module, report = quantize_int8(
+            self.module, calibration_tiles, check_tiles, self.card.normalisation
+        )
+        with self._lock:
+            self.module = module
+            self.int8_report = report
+            self.precision_reason = f"{self.precision_reason}; {report.statement}"
 
     @property
     def stride_px(self) -> int:
@@ -177,9 +194,6 @@ class StainEngine:
         h, w = rgb.shape[:2]
         padded = pad_to_multiple(rgb, self.stride_px)
         return self.stain_batch(padded[None])[0, :h, :w]
-
-    def close(self) -> None:
-        self._stack.close()
 
 
 def make_plan(

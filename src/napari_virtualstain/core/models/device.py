@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+# "int8" is a statically quantised CPU module (see ``quantize``): it runs without autocast.
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+# What a user may ask for: "auto" picks fp32 or a reduced float precision by measurement
+# (``precision.choose_precision``), never int8 (it changes pixels).
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 
 
 def choose_device(preference: str = "auto"):
@@ -65,7 +69,9 @@ def autocast_dtype(precision: str, device):
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp32":
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"int8 runs on the CPU only, not on {device}")
+    if precision in ("fp32", "int8"):
         return None
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     if device.type == "cuda" and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():

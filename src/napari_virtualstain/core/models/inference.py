@@ -38,6 +38,11 @@ def from_network(y, normalisation: str = "[-1,1]") -> np.ndarray:
     return y.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
+def is_quantized(module) -> bool:
+    """Whether ``module`` holds quantised (int8) layers."""
+    return any(".quantized." in type(m).__module__ for m in module.modules())
+
+
 def compile_module(module):
     """``torch.compile`` a module once; costs ~18 s per tile shape on CPU.
 
@@ -74,8 +79,8 @@ def infer_tiles(
         (N, H, W, 3) uint8 RGB tiles.
     device : torch.device or str, optional
         Defaults to the module's device.
-    precision : {"fp32", "bf16", "fp16"}
-        Autocast precision (bf16 is about 1.8x faster on this CPU).
+    precision : {"fp32", "bf16", "fp16", "int8"}
+        Autocast precision; "int8" only for a module quantised by ``models.quantize``.
     batch_size : int
         Tiles per forward pass.
     compile : bool
@@ -99,6 +104,8 @@ def infer_tiles(
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
     dtype = autocast_dtype(precision, device)
+    if precision == "int8" and not is_quantized(module):
+        raise ValueError("precision int8 needs a quantised module (see models.quantize)")
     module.eval()
     run = compile_module(module) if compile else module
     n = len(tiles_uint8)

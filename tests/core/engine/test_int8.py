@@ -1,0 +1,64 @@
+"""int8: an option that runs a statically quantised generator, with its SSIM vs fp32 recorded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from skimage.metrics import structural_similarity
+
+from napari_virtualstain.core.engine import StainConfig
+from napari_virtualstain.core.engine.cache import MemoryLRU, TileCache
+from napari_virtualstain.core.engine.lazy import open_virtual_stain
+from napari_virtualstain.core.models import LoadedModel, ModelCard, build_generator
+from napari_virtualstain.core.models.device import autocast_dtype
+from napari_virtualstain.core.models.inference import is_quantized
+from tests.core.engine.test_lazy import make_slide
+from tests.support import PACKAGE_DATA
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    module = build_generator("resnet_6blocks", ngf=8, init="xavier")
+    card = ModelCard(name="tiny8", arch="resnet_6blocks", arch_kwargs={"ngf": 8}, mpp=0.25,
+                     tile_px=64, receptive_field_px=117, sha256="1" * 64)  # fmt: skip
+    return LoadedModel(module=module, card=card, path=None)
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    return tifffile.imread(PACKAGE_DATA / "OS-1-detail_HE.ome.tif")[:256, :256].copy()
+
+
+def stain(rgb, model, precision):
+    vs = open_virtual_stain(make_slide(rgb), model, device="cpu", precision=precision,
+                            tile_px=128, tissue=None, cache=TileCache(MemoryLRU()))  # fmt: skip
+    return vs, vs.levels[0].compute()
+
+
+def test_int8_runs_a_quantised_module_and_records_its_ssim(rgb, model):
+    ref_vs, ref = stain(rgb, model, "fp32")
+    vs, out = stain(rgb, model, "int8")
+    assert is_quantized(vs.engine.module) and not is_quantized(ref_vs.engine.module)
+    assert not np.array_equal(out, ref)  # int8 really ran: the pixels change
+    report = vs.metadata["int8"]
+    assert report["n_calibration_tiles"] >= 1 and report["n_check_tiles"] >= 1
+    assert "int8" in vs.metadata["precision_reason"] and "SSIM" in vs.metadata["precision_reason"]
+    whole_ssim = structural_similarity(ref, out, channel_axis=2, data_range=255)
+    # The SSIM measured on held-out tiles speaks for the whole image ...
+    assert abs(report["ssim_vs_fp32"] - whole_ssim) < 0.1
+    # ... and the quantised model is still this model.
+    assert whole_ssim > 0.8
+    assert np.abs(out.astype(int) - ref).mean() < 12
+    assert ref_vs.metadata["int8"] is None
+    assert vs.namespace != ref_vs.namespace  # int8 tiles are never served as fp32 ones
+
+
+def test_int8_is_refused_where_it_cannot_run():
+    with pytest.raises(ValueError, match="CPU only"):
+        autocast_dtype("int8", torch.device("cuda"))
+    with pytest.raises(ValueError, match="norm='slide'"):
+        StainConfig(precision="int8", norm="tile")
+    assert autocast_dtype("int8", torch.device("cpu")) is None  # no autocast: the module is int8
