@@ -73,26 +73,25 @@ def _uses_bias(norm: str) -> bool:
     return norm in ("instance", "instance_running")
 
 
+def reflect_conv(in_nc: int, out_nc: int, kernel: int, norm: str, bias: bool) -> list[nn.Module]:
+    """Reflection padding, a ``kernel`` x ``kernel`` convolution that keeps the size, the norm."""
+    return [
+        nn.ReflectionPad2d(kernel // 2),
+        nn.Conv2d(in_nc, out_nc, kernel_size=kernel, padding=0, bias=bias),
+        get_norm_layer(norm)(out_nc),
+    ]
+
+
 class ResnetBlock(nn.Module):
     """Two reflection-padded 3x3 convolutions with a residual connection."""
 
     def __init__(self, dim: int, norm: str, use_dropout: bool) -> None:
         super().__init__()
-        norm_layer = get_norm_layer(norm)
         bias = _uses_bias(norm)
-        block: list[nn.Module] = [
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=bias),
-            norm_layer(dim),
-            nn.ReLU(True),
-        ]
+        block = reflect_conv(dim, dim, 3, norm, bias) + [nn.ReLU(True)]
         if use_dropout:
             block += [nn.Dropout(0.5)]
-        block += [
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=bias),
-            norm_layer(dim),
-        ]
+        block += reflect_conv(dim, dim, 3, norm, bias)
         self.conv_block = nn.Sequential(*block)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,12 +102,7 @@ def resnet_encoder(input_nc: int, ngf: int, norm: str, n_down: int = 2) -> list[
     """The stem and the stride-2 downsampling convolutions of the ResNet generator."""
     norm_layer = get_norm_layer(norm)
     bias = _uses_bias(norm)
-    layers: list[nn.Module] = [
-        nn.ReflectionPad2d(3),
-        nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=bias),
-        norm_layer(ngf),
-        nn.ReLU(True),
-    ]
+    layers = reflect_conv(input_nc, ngf, 7, norm, bias) + [nn.ReLU(True)]
     for i in range(n_down):
         mult = 2**i
         layers += [

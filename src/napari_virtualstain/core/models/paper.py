@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .junyanz import ResnetBlock, get_norm_layer
+from .junyanz import ResnetBlock, get_norm_layer, reflect_conv, resnet_head
 
 N_DOWN = 3
 
@@ -66,9 +66,7 @@ class PaperGenerator(nn.Module):
         super().__init__()
         self.skip = skip
         self.stem = nn.Sequential(
-            nn.ReflectionPad2d(3),
-            nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=norm == "instance"),
-            get_norm_layer(norm)(ngf),
+            *reflect_conv(input_nc, ngf, 7, norm, bias=norm == "instance"),
             nn.LeakyReLU(0.2, inplace=True),
         )
         widths = [ngf * 2**i for i in range(N_DOWN + 1)]  # 64, 128, 256, 512
@@ -79,9 +77,7 @@ class PaperGenerator(nn.Module):
         self.up = nn.ModuleList(
             _up(widths[i + 1], widths[i], norm) for i in reversed(range(N_DOWN))
         )
-        self.head = nn.Sequential(
-            nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()
-        )
+        self.head = nn.Sequential(*resnet_head(ngf, output_nc))
         xavier_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
