@@ -12,7 +12,7 @@ then rescales the image so nuclei have the model's ``diam_mean`` (17 px for ``nu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +22,11 @@ from ..checks import check_fields
 from ._intensity import (
     check_normalisation,
     check_rgb,
-    config_from,
     robust_range,
     sequential_labels,
 )
-from .blocks import Progress, drain
+from .base import LoadOnUseSegmenter
+from .blocks import Progress
 
 #: Smallest region side (px) worth running; below it no nucleus fits and Cellpose's tiling fails.
 MIN_SIDE_PX = 8
@@ -83,20 +83,15 @@ class CellposeConfig:
         check_normalisation(self.norm_percentiles, self.norm_range)
 
 
-class CellposeSegmenter:
+class CellposeSegmenter(LoadOnUseSegmenter):
     """Cellpose 3 behind the ``Segmenter`` protocol; the model loads on first use."""
 
     name = "cellpose"
+    config_class = CellposeConfig
 
-    def __init__(self, config: CellposeConfig | None = None, **options) -> None:
-        self.config = config_from(config, options, CellposeConfig)
-        self._model = None
-
-    def load(self):
+    def _load_model(self):
         """The ``cellpose.models.CellposeModel`` (downloaded first for a built-in name)."""
-        if self._model is None:
-            self._model = _load_cellpose_model(self.config.model, self.config.device)
-        return self._model
+        return _load_cellpose_model(self.config.model, self.config.device)
 
     @property
     def diam_mean_px(self) -> float:
@@ -112,12 +107,6 @@ class CellposeSegmenter:
             "flow_threshold": cfg.flow_threshold,
             "cellprob_threshold": cfg.cellprob_threshold,
         }
-
-    def segment(
-        self, rgb: np.ndarray, mpp: float, progress: Callable[[Progress], None] | None = None
-    ) -> np.ndarray:
-        """(H, W) uint32 nuclei labels of an (H, W, 3) RGB region at ``mpp`` µm/px."""
-        return drain(self.iter_segment(rgb, mpp), progress)
 
     def iter_segment(self, rgb: np.ndarray, mpp: float) -> Generator[Progress, None, np.ndarray]:
         """Yield ``Progress`` before the network runs, return the labels.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +27,10 @@ from ..geometry import Box, TileGrid, round_up
 from ._intensity import (
     check_normalisation,
     check_rgb,
-    config_from,
     robust_range,
     sequential_labels,
 )
+from .base import LoadOnUseSegmenter
 from .blocks import Progress, drain
 
 #: Models stardist registers for ``StarDist2D.from_pretrained`` (downloaded on first use).
@@ -91,28 +91,23 @@ class StarDistConfig:
         check_normalisation(self.norm_percentiles, self.norm_range)
 
 
-class StarDistSegmenter:
+class StarDistSegmenter(LoadOnUseSegmenter):
     """StarDist2D behind the ``Segmenter`` protocol; the model loads on first use."""
 
     name = "stardist"
-
-    def __init__(self, config: StarDistConfig | None = None, **options) -> None:
-        self.config = config_from(config, options, StarDistConfig)
-        self._loaded = None
+    config_class = StarDistConfig
 
     # -- model ---------------------------------------------------------------------------
 
-    def load(self):
-        """Resolve, download if needed, and load the model; return (net, thresholds, folder)."""
-        if self._loaded is None:
-            from ._stardist_net import StarDistNetConfig, build_stardist_unet, load_keras_weights
+    def _load_model(self):
+        """Resolve, download if needed, and load the model: (net, thresholds, folder)."""
+        from ._stardist_net import StarDistNetConfig, build_stardist_unet, load_keras_weights
 
-            folder = resolve_model_dir(self.config.model)
-            net = build_stardist_unet(StarDistNetConfig.from_json(folder / "config.json"))
-            load_keras_weights(net, _weights_file(folder))
-            net.eval().to(_torch_device(self.config.device))
-            self._loaded = (net, read_thresholds(folder), folder)
-        return self._loaded
+        folder = resolve_model_dir(self.config.model)
+        net = build_stardist_unet(StarDistNetConfig.from_json(folder / "config.json"))
+        load_keras_weights(net, _weights_file(folder))
+        net.eval().to(_torch_device(self.config.device))
+        return net, read_thresholds(folder), folder
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -125,12 +120,6 @@ class StarDistSegmenter:
         }
 
     # -- segmentation --------------------------------------------------------------------
-
-    def segment(
-        self, rgb: np.ndarray, mpp: float, progress: Callable[[Progress], None] | None = None
-    ) -> np.ndarray:
-        """(H, W) uint32 nuclei labels of an (H, W, 3) RGB region at ``mpp`` µm/px."""
-        return drain(self.iter_segment(rgb, mpp), progress)
 
     def iter_segment(self, rgb: np.ndarray, mpp: float) -> Generator[Progress, None, np.ndarray]:
         """Yield ``Progress`` per network tile, return the labels; stop iterating to cancel."""
