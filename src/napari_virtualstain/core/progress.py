@@ -15,6 +15,7 @@ generator at its next ``yield``. Both end in ``Cancelled``, never in a half-writ
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -88,6 +89,33 @@ def drain(
             return stop.value
         if on_progress is not None:
             on_progress(step)
+
+
+def blocking(
+    iter_fn: Callable[..., Generator[Progress, None, T]], name: str | None = None
+) -> Callable[..., T]:
+    """The blocking twin of the progress generator function ``iter_fn``, so that its arguments
+    are written once: the twin takes the same arguments plus an optional keyword ``progress``
+    (given each report), runs the generator with :func:`drain` and returns its result.
+
+    ``name`` defaults to ``iter_fn``'s name without its ``iter_`` prefix.
+    """
+
+    def run(*args, progress: OnProgress | None = None, **kwargs) -> T:
+        return drain(iter_fn(*args, **kwargs), progress)
+
+    run.__name__ = run.__qualname__ = name or iter_fn.__name__.removeprefix("iter_")
+    run.__module__ = iter_fn.__module__
+    run.__doc__ = f"Blocking form of :func:`{iter_fn.__name__}`; ``progress`` gets each report."
+    # help() and inspect.signature show the generator's arguments and ``progress``
+    signature = inspect.signature(iter_fn)
+    params = list(signature.parameters.values())
+    at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    params.insert(at, inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=None))
+    run.__signature__ = signature.replace(
+        parameters=params, return_annotation=inspect.Signature.empty
+    )
+    return run
 
 
 def callback_steps(on_progress: OnProgress | None, total: int, message: str = ""):

@@ -22,11 +22,11 @@ from ..deconvolution import (
     resolve_stains,
 )
 from ..geometry import Box, level_for_size
+from ..progress import blocking
 from ..roi import ROI, validate_rois
 from ..segmentation import (
     DEFAULT_SEGMENTER,
     Progress,
-    drain,
     get_segmenter,
     iter_segment_in_blocks,
 )
@@ -207,9 +207,8 @@ def iter_measure_rois(
     return RatioRun(tuple(out), mpp, vectors, tuple(float(v) for v in bg), prov, check)
 
 
-def measure_rois(image, mpp, rois=None, progress=None, **kwargs) -> RatioRun:
-    """Blocking form of :func:`iter_measure_rois`."""
-    return drain(iter_measure_rois(image, mpp, rois, **kwargs), progress)
+#: Blocking form of :func:`iter_measure_rois` (``progress=`` gets each report).
+measure_rois = blocking(iter_measure_rois)
 
 
 def _measure_one(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 
+from ..progress import Progress, drain
 from .base import Segmenter
-from .blocks import Progress, drain, iter_segment_in_blocks, segment_in_blocks
+from .blocks import iter_segment_in_blocks, segment_in_blocks
 from .builtin import BuiltinSegmenter, WatershedConfig
 
 # name -> (module, class); the heavy modules are imported on first use only.

@@ -15,7 +15,7 @@ from collections.abc import Callable, Generator
 import numpy as np
 
 from ..geometry import Box, TileGrid
-from ..progress import Progress, drain
+from ..progress import Progress, blocking
 from .base import Segmenter
 
 DEFAULT_BLOCK_PX = 4096
@@ -96,16 +96,8 @@ def iter_segment_in_blocks(
     return out
 
 
-def segment_in_blocks(
-    segmenter: Segmenter,
-    rgb,
-    mpp: float,
-    block_px: int = DEFAULT_BLOCK_PX,
-    overlap_px: int | None = None,
-    progress: Callable[[Progress], None] | None = None,
-) -> np.ndarray:
-    """Blocking form of :func:`iter_segment_in_blocks`; ``progress`` gets each report."""
-    return drain(iter_segment_in_blocks(segmenter, rgb, mpp, block_px, overlap_px), progress)
+#: Blocking form of :func:`iter_segment_in_blocks` (``progress=`` gets each report).
+segment_in_blocks = blocking(iter_segment_in_blocks)
 
 
 def _owned(labels, core: Box, origin, next_label, taken: list) -> tuple[np.ndarray, int]:

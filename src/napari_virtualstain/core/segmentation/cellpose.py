@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checks import check_fields
+from ..progress import Progress
 from ._intensity import (
     check_normalisation,
     check_rgb,
@@ -26,7 +27,6 @@ from ._intensity import (
     sequential_labels,
 )
 from .base import LoadOnUseSegmenter
-from .blocks import Progress
 
 #: Smallest region side (px) worth running; below it no nucleus fits and Cellpose's tiling fails.
 MIN_SIDE_PX = 8

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import Box, TileGrid, round_up
+from ..progress import Progress, drain
 from ._intensity import (
     check_normalisation,
     check_rgb,
@@ -31,7 +32,6 @@ from ._intensity import (
     sequential_labels,
 )
 from .base import LoadOnUseSegmenter
-from .blocks import Progress, drain
 
 #: Models stardist registers for ``StarDist2D.from_pretrained`` (downloaded on first use).
 PRETRAINED = ("2D_versatile_he", "2D_versatile_fluo", "2D_paper_dsb2018", "2D_demo")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..progress import OnProgress, Progress, ProgressGenerator, drain
+from ..progress import Progress, ProgressGenerator, blocking
 
 INDEX_NAME = "index.csv"
 INDEX_FIELDS = ("file", "slide", "level", "y", "x", "read_px", "mpp", "tissue_fraction")
@@ -248,16 +248,9 @@ def iter_extract_tiles(
     return kept
 
 
-def extract_tiles(
-    slides: Sequence,
-    out_dir: str | Path,
-    spec: TileSpec = TileSpec(),
-    source_mpp: float | None = None,
-    overwrite: bool = False,
-    progress: OnProgress | None = None,
-) -> list[TileRecord]:
-    """Blocking twin of :func:`iter_extract_tiles`; returns the kept tiles' records."""
-    return drain(iter_extract_tiles(slides, out_dir, spec, source_mpp, overwrite), progress)
+#: Blocking twin of :func:`iter_extract_tiles` (``progress=`` gets each report); returns the kept
+#: tiles' records.
+extract_tiles = blocking(iter_extract_tiles)
 
 
 def read_index(path: str | Path) -> list[TileRecord]:
