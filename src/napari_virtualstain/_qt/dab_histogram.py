@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QWidget
+
+from .layouts import column
 
 NEGATIVE_COLOR = "#2870ff"
 # One threshold: negative / positive; three: negative / 1+ / 2+ / 3+ (QuPath's class colours).
@@ -27,10 +29,7 @@ class DabHistogramView(QWidget):
         self.roi_combo.currentIndexChanged.connect(self._draw)
         self.histograms: list = []
         self.title = ""
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.roi_combo)
-        layout.addWidget(self.canvas)
+        column(self, self.roi_combo, self.canvas).setContentsMargins(0, 0, 0, 0)
         self._draw()
 
     def show_histograms(self, histograms: list, title: str = "") -> None:

@@ -14,11 +14,8 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -27,6 +24,7 @@ from napari_virtualstain.core.segmentation import DEFAULT_SEGMENTER
 from .dab_histogram import DabHistogramView
 from .ki67_actions import Ki67Actions
 from .ki67_table import ResultsTable
+from .layouts import column, row, wrapped_label
 from .runner import WorkerRunner
 
 WHOLE_IMAGE = "(whole image)"
@@ -100,11 +98,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         self.run_button = QPushButton("Compute")
         self.run_button.clicked.connect(self.compute)
         self.cancel_button = QPushButton("Cancel")
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = wrapped_label()
         self.table = ResultsTable()
         self.histogram = DabHistogramView()
         self.hotspot_spin = QDoubleSpinBox()
@@ -113,10 +107,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         self.hotspot_spin.setSuffix(" µm")
         hot_button = QPushButton("Find hot spot")
         hot_button.clicked.connect(self.find_hotspot)
-        hot = QHBoxLayout()
-        hot.addWidget(self.hotspot_spin)
-        hot.addWidget(hot_button)
-        export = QHBoxLayout()
+        export = []
         for text, slot in (
             ("Import ROIs…", self._ask_import),
             ("Export GeoJSON…", self._ask_geojson),
@@ -124,17 +115,19 @@ class Ki67Widget(Ki67Actions, QWidget):
         ):
             button = QPushButton(text)
             button.clicked.connect(slot)
-            export.addWidget(button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.points_check)
-        layout.addWidget(self.force_check)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addWidget(self.table)
-        layout.addWidget(self.histogram)
-        layout.addLayout(hot)
-        layout.addLayout(export)
+            export.append(button)
+        column(
+            self,
+            form,
+            self.points_check,
+            self.force_check,
+            row(self.run_button, self.cancel_button),
+            self.status,
+            self.table,
+            self.histogram,
+            row(self.hotspot_spin, hot_button),
+            row(*export),
+        )
 
     def _refresh_layers(self, event=None) -> None:
         from napari.layers import Image, Shapes

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QLinearGradient, QPainter
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QWidget
+
+from .layouts import column, row, wrapped_label
 
 BAR_HEIGHT_PX = 14
 
@@ -48,23 +50,16 @@ class LegendWidget(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.title, self.bar = QLabel(""), ColourBar()
-        self.title.setWordWrap(True)
+        self.title, self.bar = wrapped_label(), ColourBar()
         self.ticks = [QLabel("") for _ in range(3)]
-        self.meaning = QLabel("")
-        self.meaning.setWordWrap(True)
-        ticks_row = QHBoxLayout()
+        self.meaning = wrapped_label()
         for label, align in zip(
             self.ticks, (Qt.AlignLeft, Qt.AlignHCenter, Qt.AlignRight), strict=True
         ):
             label.setAlignment(align)
-            ticks_row.addWidget(label)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 4, 0, 4)
-        for widget in (self.title, self.bar):
-            layout.addWidget(widget)
-        layout.addLayout(ticks_row)
-        layout.addWidget(self.meaning)
+        column(self, self.title, self.bar, row(*self.ticks), self.meaning).setContentsMargins(
+            0, 4, 0, 4
+        )
         self.legend = None
         self.setVisible(False)
 

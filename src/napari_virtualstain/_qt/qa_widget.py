@@ -17,17 +17,15 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from napari_virtualstain.core.residual import RESIDUAL_KINDS
 
+from .layouts import column, row, wrapped_label
 from .qa_legend import LegendWidget
 from .runner import WorkerRunner
 
@@ -74,18 +72,15 @@ class QAWidget(QWidget):
         self.region.addItems(REGIONS)
         form.addRow("region", self.region)
         self.kind_boxes = {k: QCheckBox(k) for k in RESIDUAL_KINDS}
-        kinds_row = QHBoxLayout()
         for box in self.kind_boxes.values():
             box.setChecked(True)
-            kinds_row.addWidget(box)
 
         self.register_button = QPushButton("Register real → virtual")
         self.load_button, self.save_button = QPushButton("Load…"), QPushButton("Save…")
         self.map_rois_button = QPushButton("Map ROIs to real slide")
         self.build_button = QPushButton("Build QA layers")
         self.cancel_button = QPushButton("Cancel")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = wrapped_label()
         self.summary = QPlainTextEdit()
         self.summary.setReadOnly(True)
         self.legend = LegendWidget()
@@ -93,21 +88,17 @@ class QAWidget(QWidget):
             self.status, self.cancel_button, (self.build_button, self.register_button)
         )
 
-        reg_row = QHBoxLayout()
-        for b in (self.register_button, self.load_button, self.save_button):
-            reg_row.addWidget(b)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(kinds_row)
-        layout.addLayout(reg_row)
-        layout.addWidget(self.map_rois_button)
-        run_row = QHBoxLayout()
-        run_row.addWidget(self.build_button)
-        run_row.addWidget(self.cancel_button)
-        layout.addLayout(run_row)
-        layout.addWidget(self.status)
-        layout.addWidget(self.legend)
-        layout.addWidget(self.summary)
+        column(
+            self,
+            form,
+            row(*self.kind_boxes.values()),
+            row(self.register_button, self.load_button, self.save_button),
+            self.map_rois_button,
+            row(self.build_button, self.cancel_button),
+            self.status,
+            self.legend,
+            self.summary,
+        )
 
         self.register_button.clicked.connect(self.register)
         self.load_button.clicked.connect(self._load_dialog)

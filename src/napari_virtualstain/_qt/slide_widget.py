@@ -7,12 +7,10 @@ from pathlib import Path
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -20,6 +18,7 @@ from napari_virtualstain.core.io import SUPPORTED_SUFFIXES, Slide, SlideReadErro
 from napari_virtualstain.core.io.formatting import format_summary
 
 from .._napari.layers import slide_layer_data
+from .layouts import column, row
 
 FILE_FILTER = f"Slides ({' '.join('*' + s for s in SUPPORTED_SUFFIXES)});;All files (*)"
 
@@ -38,10 +37,6 @@ class SlideWidget(QWidget):
         browse.clicked.connect(self._browse)
         self.open_button = QPushButton("Open")
         self.open_button.clicked.connect(self.open_path)
-        row = QHBoxLayout()
-        row.addWidget(self.path_edit)
-        row.addWidget(browse)
-
         self.info = QPlainTextEdit()
         self.info.setReadOnly(True)
         self.status = QLabel("")
@@ -53,14 +48,16 @@ class SlideWidget(QWidget):
         self.show_associated_button.setEnabled(False)
         self.show_associated_button.clicked.connect(self.show_associated)
 
-        layout = QVBoxLayout(self)
-        layout.addLayout(row)
-        layout.addWidget(self.open_button)
-        layout.addWidget(self.info)
-        layout.addWidget(self.status)
-        layout.addWidget(self.add_button)
-        layout.addWidget(self.associated)
-        layout.addWidget(self.show_associated_button)
+        column(
+            self,
+            row(self.path_edit, browse),
+            self.open_button,
+            self.info,
+            self.status,
+            self.add_button,
+            self.associated,
+            self.show_associated_button,
+        )
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open slide", "", FILE_FILTER)
