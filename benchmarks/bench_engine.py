@@ -5,14 +5,19 @@
    ``precision="auto"`` chose (with its reason and the first-use measurement's cost).
 2. throughput: a pytorch-CycleGAN-and-pix2pix ``test.py``-style loop (one 256 px tile at a
    time, fp32, no tissue mask, no overlap) vs the engine at its defaults (what ``virtualstain
-   stain`` runs), same ResNet-9 junyanz-layout generator (random weights), same region: one
-   about 40 % glass and one pure tissue.
-3. viewport: the demo model (demo-he2ki67) on CMU-1 at its native 0.5 um/px: time to the first
+   stain`` runs) and with ``--precision int8`` (its SSIM vs fp32 printed), same ResNet-9
+   junyanz-layout generator (random weights), same region: one about 40 % glass and one pure
+   tissue.
+3. kernels: one ResNet-9 forward (512 px, per-slide norm statistics fixed) as the engine ran it
+   before (patched norms), with the norms folded into the convs (what it runs now), plus
+   ``channels_last``, ``torch.compile`` and int8 on top, each against fp32 in the same run;
+   what helps here is what the engine uses.
+4. viewport: the demo model (demo-he2ki67) on CMU-1 at its native 0.5 um/px: time to the first
    tile and to a whole 1920x1080 view, cold (opened and computed) and warm (from the cache).
-4. memory: peak RSS of ``virtualstain stain`` on a synthetic 20k x 20k vs 60k x 60k slide.
+5. memory: peak RSS of ``virtualstain stain`` on a synthetic 20k x 20k vs 60k x 60k slide.
 
-Run: ``python benchmarks/bench_engine.py [precision|throughput|viewport|memory|all]
-[--region-px 2048] [--device cpu]``. ``all`` is precision, throughput and viewport.
+Run: ``python benchmarks/bench_engine.py [precision|throughput|kernels|viewport|memory|all]
+[--region-px 2048] [--device cpu]``. ``all`` is precision, throughput, kernels and viewport.
 """
 
 from __future__ import annotations
@@ -186,12 +191,74 @@ def throughput(device: str, side: int) -> None:
         slide = in_memory_slide(rgb, mpp)
         tiles = np.ceil(side / 256) ** 2
         _, base_s = baseline_test_py(loaded.module, slide, device)
-        r = engine_run(loaded, slide, device)
-        vs = r["vs"]
-        print(f"  {name}: test.py loop {base_s:.1f} s ({tiles / base_s:.2f} tiles/s); engine "
-              f"end-to-end {r['total_s']:.1f} s (open {r['open_s']:.1f} s) = x{base_s / r['total_s']:.2f}; "
-              f"{vs.engine.precision}, tiles {vs.plan.tile_px} + halo {vs.plan.halo_px} px, "
-              f"{vs.tiles_skipped} of {vs.grid.n_tiles} engine tiles glass")  # fmt: skip
+        print(f"  {name}: test.py loop {base_s:.1f} s ({tiles / base_s:.2f} tiles/s)")
+        for label, config in (("defaults", {}), ("--precision int8", {"precision": "int8"})):
+            r = engine_run(loaded, slide, device, **config)
+            vs = r["vs"]
+            int8 = vs.engine.int8_report
+            quality = f"; {int8.statement}" if int8 else ""
+            print(f"    engine {label}: end-to-end {r['total_s']:.1f} s (open {r['open_s']:.1f} s)"
+                  f" = x{base_s / r['total_s']:.2f} the loop; {vs.engine.precision}, tiles "
+                  f"{vs.plan.tile_px} + halo {vs.plan.halo_px} px, {vs.tiles_skipped} of "
+                  f"{vs.grid.n_tiles} engine tiles glass{quality}")  # fmt: skip
+
+
+def kernels(side: int = 512) -> None:
+    """Per-forward options on this CPU, each timed interleaved with the fp32 baseline."""
+    import torch
+
+    from napari_virtualstain.core.models import collect_norm_stats, fixed_norm_stats
+    from napari_virtualstain.core.models.normstats import folded_norm_stats
+    from napari_virtualstain.core.models.quantize import quantize_int8
+
+    print(f"\n# kernels  {machine()}; ResNet-9 (random weights) {side} px forward, norms fixed")
+    module = resnet9(0.227).module.eval()
+    he = tissue_region(1024)
+    tiles = np.stack([he[y : y + 256, x : x + 256] for y in (0, 512) for x in (0, 256, 512, 768)])
+    stats = collect_norm_stats(module, tiles)
+    folded = folded_norm_stats(module, stats)
+    x = torch.from_numpy(he[:side, :side].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    cl = folded.to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    t0 = time.perf_counter()
+    compiled = torch.compile(folded, dynamic=False)
+    with torch.inference_mode():
+        compiled(x)
+    compile_s = time.perf_counter() - t0
+    int8, report = quantize_int8(folded, tiles[::2], tiles[1::2])
+
+    def patched():
+        with fixed_norm_stats(module, stats):
+            return module(x)
+
+    def bf16(fn):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fn()
+
+        return run
+
+    runs = {
+        "patched norms (before)": patched,
+        "folded norms (engine fp32)": lambda: folded(x),
+        "folded + channels_last": lambda: cl(x_cl),
+        f"folded + torch.compile (compile {compile_s:.0f} s)": lambda: compiled(x),
+        "patched norms, bf16": bf16(patched),
+        "folded norms, bf16 (engine bf16)": bf16(lambda: folded(x)),
+        f"int8 (SSIM {report.ssim_vs_fp32:.3f} vs fp32)": lambda: int8(x),
+    }
+    best = dict.fromkeys(runs, float("inf"))
+    with torch.inference_mode():
+        for fn in runs.values():
+            fn()
+        for _ in range(3):  # interleaved: a load change hits every option alike
+            for name, fn in runs.items():
+                t = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t)
+    base = best["patched norms (before)"]
+    for name, s in best.items():
+        print(f"  {name}: {s:.3f} s (x{base / s:.2f} vs patched fp32)")
 
 
 def viewport(device: str) -> None:
@@ -307,7 +374,7 @@ def memory(device: str, sides=(20_000, 60_000)) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", nargs="?", default="all",
-                        choices=["precision", "throughput", "viewport", "memory", "all"])  # fmt: skip
+                        choices=["precision", "throughput", "kernels", "viewport", "memory", "all"])  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--region-px", type=int, default=2048,
                         help="throughput region side (2048 = the issue's goal; less on a busy CPU)")  # fmt: skip
@@ -317,6 +384,8 @@ def main() -> None:
         precision(args.device)
     if args.which in ("throughput", "all"):
         throughput(args.device, args.region_px)
+    if args.which in ("kernels", "all"):
+        kernels()
     if args.which in ("viewport", "all"):
         viewport(args.device)
     if args.which == "memory":
