@@ -225,6 +225,9 @@ def kernels(side: int = 512) -> None:
     with torch.inference_mode():
         compiled(x)
     compile_s = time.perf_counter() - t0
+    compiled_bf16 = torch.compile(folded, dynamic=False)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        compiled_bf16(x)
     int8, report = quantize_int8(folded, tiles[::2], tiles[1::2])
 
     def patched():
@@ -245,6 +248,7 @@ def kernels(side: int = 512) -> None:
         f"folded + torch.compile (compile {compile_s:.0f} s)": lambda: compiled(x),
         "patched norms, bf16": bf16(patched),
         "folded norms, bf16 (engine bf16)": bf16(lambda: folded(x)),
+        "folded + torch.compile, bf16": bf16(lambda: compiled_bf16(x)),
         f"int8 (SSIM {report.ssim_vs_fp32:.3f} vs fp32)": lambda: int8(x),
     }
     best = dict.fromkeys(runs, float("inf"))

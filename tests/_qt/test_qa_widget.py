@@ -28,6 +28,7 @@ def _wait(qtbot, widget, timeout=60_000):
     qtbot.waitUntil(
         lambda: widget.worker is not None and not widget.cancel_button.isEnabled(), timeout=timeout
     )
+    qtbot.waitUntil(lambda: not widget.pending_layers, timeout=10_000)  # added one per turn
 
 
 def _add(viewer, virtual, real, multiscale=False):

@@ -53,6 +53,7 @@ class QAWidget(QWidget):
         self.viewer = napari_viewer
         self.registration = None
         self.last_result = None
+        self.pending_layers: list = []  # QA layers still to add, one per event-loop turn
         self.combos = {k: QComboBox() for k in ("virtual", "real", "source", "labels", "roi")}
         form = QFormLayout()
         for key, label in (
@@ -307,25 +308,42 @@ class QAWidget(QWidget):
         )
 
     def _add_result(self, result):
-        from .._napari.residual_layers import layer_legend, qa_layer_data
+        """Show the summary now; add the layers one per event-loop turn.
+
+        Each ``add_image`` costs napari 80-160 ms on the GUI thread (layer list, controls,
+        visuals); five in one callback froze the window for 0.5-0.95 s (bench_gui_latency).
+        """
+        from .._napari.residual_layers import qa_layer_data
 
         self.last_result = result
-        added = None
         virtual = self._layer("virtual")
         units = getattr(virtual, "units", None) if virtual is not None else None
-        for data, kwargs, kind in qa_layer_data(result, units=units):
-            if kwargs["name"] in self.viewer.layers:
-                self.viewer.layers.remove(kwargs["name"])
-            added = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
         lines = [
             f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}"
             for k, v in result.summary.items()
         ]
         lines += [f"seconds to build {k}: {v:.2f}" for k, v in result.seconds.items()]
         self.summary.setPlainText("\n".join(lines))
-        self.status.setText(f"built {len(result.maps)} layers for {result.box}")
-        if added is not None:
-            self.legend.show_legend(layer_legend(added))
+        self.pending_layers = list(qa_layer_data(result, units=units))
+        self.status.setText(f"adding {len(self.pending_layers)} layers…")
+        self._add_next_layer(None)
+
+    def _add_next_layer(self, added) -> None:
+        from qtpy.QtCore import QTimer
+
+        from .._napari.residual_layers import layer_legend
+
+        if not self.pending_layers:
+            result = self.last_result
+            self.status.setText(f"built {len(result.maps)} layers for {result.box}")
+            if added is not None:
+                self.legend.show_legend(layer_legend(added))
+            return
+        data, kwargs, kind = self.pending_layers.pop(0)
+        if kwargs["name"] in self.viewer.layers:
+            self.viewer.layers.remove(kwargs["name"])
+        added = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        QTimer.singleShot(0, lambda: self._add_next_layer(added))
 
     def _show_active_legend(self, event=None):
         from .._napari.residual_layers import layer_legend
