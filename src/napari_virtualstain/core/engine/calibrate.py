@@ -209,11 +209,17 @@ def calibrate_engine(slide, slide_id: str, engine, plan, tissue, norm_stats=None
 def quantize_on_slide(engine, slide, plan, tissue, n_tiles: int) -> None:
     """Quantise the engine's (norm-fixed) module to int8 on this slide's tissue.
 
-    ``2 * n_tiles`` evenly spread tissue tiles are read; every other one calibrates the
-    activation ranges and the rest measure the SSIM against fp32 (one tile serves both
-    only on a slide too small for two).
+    ``2 * n_tiles`` evenly spread tissue tiles are read and their centre quarters kept (the
+    activation ranges and the fp32 comparison need tissue at the model's resolution, not a
+    whole training tile: quantising on 16 full 256 px tiles cost 18 s of a 2048 px region's
+    37 s). Every other crop calibrates the activation ranges; the rest measure the SSIM
+    against fp32 (one serves both only on a slide too small for two).
     """
     tiles = norm_tiles(slide, plan, tissue, 2 * n_tiles)
+    side = tiles.shape[1]
+    crop = max(plan.stride_px, side // 2 // plan.stride_px * plan.stride_px)
+    y0 = (side - crop) // 2
+    tiles = np.ascontiguousarray(tiles[:, y0 : y0 + crop, y0 : y0 + crop])
     check = tiles[1::2] if len(tiles) > 1 else tiles
     engine.quantize(tiles[0::2], check)
 
