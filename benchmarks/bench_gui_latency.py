@@ -21,6 +21,10 @@ percentile gap between ticks are printed (goal: worst <= 100 ms). ``--screenshot
 the canvas zoomed out during phase 3; ``--dump-after-s 1`` prints every thread's stack when
 the event loop blocks that long (the GUI thread's stack names the culprit).
 
+napari's own slicing of the source slide runs on the GUI thread unless its experimental
+asynchronous slicing is on (``NAPARI_ASYNC=1`` in the environment, or Preferences >
+Experimental): run the benchmark both ways to see which gaps are napari's.
+
 Run: ``xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/bench_gui_latency.py
 [--side-px 40000] [--phase-s 20] [--screenshot docs/images/x.png]``.
 """
@@ -241,6 +245,11 @@ def main() -> None:
     print(f"# GUI latency  CPU {cpu_model()!r}, torch {torch.__version__} "
           f"{torch.get_num_threads()} threads; synthetic {args.side_px}x{args.side_px} slide at "
           f"{MPP} um/px, model {args.model}; {args.phase_s:.0f} s per phase", flush=True)  # fmt: skip
+    from napari.settings import get_settings
+
+    print(f"  napari {napari.__version__}, asynchronous slicing "
+          f"{'ON' if get_settings().experimental.async_ else 'off'} (NAPARI_ASYNC=1 turns it on)",
+          flush=True)  # fmt: skip
     sys.excepthook = print_qt_errors  # a widget that cannot run on this data never ends the run
     slide = synthetic_slide(args.side_px)
     viewer = napari.Viewer(show=True)

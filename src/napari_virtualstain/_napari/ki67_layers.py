@@ -81,11 +81,13 @@ def warm_labels_texture(label_image: np.ndarray, colormap) -> None:
 
     napari compiles it (numba) the first time a Labels layer of a dtype is drawn in a process:
     measured at 1.0-1.25 s on the GUI thread when the Ki-67 run's layer was added. Mapping a
-    2x2 corner here pays that once, off the GUI thread. Best effort: a napari without the
+    2x2 corner, and building the texture's colour table as the vispy layer then does, pays
+    that once, off the GUI thread. Best effort: a napari without the
     private hook only loses the head start.
     """
     try:
-        colormap._data_to_texture(np.ascontiguousarray(label_image[:2, :2]))
+        texture = colormap._data_to_texture(np.ascontiguousarray(label_image[:2, :2]))
+        colormap._get_mapping_from_cache(texture.dtype)  # what the vispy layer asks for next
     except Exception:  # noqa: BLE001 - a warm-up; the layer works without it
         pass
 
