@@ -80,6 +80,24 @@ def test_start_stop_start_reuses_the_overlay(make_napari_viewer, qtbot, model_di
 
 
 @pytest.mark.slow
+def test_int8_is_offered_and_its_measured_cost_is_shown(
+    make_napari_viewer, qtbot, model_dir, tmp_path
+):
+    viewer = make_napari_viewer(show=True)
+    he, widget = open_widget(viewer, model_dir, tmp_path)
+    widget.precision_combo.setCurrentText("int8")
+    assert widget.precision_combo.currentText() == "int8"
+    viewer.reset_view()
+    widget.start()
+    qtbot.waitUntil(lambda: widget.overlay is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.overlay.worker is None, timeout=120_000)
+    note = widget.precision_note.text()
+    assert note.startswith("int8") and "SSIM" in note and "vs fp32" in note
+    assert widget.overlay.layer.metadata["virtualstain"]["int8"]["ssim_vs_fp32"] > 0
+    widget.stop()
+
+
+@pytest.mark.slow
 def test_whole_slide_run_and_save(make_napari_viewer, qtbot, model_dir, tmp_path):
     from napari_virtualstain.core.engine.distributed import is_complete_output
 
