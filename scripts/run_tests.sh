@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export PYTHONFAULTHANDLER=1
 # Test files run in parallel (pytest-xdist, a whole file per worker so module fixtures are built
 # once): one worker per core, at most 4, since each worker holds torch and napari (~1.5 GB).
-# 605 tests: 164 s with 2 workers on 2 cores against about 230 s in one process.
+# 605 tests: 164 s with 2 workers on 2 cores, 226 s in one process (2026-11-30, AMD EPYC).
 WORKERS=$(.venv/bin/python -c "import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))")
 set -- -n "$WORKERS" --dist loadfile "$@"
 if [ -n "${DISPLAY:-}" ]; then

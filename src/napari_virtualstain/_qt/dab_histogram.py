@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from qtpy.QtWidgets import QComboBox, QWidget
 
 from .layouts import column
@@ -58,8 +57,7 @@ class DabHistogramView(QWidget):
             return
         left, widths = h.edges_od[:-1], h.edges_od[1:] - h.edges_od[:-1]
         palette = (NEGATIVE_COLOR, *CLASS_COLORS[len(h.thresholds_od)])
-        classes = np.digitize(left + widths / 2, h.thresholds_od)
-        colors = [palette[c] for c in classes]
+        colors = [palette[c] for c in h.bin_classes]
         ax.bar(left, h.counts, width=widths, align="edge", color=colors, linewidth=0)
         # Negatives pile up near 0 OD; a log axis keeps the tail around the thresholds visible.
         if h.counts.max(initial=0) > 0:

@@ -331,23 +331,18 @@ def fill_whole_slide(vs, buffers, centre, on_written=None, batch_tiles: int = 4)
     (the disk cache when the overlay has one), so an interrupted run resumes where it
     stopped and a later batch run or view reuses them. Returns the number of tiles inferred.
     """
-    import numpy as np
+    from napari_virtualstain.core.engine.tiling import order_centre_out
 
     index = buffers.small_levels()[0]
     grid = vs.grid
     todo = [t for t in grid.tiles() if vs.is_tissue(*t)]
     todo = buffers.missing(todo, index)
     total, done, cached, inferred0 = len(todo), 0, 0, vs.engine.tiles_inferred
-    rc = np.array(todo, float).reshape(-1, 2)
-    left = np.ones(len(todo), bool)
     yield Progress(0, total, "whole slide: starting")
-    while left.any():
-        cy, cx = centre() or (grid.shape_px[0] / 2, grid.shape_px[1] / 2)
-        d = (rc[:, 0] + 0.5 - cy / grid.tile_px) ** 2 + (rc[:, 1] + 0.5 - cx / grid.tile_px) ** 2
-        d[~left] = np.inf
-        pick = np.argsort(d)[: min(batch_tiles, int(left.sum()))]
-        left[pick] = False
-        batch = [todo[i] for i in pick]
+    while todo:
+        centre_yx = centre() or (grid.shape_px[0] / 2, grid.shape_px[1] / 2)
+        todo = order_centre_out(todo, grid, centre_yx)  # the view may have moved
+        batch, todo = todo[:batch_tiles], todo[batch_tiles:]
         cached += sum(vs.block_ready(*t) for t in batch)  # from the cache, not the model
         for part in vs.compute(batch):
             for r, c, block in part:

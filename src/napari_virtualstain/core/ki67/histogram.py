@@ -34,6 +34,12 @@ class DabHistogram:
     n_nuclei: int
     n_positive: int
 
+    @property
+    def bin_classes(self) -> np.ndarray:
+        """Per bin, the class its centre falls in: 0 negative, k above the k-th threshold."""
+        centres = (self.edges_od[:-1] + self.edges_od[1:]) / 2
+        return np.digitize(centres, self.thresholds_od)
+
 
 def dab_histograms(run, bin_od: float = BIN_OD) -> list[DabHistogram]:
     """One histogram per ROI of a ``RatioRun``, on common edges from 0 to past the largest OD."""
