@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .junyanz import ResnetBlock, get_norm_layer, reflect_conv, resnet_head
+from .junyanz import ResnetBlock, get_norm_layer, is_meta, reflect_conv, resnet_head
 
 N_DOWN = 3
 
@@ -97,6 +97,8 @@ class PaperGenerator(nn.Module):
 
 def xavier_init(net: nn.Module) -> nn.Module:
     """Xavier (Glorot) normal weights, zero biases, as the paper states."""
+    if is_meta(net):
+        return net
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
