@@ -258,7 +258,8 @@ class VirtualStainWidget(QWidget):
         card, engine = overlay.vs.engine.card, overlay.vs.engine
         self.direction.setText(f"{card.direction}  (virtual {card.target_stain})")
         self.precision_note.setText(
-            f"{engine.precision} on {engine.device}: {engine.precision_reason}"
+            f"{engine.precision} on {engine.device}: {engine.precision_reason}; "
+            f"{engine.layout_reason}"
         )
         self._source_changed()
         self.status.setText(f"{overlay.vs.plan.statement}; {overlay.status}")

@@ -181,7 +181,8 @@ def calibrate_engine(slide, slide_id: str, engine, plan, tissue, norm_stats=None
     """Everything measured on a slide before its first tile, in order; returns the final
     ``(plan, config, norm_stats)``.
 
-    1. InstanceNorm statistics (``config.norm == "slide"``), fixed (folded) into the engine;
+    1. InstanceNorm statistics (``config.norm == "slide"``), fixed (folded) into the engine's
+       private copy of the model, which runs in the measured memory layout;
     2. for ``precision="int8"``, the int8 module quantised on this slide's tissue;
     3. the model's own glass colour, unless the config names a background colour.
     """
@@ -192,8 +193,8 @@ def calibrate_engine(slide, slide_id: str, engine, plan, tissue, norm_stats=None
         norm_stats = slide_norm_stats(
             slide, slide_id, engine, plan, tissue, config.norm_tiles, cache_dir
         )
+    engine.fix_norm_stats(norm_stats)  # a private copy: folded norms, measured layout
     if norm_stats is not None:
-        engine.fix_norm_stats(norm_stats)
         plan = replace(plan, norm_sha256=norm_stats.sha256())
     else:
         plan = replace(plan, norm="tile")

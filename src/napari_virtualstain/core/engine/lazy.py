@@ -97,6 +97,10 @@ class VirtualStain:
                 "blend": plan.mode,
                 "norm_stats": {"mode": plan.norm, "sha256": plan.norm_sha256},
                 "int8": engine.int8_report and engine.int8_report.to_dict(),
+                "memory_format": {
+                    "channels_last": engine.channels_last,
+                    "reason": engine.layout_reason,
+                },
             },
         )
 

@@ -77,6 +77,8 @@ class StainEngine:
         self.seconds_inferring = 0.0
         self._lock = threading.Lock()
         self.int8_report = None
+        self.channels_last = False
+        self.layout_reason = "contiguous (no private copy yet)"
         self.module = self._base_module
         if norm_stats is not None:
             self.fix_norm_stats(norm_stats)
@@ -95,17 +97,36 @@ class StainEngine:
         return choice.precision, "auto: " + choice.reason + (" (cached)" if choice.cached else "")
 
     def fix_norm_stats(self, norm_stats) -> None:
-        """From now on run a private copy of the module with these InstanceNorm statistics.
+        """From now on run a private copy of the module, with these InstanceNorm statistics.
 
         The copy has each fixed norm folded into the convolution before it (same pixels,
         fewer passes over the activations; see ``models.normstats.folded_norm_stats``).
+        ``norm_stats=None`` makes a plain copy (a model without InstanceNorm, or ``norm=
+        "tile"``). Either copy runs in ``channels_last`` where that layout is measured faster
+        (``models.precision.choose_memory_format``); why is in ``layout_reason``.
         """
-        from ..models.normstats import folded_norm_stats
+        import copy
 
-        module = folded_norm_stats(self._base_module, norm_stats)
+        import torch
+
+        from ..models.normstats import folded_norm_stats
+        from ..models.precision import choose_memory_format
+
+        if norm_stats is None:
+            module = copy.deepcopy(self._base_module)
+        else:
+            module = folded_norm_stats(self._base_module, norm_stats)
+        kwargs = json.dumps(self.card.arch_kwargs, sort_keys=True)
+        layout = choose_memory_format(
+            module, self.device, self.precision, f"{self.card.arch} {kwargs}", self.stride_px
+        )
+        if layout.channels_last:
+            module = module.to(memory_format=torch.channels_last)
         with self._lock:
             self.module = module
             self.norm_stats = norm_stats
+            self.channels_last = layout.channels_last
+            self.layout_reason = layout.reason + (" (cached)" if layout.cached else "")
 
     def quantize(self, calibration_tiles: np.ndarray, check_tiles: np.ndarray) -> None:
         """For ``precision="int8"``: from now on run a static int8 copy of the module.
@@ -162,6 +183,7 @@ class StainEngine:
                         batch_size=len(chunk),
                         compile=self.config.compile,
                         normalisation=self.card.normalisation,
+                        channels_last=self.channels_last,
                     )
                 except Exception as err:
                     if not _is_oom(err):

@@ -68,6 +68,7 @@ def infer_tiles(
     normalisation: str = "[-1,1]",
     progress: OnProgress | None = None,
     cancel: CancelToken | None = None,
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Run a generator on a stack of RGB tiles.
 
@@ -91,6 +92,8 @@ def infer_tiles(
         Called with a ``core.progress.Progress`` (tiles done of total) after each batch.
     cancel : CancelToken, optional
         Checked between batches; once cancelled, ``Cancelled`` is raised.
+    channels_last : bool
+        Feed the input in ``channels_last`` layout (for a module converted to it).
 
     Returns
     -------
@@ -115,6 +118,8 @@ def infer_tiles(
             if cancel is not None:
                 cancel.raise_if_cancelled()
             x = to_network(tiles_uint8[start : start + batch_size], device, normalisation)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 y = run(x)
             out.append(from_network(y, normalisation))
