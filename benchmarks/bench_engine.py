@@ -65,42 +65,26 @@ def machine() -> str:
     return f"CPU {cpu_model()!r}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def forward_pair_s(module, side: int, dtype, reps: int = 3) -> tuple[float, float]:
-    """fp32 and ``dtype`` passes at ``side`` px, interleaved, best of ``reps`` each (seconds)."""
-    import torch
-
-    x = torch.rand(1, 3, side, side) * 2 - 1
-
-    def timed(reduced: bool) -> float:
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=dtype, enabled=reduced):
-            module(x)
-        return time.perf_counter() - t0
-
-    with torch.inference_mode():
-        timed(False)
-        timed(True)
-        f = r = float("inf")
-        for _ in range(reps):
-            f, r = min(f, timed(False)), min(r, timed(True))
-    return f, r
-
-
 def precision(device: str) -> None:
     import os
 
     import torch
 
     from napari_virtualstain.core.engine import StainConfig, StainEngine
-    from napari_virtualstain.core.models.precision import _heaviest_conv, _time_layer
+    from napari_virtualstain.core.models.precision import (
+        PROBE_REJECT,
+        _heaviest_conv,
+        _time_layer,
+        _time_models,
+    )
 
     print(
         f"# precision  {machine()}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     loaded = resnet9(0.25)
     module = loaded.module.eval()
-    f_ms, r_ms = _time_layer(_heaviest_conv(module), torch.device("cpu"), torch.bfloat16)
-    from napari_virtualstain.core.models.precision import PROBE_REJECT
+    cpu = torch.device("cpu")
+    f_ms, r_ms = _time_layer(_heaviest_conv(module), cpu, torch.bfloat16)
 
     if r_ms > PROBE_REJECT * f_ms:
         with torch.inference_mode():
@@ -114,7 +98,8 @@ def precision(device: str) -> None:
               f"{f_ms:.1f} ms (x{r_ms / f_ms:.0f}: emulated bf16)")  # fmt: skip
         bf16 = None
     else:
-        fp32, bf16 = forward_pair_s(module, 256, torch.bfloat16)
+        # the product's own timing: fp32 and bf16 interleaved, best of 3 (milliseconds)
+        fp32, bf16 = (ms / 1000 for ms in _time_models(module, cpu, torch.bfloat16, 256, 3))
         print(
             f"  fp32: {fp32:.3f} s per 256 px ResNet-9 forward (interleaved with bf16, best of 3)"
         )
@@ -186,7 +171,8 @@ def throughput(device: str, side: int) -> None:
     loaded = resnet9(mpp)
     from napari_virtualstain.core.engine import StainConfig, StainEngine
 
-    StainEngine(loaded, StainConfig(device=device))  # the precision choice: once per machine
+    # The precision and memory-layout choices: measured once per machine, before timing.
+    StainEngine(loaded, StainConfig(device=device)).fix_norm_stats(None)
     for name, rgb in ((f"~40 % glass {side}x{side}", mixed), (f"pure tissue {side}x{side}", pure)):
         slide = in_memory_slide(rgb, mpp)
         tiles = np.ceil(side / 256) ** 2

@@ -205,7 +205,8 @@ def folded_norm_stats(module, stats: NormStats):
     follows a ``Conv2d`` / ``ConvTranspose2d`` inside an ``nn.Sequential`` (every junyanz and
     pix2pix generator), the map is folded into that convolution's weight and bias and the
     norm is removed: the same outputs (to float rounding) without a pass over the activations
-    per norm (measured about 1.1x faster in fp32 and 1.3x in bf16 on a ResNet-9, CPU). Norms
+    per norm (measured on a 2-core Zen 4: x1.07 fp32 and x1.13 bf16 for a ResNet-9 512 px
+    pass, x1.06 and x1.26 for the demo generator's 1392 px tile). Norms
     in any other place keep the fixed statistics, patched on the copy for good.
 
     Raises
