@@ -49,6 +49,9 @@ def test_demo_viewer_has_samples_overlays_and_all_dock_widgets(qtbot):
         for o in overlays:
             stain_widget.layer_combo.setCurrentText(o.source.name)
             assert stain_widget.overlay is o and stain_widget.stop_button.isEnabled()
+            engine = o.vs.engine  # how the demo's stain runs is shown as for the widget's own
+            assert stain_widget.precision_note.text().startswith(f"{engine.precision} on ")
+            assert o.vs.engine.card.direction in stain_widget.direction.text()
             stain_widget.stop()
             assert not o.following
     finally:

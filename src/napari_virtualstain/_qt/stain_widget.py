@@ -174,8 +174,14 @@ class VirtualStainWidget(QWidget):
         self.whole_button.setEnabled(overlay is not None and not self.whole_runner.running)
         if overlay is not None and self._overlay_status not in overlay.listeners:
             overlay.listeners.append(self._overlay_status)
-        if overlay is not None:
+        if overlay is not None:  # this widget's run, or one the demo or a script opened
             self._overlay_status(overlay)
+            card, engine = overlay.vs.engine.card, overlay.vs.engine
+            self.direction.setText(f"{card.direction}  (virtual {card.target_stain})")
+            self.precision_note.setText(
+                f"{engine.precision} on {engine.device}: {engine.precision_reason}; "
+                f"{engine.layout_reason}"
+            )
 
     def _overlay_status(self, overlay) -> None:
         if overlay is self.overlay:
@@ -255,12 +261,6 @@ class VirtualStainWidget(QWidget):
 
     def _ready(self, overlay) -> None:
         self._opening = None
-        card, engine = overlay.vs.engine.card, overlay.vs.engine
-        self.direction.setText(f"{card.direction}  (virtual {card.target_stain})")
-        self.precision_note.setText(
-            f"{engine.precision} on {engine.device}: {engine.precision_reason}; "
-            f"{engine.layout_reason}"
-        )
         self._source_changed()
         self.status.setText(f"{overlay.vs.plan.statement}; {overlay.status}")
 
