@@ -101,9 +101,10 @@ class StainEngine:
 
         The copy has each fixed norm folded into the convolution before it (same pixels,
         fewer passes over the activations; see ``models.normstats.folded_norm_stats``).
-        ``norm_stats=None`` makes a plain copy (a model without InstanceNorm, or ``norm=
-        "tile"``). Either copy runs in ``channels_last`` where that layout is measured faster
-        (``models.precision.choose_memory_format``); why is in ``layout_reason``.
+        ``norm_stats=None`` keeps the model's norms (a model without InstanceNorm, or ``norm=
+        "tile"``). The module runs in ``channels_last`` where that layout is measured faster
+        (``models.precision.choose_memory_format``; then always on a private copy); why is in
+        ``layout_reason``.
         """
         import copy
 
@@ -112,15 +113,16 @@ class StainEngine:
         from ..models.normstats import folded_norm_stats
         from ..models.precision import choose_memory_format
 
-        if norm_stats is None:
-            module = copy.deepcopy(self._base_module)
-        else:
-            module = folded_norm_stats(self._base_module, norm_stats)
+        module = self._base_module
+        if norm_stats is not None:
+            module = folded_norm_stats(module, norm_stats)
         kwargs = json.dumps(self.card.arch_kwargs, sort_keys=True)
         layout = choose_memory_format(
             module, self.device, self.precision, f"{self.card.arch} {kwargs}", self.stride_px
         )
-        if layout.channels_last:
+        if layout.channels_last:  # on a copy: .to() converts in place
+            if module is self._base_module:
+                module = copy.deepcopy(module)
             module = module.to(memory_format=torch.channels_last)
         with self._lock:
             self.module = module
