@@ -62,3 +62,13 @@ def test_int8_is_refused_where_it_cannot_run():
     with pytest.raises(ValueError, match="norm='slide'"):
         StainConfig(precision="int8", norm="tile")
     assert autocast_dtype("int8", torch.device("cpu")) is None  # no autocast: the module is int8
+
+
+def test_a_generator_that_cannot_be_quantised_is_a_clear_error(rgb):
+    from napari_virtualstain.core.models.quantize import quantize_int8
+
+    torch.manual_seed(0)
+    attention = build_generator("pyramid_pix2pix", ngf=4, attention=True).eval()
+    tiles = rgb[None, :64, :64].copy()
+    with pytest.raises(ValueError, match="cannot be quantised to int8.*use fp32 or bf16"):
+        quantize_int8(attention, tiles, tiles)

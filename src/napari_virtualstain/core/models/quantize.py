@@ -91,7 +91,8 @@ def quantize_int8(
     Raises
     ------
     ValueError
-        For a module on an accelerator, no tiles, or a torch without quantised kernels.
+        For a module on an accelerator, no tiles, a torch without quantised kernels, or a
+        generator FX cannot quantise (self-attention's data-dependent shapes, for one).
     """
     import torch
     from skimage.metrics import structural_similarity
@@ -113,13 +114,19 @@ def quantize_int8(
     example = to_network(calibration_tiles[:1], "cpu", normalisation)
     with warnings.catch_warnings():  # FX quantisation's own deprecation notices
         warnings.simplefilter("ignore")
-        prepared = prepare_fx(
-            float_module, get_default_qconfig_mapping(backend), example_inputs=(example,)
-        )
-        with torch.inference_mode():
-            for tile in calibration_tiles:
-                prepared(to_network(tile[None], "cpu", normalisation))
-        quantized = convert_fx(prepared)
+        try:
+            prepared = prepare_fx(
+                float_module, get_default_qconfig_mapping(backend), example_inputs=(example,)
+            )
+            with torch.inference_mode():
+                for tile in calibration_tiles:
+                    prepared(to_network(tile[None], "cpu", normalisation))
+            quantized = convert_fx(prepared)
+        except Exception as err:  # noqa: BLE001 - FX raises many kinds; all mean "not this one"
+            raise ValueError(
+                f"this generator cannot be quantised to int8 ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:160]}); use fp32 or bf16"
+            ) from err
     ssims, diffs = [], []
     with torch.inference_mode():
         for tile in check_tiles:
