@@ -259,14 +259,24 @@ def _interleaved_ms(module, x, device, dtype, rounds: int) -> tuple[float, float
         with torch.autocast(device.type, dtype=dtype):
             module(x)
 
+    return _interleaved_pair_ms(lambda: module(x), reduced, device, rounds)
+
+
+def _interleaved_pair_ms(first, second, device, rounds: int) -> tuple[float, float]:
+    """Best milliseconds of two callables, one warm-up each, then runs alternating.
+
+    Interleaving makes a burst of load elsewhere on a shared machine hit both alike.
+    """
+    import torch
+
     with torch.inference_mode():
-        module(x)  # warm-up, both paths
-        reduced()
-        f_ms = r_ms = float("inf")
+        first()
+        second()
+        a_ms = b_ms = float("inf")
         for _ in range(rounds):
-            f_ms = min(f_ms, _best_ms(lambda: module(x), device, 1))
-            r_ms = min(r_ms, _best_ms(reduced, device, 1))
-    return f_ms, r_ms
+            a_ms = min(a_ms, _best_ms(first, device, 1))
+            b_ms = min(b_ms, _best_ms(second, device, 1))
+    return a_ms, b_ms
 
 
 def _read(path: Path) -> dict:
@@ -306,9 +316,10 @@ def choose_memory_format(module, device, precision: str, arch_key: str, stride_p
     """Measure (or recall) whether ``channels_last`` runs ``module`` faster on ``device``.
 
     Whole-model passes on a ``LAYOUT_INPUT_PX`` input, contiguous and channels_last
-    interleaved (best of 3), at ``precision``. Measured on a 2-core Zen 4: x1.15 to x1.30 at
-    every tile size in fp32 and bf16 for a ResNet-9; other chips and layers differ, hence the
-    measurement. Kept in ``precision.json`` beside the precision choice.
+    interleaved (best of 3), at ``precision``. On a 2-core Zen 4, a lone ResNet-9 pass ran
+    x1.14 (fp32) to x1.24 (bf16) faster, but the engine's 960 px tiles only about x1.05;
+    other chips and layers differ, hence the measurement. Kept in ``precision.json`` beside
+    the precision choice.
     """
     import copy
 
@@ -334,13 +345,9 @@ def choose_memory_format(module, device, precision: str, arch_key: str, stride_p
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             net(inp)
 
-    with torch.inference_mode():
-        run(module, x)
-        run(nhwc, x_nhwc)
-        plain_ms = nhwc_ms = float("inf")
-        for _ in range(3):
-            plain_ms = min(plain_ms, _best_ms(lambda: run(module, x), device, 1))
-            nhwc_ms = min(nhwc_ms, _best_ms(lambda: run(nhwc, x_nhwc), device, 1))
+    plain_ms, nhwc_ms = _interleaved_pair_ms(
+        lambda: run(module, x), lambda: run(nhwc, x_nhwc), device, rounds=3
+    )
     faster = nhwc_ms * LAYOUT_MIN_GAIN <= plain_ms
     reason = (
         f"channels_last {'used' if faster else 'not used'}: {plain_ms / nhwc_ms:.2f}x the "

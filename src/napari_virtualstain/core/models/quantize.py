@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .inference import from_network, to_network
+from .inference import infer_tiles, to_network
 
 # Below this SSIM against fp32 the int8 result is flagged (the CLI and widget say so).
 SSIM_WARN = 0.95
@@ -127,14 +127,13 @@ def quantize_int8(
                 f"this generator cannot be quantised to int8 ({type(err).__name__}: "
                 f"{str(err).splitlines()[0][:160]}); use fp32 or bf16"
             ) from err
-    ssims, diffs = [], []
-    with torch.inference_mode():
-        for tile in check_tiles:
-            x = to_network(tile[None], "cpu", normalisation)
-            ref = from_network(module(x), normalisation)[0]
-            low = from_network(quantized(x), normalisation)[0]
-            ssims.append(structural_similarity(ref, low, channel_axis=2, data_range=255))
-            diffs.append(np.abs(ref.astype(np.int16) - low.astype(np.int16)).mean())
+    ref = infer_tiles(module, check_tiles, "cpu", "fp32", normalisation=normalisation)
+    low = infer_tiles(quantized, check_tiles, "cpu", "int8", normalisation=normalisation)
+    ssims = [
+        structural_similarity(a, b, channel_axis=2, data_range=255)
+        for a, b in zip(ref, low, strict=True)
+    ]
+    diffs = np.abs(ref.astype(np.int16) - low.astype(np.int16)).mean(axis=(1, 2, 3))
     report = Int8Report(
         ssim_vs_fp32=float(np.mean(ssims)),
         mean_abs_diff=float(np.mean(diffs)),
