@@ -146,6 +146,7 @@ class QAWidget(QWidget):
     def _fail(self, message: str) -> None:
         """A run that did not finish leaves no stale numbers behind."""
         self.last_result = None
+        self.pending_layers = []
         self.summary.setPlainText("")
         self.legend.show_legend(None)
         if not message.startswith(("error", "cancelled")):
@@ -272,6 +273,7 @@ class QAWidget(QWidget):
         from napari_virtualstain.core.qa import iter_layer_lazy_qa, iter_layer_qa
 
         self.last_result = None
+        self.pending_layers = []  # a previous build's layers still queued are dropped
         try:
             virtual, real = self._pair()
             pixels = {"virtual": layer_pixels(virtual), "real": layer_pixels(real)}
@@ -326,15 +328,17 @@ class QAWidget(QWidget):
         self.summary.setPlainText("\n".join(lines))
         self.pending_layers = list(qa_layer_data(result, units=units))
         self.status.setText(f"adding {len(self.pending_layers)} layers…")
-        self._add_next_layer(None)
+        self._add_next_layer(result, None)
 
-    def _add_next_layer(self, added) -> None:
+    def _add_next_layer(self, result, added) -> None:
+        """One layer of ``result`` per call; a newer build or a failure ends the chain."""
         from qtpy.QtCore import QTimer
 
         from .._napari.residual_layers import layer_legend
 
+        if result is not self.last_result:
+            return
         if not self.pending_layers:
-            result = self.last_result
             self.status.setText(f"built {len(result.maps)} layers for {result.box}")
             if added is not None:
                 self.legend.show_legend(layer_legend(added))
@@ -343,7 +347,7 @@ class QAWidget(QWidget):
         if kwargs["name"] in self.viewer.layers:
             self.viewer.layers.remove(kwargs["name"])
         added = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
-        QTimer.singleShot(0, lambda: self._add_next_layer(added))
+        QTimer.singleShot(0, lambda: self._add_next_layer(result, added))
 
     def _show_active_legend(self, event=None):
         from .._napari.residual_layers import layer_legend
