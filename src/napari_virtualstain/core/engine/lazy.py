@@ -22,7 +22,7 @@ from .calibrate import calibrate_engine, resize_rgb
 from .provenance import build_provenance, slide_identity
 from .stain import StainConfig, StainEngine, make_plan, pad_to_multiple
 from .tiling import Box, TileGrid, blend_weights, checker, map_box, round_up
-from .tissue import slide_tissue_mask, tissue_tiles
+from .tissue import crop_digest, grid_tissue
 
 _PROCESS_MODELS: dict[str, object] = {}
 _PROCESS_STAINS: dict[str, VirtualStain] = {}
@@ -62,9 +62,11 @@ class VirtualStain:
         Layer name (labelled PREVIEW when the plan is a preview) and provenance.
     """
 
-    def __init__(self, slide, engine: StainEngine, plan, cache: TileCache, tissue, spec=None):
+    def __init__(
+        self, slide, engine: StainEngine, plan, cache: TileCache, tissue, spec=None, crops=None
+    ):
         self.slide, self.engine, self.plan, self.cache = slide, engine, plan, cache
-        self.tissue = tissue
+        self.tissue, self.crops = tissue, crops
         self.spec = spec
         self.grid = TileGrid(
             tuple(slide.levels[plan.level].shape[:2]), plan.tile_px, plan.halo_px, plan.blend_px
@@ -73,6 +75,7 @@ class VirtualStain:
         # Precision changes pixels (bf16 vs fp32); the device only by float rounding, so tiles
         # from a GPU batch run are served to a CPU viewer.
         self.namespace = plan.namespace(slide_identity(slide), bg, engine.precision)
+        self.namespace += crop_digest(crops)  # cropped tiles hold glass outside the tissue
         self.side_px = plan.tile_px + 2 * plan.blend_px
         self._skipped: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
@@ -164,7 +167,7 @@ class VirtualStain:
         run: list[tuple[int, int]] = []
         shape = None
         for t in tiles:
-            s = self.grid.padded(*t).shape
+            s = self._boxes(*t)[0].shape
             if run and (s != shape or len(run) >= self.engine.batch_size):
                 yield run
                 run = []
@@ -178,7 +181,7 @@ class VirtualStain:
             tiles = [t for t in tiles if not self._available(*t)]
             if not tiles:
                 return
-            boxes = [self.grid.padded(*t) for t in tiles]
+            boxes, keeps = zip(*(self._boxes(*t) for t in tiles), strict=True)
             h, w = boxes[0].h, boxes[0].w
             lv = self.plan.level
             x = np.stack([self.slide.read_region(lv, b.y, b.x, b.h, b.w) for b in boxes])
@@ -190,10 +193,29 @@ class VirtualStain:
             else:
                 x = np.stack([pad_to_multiple(t, m) for t in x])
             y = self.engine.stain_batch(x, cancel)
-            for t, box, out in zip(tiles, boxes, y, strict=True):
+            for t, box, keep, out in zip(tiles, boxes, keeps, y, strict=True):
                 out = resize_rgb(out, (h, w)) if self.plan.resampled else out[:h, :w]
-                rel = self.grid.contribution(*t).relative_to(box)
-                self.cache.put(self.key(*t), out[rel])
+                contribution = self.grid.contribution(*t)
+                if keep != contribution:  # a tissue crop: glass around it
+                    tile = np.empty((contribution.h, contribution.w, 3), np.uint8)
+                    tile[:] = self.engine.config.background_rgb
+                    tile[keep.relative_to(contribution)] = out[keep.relative_to(box)]
+                    out, box = tile, contribution
+                self.cache.put(self.key(*t), out[contribution.relative_to(box)])
+
+    def _boxes(self, row: int, col: int) -> tuple[Box, Box]:
+        """What the generator reads for a tile, and the part of its contribution it gives:
+        all of it, or for a tissue crop the crop and its blend band (same context, so the
+        same pixels as the whole tile there)."""
+        contribution = self.grid.contribution(row, col)
+        if self.crops is None or self.crops[row, col][2:].prod() == 0:
+            return self.grid.padded(row, col), contribution
+        crop = Box(*(int(v) for v in self.crops[row, col]))
+        if crop == self.grid.core(row, col):
+            return self.grid.padded(row, col), contribution
+        shape = self.grid.shape_px
+        keep = crop.grown(self.plan.blend_px, shape).intersect(contribution)
+        return crop.grown(self.plan.halo_px, shape), keep
 
     def block(self, row: int, col: int) -> np.ndarray:
         """The finished core tile (computing whatever it still needs)."""
@@ -325,6 +347,7 @@ def open_virtual_stain(
     cache_dir: str | None = None,
     norm_stats=None,
     tissue=None,
+    crops=None,
     on_event=None,
     **overrides,
 ) -> VirtualStain:
@@ -344,8 +367,9 @@ def open_virtual_stain(
     norm_stats : NormStats, optional
         Per-slide InstanceNorm statistics; gathered from tissue tiles when ``config.norm`` is
         "slide" and none are given.
-    tissue : np.ndarray, optional
-        Precomputed (n_rows, n_cols) tissue grid (workers reuse the client's).
+    tissue, crops : np.ndarray, optional
+        Precomputed (n_rows, n_cols) tissue grid and (n_rows, n_cols, 4) tissue crops
+        (:func:`~.tissue.grid_tissue`; workers reuse the client's).
     """
     from ..io import open_slide
 
@@ -362,11 +386,7 @@ def open_virtual_stain(
     plan = make_plan(slide, engine, mpp=mpp)
     grid = TileGrid(tuple(slide.levels[plan.level].shape[:2]), plan.tile_px)
     if tissue is None and config.tissue is not None:
-        mask, mask_lv = slide_tissue_mask(slide, config.tissue)
-        ds = slide.downsamples
-        tissue = tissue_tiles(
-            mask, ds[mask_lv], grid, ds[plan.level], config.tissue.min_tile_fraction
-        )
+        tissue, crops = grid_tissue(slide, config.tissue, grid, plan.level, plan.stride_px)
     ident = slide_identity(slide)
     if cache_dir is None and cache is not None and cache.disk is not None:
         cache_dir = str(cache.disk.root)  # calibrations live next to the tiles
@@ -379,9 +399,9 @@ def open_virtual_stain(
     if model_spec is not None and slide.path is not None and getattr(slide, "format", ""):
         spec = dict(
             slide=str(slide.path), model=model_spec, config=config, mpp=mpp,
-            cache_dir=cache_dir, norm_stats=norm_stats, tissue=tissue,
+            cache_dir=cache_dir, norm_stats=norm_stats, tissue=tissue, crops=crops,
         )  # fmt: skip
-    return VirtualStain(slide, engine, plan, cache, tissue, spec=spec)
+    return VirtualStain(slide, engine, plan, cache, tissue, spec=spec, crops=crops)
 
 
 def stain_image(loaded_model, rgb: np.ndarray, mpp: float | None = None, **kwargs) -> np.ndarray:

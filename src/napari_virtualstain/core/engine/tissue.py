@@ -35,6 +35,10 @@ class TissueConfig:
         Radius of the morphological closing that joins nearby fragments (mask pixels).
     min_tile_fraction : float
         A tile holds tissue when at least this fraction of its core is tissue.
+    crop_margin_px : int or None
+        A tissue tile whose tissue covers only part of its core is stained only over the
+        tissue's bounding box grown by this many pixels (of the staining level, and at least
+        two mask pixels); the rest of the core is painted as glass. None stains whole tiles.
     """
 
     method: str = "saturation"
@@ -43,6 +47,7 @@ class TissueConfig:
     min_object_px: int = 16
     closing_px: int = 2
     min_tile_fraction: float = 0.01
+    crop_margin_px: int | None = 64
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -53,6 +58,8 @@ class TissueConfig:
             raise ValueError(f"mask_side_px must be >= 16, got {self.mask_side_px}")
         if not 0.0 <= self.min_tile_fraction <= 1.0:
             raise ValueError(f"min_tile_fraction must be in [0, 1], got {self.min_tile_fraction}")
+        if self.crop_margin_px is not None and self.crop_margin_px < 0:
+            raise ValueError(f"crop_margin_px must be >= 0 or None, got {self.crop_margin_px}")
 
 
 def tissue_signal(rgb: np.ndarray, method: str = "saturation") -> np.ndarray:
@@ -142,3 +149,78 @@ def tissue_tiles(
         if cut.size and (cut.mean() >= min_fraction if min_fraction > 0 else cut.any()):
             out[row, col] = True
     return out
+
+
+# A crop that keeps more than this share of a core's pixels is not worth a tile of its own shape.
+CROP_MAX_FRACTION = 0.75
+
+
+def tissue_crops(
+    mask: np.ndarray,
+    mask_downsample: float,
+    grid: TileGrid,
+    grid_downsample: float,
+    tissue: np.ndarray,
+    margin_px: int,
+    stride_px: int,
+) -> np.ndarray:
+    """(n_rows, n_cols, 4) int: the part of each tissue tile's core worth staining.
+
+    Each entry is a box ``(y, x, h, w)`` in pixels of the grid's level: the bounding box of
+    the tile's tissue, grown by ``margin_px`` (and at least two mask pixels), its edges on
+    multiples of ``stride_px`` (so the crop's output equals the whole tile's there), clipped
+    to the core. When that box keeps more than ``CROP_MAX_FRACTION`` of the core, or the tile
+    is background, the entry is the whole core.
+    """
+    from ..geometry import Box
+
+    scale = mask_downsample / grid_downsample  # grid px per mask px
+    margin = max(int(margin_px), int(np.ceil(2 * scale)))
+    out = np.zeros((grid.n_rows, grid.n_cols, 4), np.int64)
+    for row, col in grid.tiles():
+        core = grid.core(row, col)
+        out[row, col] = (core.y, core.x, core.h, core.w)
+        if not tissue[row, col]:
+            continue
+        b = map_box(core, grid_downsample, mask_downsample)
+        cut = mask[b.y : b.y + b.h, b.x : b.x + b.w]
+        rows, cols = np.flatnonzero(cut.any(axis=1)), np.flatnonzero(cut.any(axis=0))
+        if not len(rows):
+            continue
+        found = Box.from_corners(
+            int(b.y + rows[0]), int(b.x + cols[0]), int(b.y + rows[-1] + 1), int(b.x + cols[-1] + 1)
+        )
+        box = map_box(found, mask_downsample, grid_downsample).grown(margin)
+        y0, x0 = box.y // stride_px * stride_px, box.x // stride_px * stride_px
+        y1, x1 = -(-box.y1 // stride_px) * stride_px, -(-box.x1 // stride_px) * stride_px
+        crop = Box(y0, x0, y1 - y0, x1 - x0).intersect(core)
+        if crop is not None and crop.h * crop.w <= CROP_MAX_FRACTION * core.h * core.w:
+            out[row, col] = (crop.y, crop.x, crop.h, crop.w)
+    return out
+
+
+def grid_tissue(slide, config: TissueConfig, grid: TileGrid, level: int, stride_px: int):
+    """``(tissue, crops)`` of ``grid`` on ``slide``'s ``level``: which tiles hold tissue
+    (:func:`tissue_tiles`) and the part of each worth staining (:func:`tissue_crops`; None
+    when ``config.crop_margin_px`` is None or no tile is cropped)."""
+    mask, mask_lv = slide_tissue_mask(slide, config)
+    ds = slide.downsamples
+    tissue = tissue_tiles(mask, ds[mask_lv], grid, ds[level], config.min_tile_fraction)
+    if config.crop_margin_px is None:
+        return tissue, None
+    crops = tissue_crops(
+        mask, ds[mask_lv], grid, ds[level], tissue, config.crop_margin_px, stride_px
+    )
+    whole = [(b.y, b.x, b.h, b.w) for b in (grid.core(*t) for t in grid.tiles())]
+    if np.array_equal(crops.reshape(-1, 4), np.asarray(whole)):
+        return tissue, None
+    return tissue, crops
+
+
+def crop_digest(crops: np.ndarray | None) -> str:
+    """A short digest of the crops, for cache namespaces ("" for whole tiles)."""
+    import hashlib
+
+    if crops is None:
+        return ""
+    return hashlib.sha256(np.ascontiguousarray(crops, np.int64).tobytes()).hexdigest()[:12]

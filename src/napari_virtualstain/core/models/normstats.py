@@ -90,16 +90,23 @@ def _affine(norm, x, mean, var):
 def _pooled_forward(norm, sums: dict):
     """Forward that normalises with the moments pooled over the whole batch and records them."""
 
+    import torch
+    import torch.nn.functional as F
+
     def forward(x):
-        xf = x.float()
-        mean = xf.mean(dim=(0, 2, 3))
-        var = xf.var(dim=(0, 2, 3), unbiased=False)
+        # Training-mode batch norm pools the moments over (N, H, W) in one fused pass and
+        # normalises with them; momentum 1 leaves exactly this batch's moments in the buffers
+        # (its running variance is the unbiased one).
+        c = x.shape[1]
+        mean = torch.zeros(c, device=x.device)
+        var = torch.ones(c, device=x.device)
+        out = F.batch_norm(x, mean, var, norm.weight, norm.bias, True, 1.0, norm.eps)
         count = x.shape[0] * x.shape[2] * x.shape[3]
-        acc = sums.setdefault("n", 0)
-        sums["n"] = acc + count
+        var = var.double() * ((count - 1) / count if count > 1 else 0.0)
+        sums["n"] = sums.get("n", 0) + count
         sums["s"] = sums.get("s", 0) + mean.double() * count
-        sums["ss"] = sums.get("ss", 0) + (var.double() + mean.double() ** 2) * count
-        return _affine(norm, x, mean, var)
+        sums["ss"] = sums.get("ss", 0) + (var + mean.double() ** 2) * count
+        return out
 
     return forward
 
