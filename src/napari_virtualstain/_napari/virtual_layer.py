@@ -90,6 +90,9 @@ class OverlayBuffers:
                     chunks=(min(side, h), min(side, w), 4),
                     dtype="uint8",
                     fill_value=0,  # alpha 0: "not computed yet" is transparent
+                    # Uncompressed: zstd saved only 1.35x on stained tissue but made napari's
+                    # read of a 1920x1080 view 8x slower (12 vs 1.5 ms) and a tile write 4x.
+                    compressors=None,
                 )
             )
         self.written: list[set[tuple[int, int]]] = [set() for _ in self.levels]

@@ -164,13 +164,18 @@ def norm_tiles(slide, plan, tissue, n: int) -> np.ndarray:
 
 
 def gather_norm_stats(engine, tiles: np.ndarray):
-    """Per-slide statistics, gathered at the engine's precision (as fast as staining a tile)."""
+    """Per-slide statistics, gathered at the engine's precision (as fast as staining a tile);
+    for int8, whose module is quantised from the float one, at the float precision measured
+    fastest here."""
     import torch
 
     from ..models import collect_norm_stats
     from ..models.device import autocast_dtype
 
-    dtype = autocast_dtype(engine.precision, engine.device)
+    precision = engine.precision
+    if precision == "int8":
+        precision = engine.fastest_float_precision().precision
+    dtype = autocast_dtype(precision, engine.device)
     with torch.autocast(engine.device.type, dtype=dtype, enabled=dtype is not None):
         return collect_norm_stats(
             engine.module, tiles, engine.device, normalisation=engine.card.normalisation

@@ -87,14 +87,19 @@ class StainEngine:
         """The configured precision, or for "auto" the one measured fastest (see ``precision``)."""
         if self.config.precision != "auto":
             return self.config.precision, "set by the user"
+        choice = self.fastest_float_precision()
+        self.precision_choice = choice
+        return choice.precision, "auto: " + choice.reason + (" (cached)" if choice.cached else "")
+
+    def fastest_float_precision(self):
+        """The float precision measured fastest for this model here (what "auto" runs), as a
+        ``models.precision.PrecisionChoice``; measured once per machine and cached."""
         from ..models.precision import choose_precision
 
         kwargs = json.dumps(self.card.arch_kwargs, sort_keys=True)
-        choice = choose_precision(
+        return choose_precision(
             self._base_module, self.device, f"{self.card.arch} {kwargs}", self.stride_px
         )
-        self.precision_choice = choice
-        return choice.precision, "auto: " + choice.reason + (" (cached)" if choice.cached else "")
 
     def fix_norm_stats(self, norm_stats) -> None:
         """From now on run a private copy of the module, with these InstanceNorm statistics.
