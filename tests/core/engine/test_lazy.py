@@ -133,7 +133,7 @@ def test_background_tiles_are_painted_and_never_inferred(he, model):
     expected = np.median(glass.reshape(-1, 3), axis=0)
     assert np.abs(np.asarray(vs.engine.config.background_rgb) - expected).max() <= 1
     assert (out[160:, 160:] == vs.engine.config.background_rgb).all()
-    assert vs.metadata["tiles"] == {"total": 16, "background": 12}
+    assert vs.metadata["tiles"] == {"total": 16, "background": 12, "cropped_to_tissue": 0}
     white = open_virtual_stain(make_slide(rgb), model, device="cpu", precision="fp32", tile_px=64,
                                background_rgb=(255, 255, 255), cache=fresh_cache())  # fmt: skip
     assert (white.levels[0][160:, 160:].compute() == 255).all()

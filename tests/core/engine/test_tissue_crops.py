@@ -72,6 +72,8 @@ def test_cropped_tiles_match_whole_tiles_over_the_tissue_and_cost_fewer_pixels(m
     assert whole.crops is None and cropped.crops is not None
     assert cropped.crops[0, 2].tolist() == [0, 128, 64, 32]  # 150 + 8 -> 160 on the stride
     assert px_cropped < px_whole
+    assert cropped.metadata["tiles"]["cropped_to_tissue"] == 2  # column 2, both rows
+    assert whole.metadata["tiles"]["cropped_to_tissue"] == 0
     assert cropped.namespace != whole.namespace  # cached tiles hold glass outside the crop
     # Exact tiling (crop mode): the crop's pixels are the whole tile's pixels.
     assert cropped.plan.mode == "crop"

@@ -36,12 +36,14 @@ class StainResult:
     statement: str
     tiles_inferred: int = 0
     events: list[str] = field(default_factory=list)
+    tiles_cropped: int = 0
 
     def summary(self) -> str:
         tissue = self.tiles_total - self.tiles_background
+        cropped = f"{self.tiles_cropped} cropped to their tissue, " if self.tiles_cropped else ""
         return (
             f"{self.out}: {self.tiles_total} tiles, {self.tiles_background} background skipped, "
-            f"{tissue} tissue ({self.tiles_cached_before} resumed from cache) "
+            f"{tissue} tissue ({cropped}{self.tiles_cached_before} resumed from cache) "
             f"in {self.seconds:.1f} s; {self.statement}"
         )
 
@@ -285,6 +287,7 @@ def _run(
         statement=f"{vs.plan.statement}; {vs.engine.precision} ({vs.engine.precision_reason})",
         tiles_inferred=vs.engine.tiles_inferred,
         events=list(vs.engine.events),
+        tiles_cropped=vs.metadata["tiles"]["cropped_to_tissue"],
     )
 
 

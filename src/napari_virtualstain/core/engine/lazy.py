@@ -22,7 +22,7 @@ from .calibrate import calibrate_engine, resize_rgb
 from .provenance import build_provenance, slide_identity
 from .stain import StainConfig, StainEngine, make_plan, pad_to_multiple
 from .tiling import Box, TileGrid, blend_weights, checker, map_box, round_up
-from .tissue import crop_digest, grid_tissue
+from .tissue import count_cropped, crop_digest, grid_tissue
 
 _PROCESS_MODELS: dict[str, object] = {}
 _PROCESS_STAINS: dict[str, VirtualStain] = {}
@@ -96,7 +96,11 @@ class VirtualStain:
             slide=slide,
             extra={
                 "preview": plan.preview,
-                "tiles": {"total": self.grid.n_tiles, "background": n_bg},
+                "tiles": {
+                    "total": self.grid.n_tiles,
+                    "background": n_bg,
+                    "cropped_to_tissue": count_cropped(crops, self.grid),
+                },
                 "blend": plan.mode,
                 "norm_stats": {"mode": plan.norm, "sha256": plan.norm_sha256},
                 "int8": engine.int8_report and engine.int8_report.to_dict(),

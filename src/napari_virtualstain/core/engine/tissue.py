@@ -211,10 +211,15 @@ def grid_tissue(slide, config: TissueConfig, grid: TileGrid, level: int, stride_
     crops = tissue_crops(
         mask, ds[mask_lv], grid, ds[level], tissue, config.crop_margin_px, stride_px
     )
-    whole = [(b.y, b.x, b.h, b.w) for b in (grid.core(*t) for t in grid.tiles())]
-    if np.array_equal(crops.reshape(-1, 4), np.asarray(whole)):
-        return tissue, None
-    return tissue, crops
+    return tissue, crops if count_cropped(crops, grid) else None
+
+
+def count_cropped(crops: np.ndarray | None, grid: TileGrid) -> int:
+    """How many tiles :func:`tissue_crops` cropped to their tissue."""
+    if crops is None:
+        return 0
+    whole = np.asarray([(b.y, b.x, b.h, b.w) for b in (grid.core(*t) for t in grid.tiles())])
+    return int((crops.reshape(-1, 4) != whole).any(axis=1).sum())
 
 
 def crop_digest(crops: np.ndarray | None) -> str:
