@@ -72,3 +72,52 @@ def test_a_generator_that_cannot_be_quantised_is_a_clear_error(rgb):
     tiles = rgb[None, :64, :64].copy()
     with pytest.raises(ValueError, match="cannot be quantised to int8.*use fp32 or bf16"):
         quantize_int8(attention, tiles, tiles)
+
+
+def test_a_stored_int8_calibration_gives_the_same_module(rgb, model, tmp_path):
+    from napari_virtualstain.core.models.quantize import (
+        Int8Calibration,
+        calibrate_int8,
+        int8_from_calibration,
+    )
+
+    module = model.module.eval()
+    tiles = np.stack([rgb[:64, :64], rgb[64:128, 64:128]])
+    quantized, calibration = calibrate_int8(module, tiles[:1], tiles[1:])
+    calibration.save(tmp_path / "int8.safetensors")
+    again = Int8Calibration.load(tmp_path / "int8.safetensors")
+    assert again.report == calibration.report and again.example_px == 64
+    x = torch.from_numpy(rgb[None, :128, :128].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.inference_mode():
+        assert torch.equal(int8_from_calibration(module, again)(x), quantized(x))
+    other = build_generator("resnet_9blocks", ngf=4).eval()  # another architecture: refused
+    with pytest.raises(ValueError, match="does not fit"):
+        int8_from_calibration(other, again)
+
+
+def test_a_reopened_slide_reuses_its_int8_calibration(rgb, model, tmp_path, caplog):
+    from napari_virtualstain.core.engine import calibrate
+
+    slide_rgb = rgb.copy()
+    slide_rgb[0, 0] = 3  # a slide no other test opens
+
+    def open_int8():
+        vs = open_virtual_stain(make_slide(slide_rgb), model, device="cpu", precision="int8",
+                                tile_px=128, tissue=None, cache_dir=str(tmp_path),
+                                cache=TileCache(MemoryLRU()))  # fmt: skip
+        return vs, vs.levels[0].compute()
+
+    first, out = open_int8()
+    stored = list((tmp_path / "calibration").glob("int8-*.safetensors"))
+    assert len(stored) == 1 and "stored calibration" not in first.engine.precision_reason
+    calibrate._MEMO.clear()  # a new process: only the disk cache remembers
+    again, out_again = open_int8()
+    assert "stored calibration of this slide" in again.engine.precision_reason
+    assert again.metadata["int8"] == first.metadata["int8"]
+    assert np.array_equal(out_again, out)
+    stored[0].write_bytes(b"not a calibration")  # damaged: measured again, with a warning
+    calibrate._MEMO.clear()
+    third, out_third = open_int8()
+    assert "stored calibration" not in third.engine.precision_reason
+    assert np.array_equal(out_third, out)
+    assert "unreadable" in caplog.text

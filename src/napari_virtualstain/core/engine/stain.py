@@ -135,23 +135,39 @@ class StainEngine:
             self.channels_last = layout.channels_last
             self.layout_reason = layout.reason + (" (cached)" if layout.cached else "")
 
-    def quantize(self, calibration_tiles: np.ndarray, check_tiles: np.ndarray) -> None:
+    def quantize(self, calibration_tiles: np.ndarray, check_tiles: np.ndarray):
         """For ``precision="int8"``: from now on run a static int8 copy of the module.
 
         Call after ``fix_norm_stats``. The SSIM of int8 against fp32 on ``check_tiles`` is kept
-        in ``int8_report`` and added to ``precision_reason`` (so to the provenance).
+        in ``int8_report`` and added to ``precision_reason`` (so to the provenance). Returns
+        the ``Int8Calibration`` (to store; ``load_int8`` uses it again).
         """
-        from ..models.quantize import quantize_int8
+        from ..models.quantize import calibrate_int8
 
-        if self.precision != "int8":
-            raise ValueError(f"quantize is for precision int8, this engine runs {self.precision}")
-        module, report = quantize_int8(
+        self._require_int8()
+        module, calibration = calibrate_int8(
             self.module, calibration_tiles, check_tiles, self.card.normalisation
         )
+        self._use_int8(module, calibration.report, "")
+        return calibration
+
+    def load_int8(self, calibration) -> None:
+        """``quantize`` from a stored ``Int8Calibration`` (no calibration, no check)."""
+        from ..models.quantize import int8_from_calibration
+
+        self._require_int8()
+        module = int8_from_calibration(self.module, calibration, self.card.normalisation)
+        self._use_int8(module, calibration.report, " (stored calibration of this slide)")
+
+    def _require_int8(self) -> None:
+        if self.precision != "int8":
+            raise ValueError(f"quantize is for precision int8, this engine runs {self.precision}")
+
+    def _use_int8(self, module, report, note: str) -> None:
         with self._lock:
             self.module = module
             self.int8_report = report
-            self.precision_reason = f"{self.precision_reason}; {report.statement}"
+            self.precision_reason = f"{self.precision_reason}; {report.statement}{note}"
 
     @property
     def stride_px(self) -> int:

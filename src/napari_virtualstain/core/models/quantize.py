@@ -70,7 +70,80 @@ def int8_backend() -> str:
     raise ValueError(f"int8 needs quantised CPU kernels; this torch has {engines}; use fp32")
 
 
-def quantize_int8(
+@dataclass(frozen=True)
+class Int8Calibration:
+    """What int8 measured on a slide: the activation observers' states and the report.
+
+    Stored next to the tile cache (safetensors + JSON metadata, no pickle), so reopening the
+    slide, a resumed run or a dask worker converts the model again in under a second instead
+    of calibrating and checking it again (``int8_from_calibration``).
+    """
+
+    observers: dict[str, np.ndarray]
+    report: Int8Report
+    example_px: int
+
+    def save(self, path) -> None:
+        import json
+        from dataclasses import asdict
+
+        from safetensors.numpy import save_file
+
+        meta = {"report": json.dumps(asdict(self.report)), "example_px": str(self.example_px)}
+        save_file({k: np.ascontiguousarray(v) for k, v in self.observers.items()}, str(path),
+                  metadata=meta)  # fmt: skip
+
+    @classmethod
+    def load(cls, path) -> Int8Calibration:
+        import json
+
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            observers = {k: f.get_tensor(k) for k in f.keys()}
+        report = Int8Report(**json.loads(meta["report"]))
+        return cls(observers, report, int(meta["example_px"]))
+
+
+def _prepared(module, example_px: int, normalisation: str):
+    """An FX-prepared (observed) float copy of ``module``; FX failures become ValueError."""
+    import torch
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    param = next(module.parameters(), None)
+    if param is not None and param.device.type != "cpu":
+        raise ValueError(f"int8 runs on the CPU only; the model is on {param.device}")
+    backend = int8_backend()
+    torch.backends.quantized.engine = backend
+    float_module = copy.deepcopy(module).eval()
+    for layer in float_module.modules():  # quantised activations have no in-place variant
+        if getattr(layer, "inplace", False):
+            layer.inplace = False
+    example = to_network(np.zeros((1, example_px, example_px, 3), np.uint8), "cpu", normalisation)
+    with warnings.catch_warnings():  # FX quantisation's own deprecation notices
+        warnings.simplefilter("ignore")
+        try:
+            return prepare_fx(
+                float_module, get_default_qconfig_mapping(backend), example_inputs=(example,)
+            )
+        except Exception as err:  # noqa: BLE001 - FX raises many kinds; all mean "not this one"
+            raise ValueError(
+                f"this generator cannot be quantised to int8 ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:160]}); use fp32 or bf16"
+            ) from err
+
+
+def _converted(prepared):
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert_fx(prepared)
+
+
+def calibrate_int8(
     module, calibration_tiles: np.ndarray, check_tiles: np.ndarray, normalisation: str = "[-1,1]"
 ):
     """Static int8 copy of a float generator, and its measured difference from fp32.
@@ -86,7 +159,7 @@ def quantize_int8(
 
     Returns
     -------
-    (torch.nn.Module, Int8Report)
+    (torch.nn.Module, Int8Calibration)
 
     Raises
     ------
@@ -97,36 +170,25 @@ def quantize_int8(
     import torch
     from skimage.metrics import structural_similarity
 
-    param = next(module.parameters(), None)
-    if param is not None and param.device.type != "cpu":
-        raise ValueError(f"int8 runs on the CPU only; the model is on {param.device}")
     if len(calibration_tiles) == 0 or len(check_tiles) == 0:
         raise ValueError("int8 needs tissue tiles to calibrate and to check on; none were given")
-    backend = int8_backend()
-    torch.backends.quantized.engine = backend
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    float_module = copy.deepcopy(module).eval()
-    for layer in float_module.modules():  # quantised activations have no in-place variant
-        if getattr(layer, "inplace", False):
-            layer.inplace = False
-    example = to_network(calibration_tiles[:1], "cpu", normalisation)
-    with warnings.catch_warnings():  # FX quantisation's own deprecation notices
-        warnings.simplefilter("ignore")
-        try:
-            prepared = prepare_fx(
-                float_module, get_default_qconfig_mapping(backend), example_inputs=(example,)
-            )
-            with torch.inference_mode():
-                for tile in calibration_tiles:
-                    prepared(to_network(tile[None], "cpu", normalisation))
-            quantized = convert_fx(prepared)
-        except Exception as err:  # noqa: BLE001 - FX raises many kinds; all mean "not this one"
-            raise ValueError(
-                f"this generator cannot be quantised to int8 ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:160]}); use fp32 or bf16"
-            ) from err
+    example_px = int(calibration_tiles.shape[1])
+    prepared = _prepared(module, example_px, normalisation)
+    try:
+        with torch.inference_mode():
+            for tile in calibration_tiles:
+                prepared(to_network(tile[None], "cpu", normalisation))
+    except Exception as err:  # noqa: BLE001 - as in _prepared
+        raise ValueError(
+            f"this generator cannot be quantised to int8 ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160]}); use fp32 or bf16"
+        ) from err
+    observers = {
+        k: v.detach().cpu().numpy().copy()
+        for k, v in prepared.state_dict().items()
+        if "activation_post_process" in k
+    }
+    quantized = _converted(prepared)
     ref = infer_tiles(module, check_tiles, "cpu", "fp32", normalisation=normalisation)
     low = infer_tiles(quantized, check_tiles, "cpu", "int8", normalisation=normalisation)
     ssims = [
@@ -139,6 +201,34 @@ def quantize_int8(
         mean_abs_diff=float(np.mean(diffs)),
         n_calibration_tiles=len(calibration_tiles),
         n_check_tiles=len(check_tiles),
-        backend=backend,
+        backend=torch.backends.quantized.engine,
     )
-    return quantized, report
+    return quantized, Int8Calibration(observers, report, example_px)
+
+
+def int8_from_calibration(module, calibration: Int8Calibration, normalisation: str = "[-1,1]"):
+    """The int8 copy of ``module`` that ``calibrate_int8`` made, from its stored observers.
+
+    Raises
+    ------
+    ValueError
+        When the observers do not fit this module (another architecture or torch; the
+        calibration key, not this check, keeps apart two models of one architecture).
+    """
+    import torch
+
+    prepared = _prepared(module, calibration.example_px, normalisation)
+    state = {k: torch.from_numpy(np.asarray(v)) for k, v in calibration.observers.items()}
+    result = prepared.load_state_dict(state, strict=False)
+    expected = {k for k in prepared.state_dict() if "activation_post_process" in k}
+    if result.unexpected_keys or expected != set(state):
+        raise ValueError("the stored int8 calibration does not fit this model; recalibrating")
+    return _converted(prepared)
+
+
+def quantize_int8(
+    module, calibration_tiles: np.ndarray, check_tiles: np.ndarray, normalisation: str = "[-1,1]"
+):
+    """``calibrate_int8`` without the calibration: ``(int8 module, Int8Report)``."""
+    quantized, calibration = calibrate_int8(module, calibration_tiles, check_tiles, normalisation)
+    return quantized, calibration.report
