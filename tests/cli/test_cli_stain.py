@@ -41,10 +41,11 @@ def test_cli_writes_ome_zarr_with_provenance_equal_to_the_api(tmp_path, model_di
     attrs = json.loads((out / ".zattrs").read_text())
     prov = attrs[PROVENANCE_KEY]
     assert prov["model"]["name"] == "tiny-cli" and len(prov["model"]["sha256"]) == 64
-    assert prov["plan"]["halo_px"] == 60 and prov["device"] == "cpu"
+    assert prov["plan"]["halo_px"] <= 60 and prov["device"] == "cpu"  # measured, or exact
     assert not list(tmp_path.glob("virtual.zarr.tiles*"))  # own scratch removed after success
     api = open_virtual_stain(open_slide(slide), str(model_dir), device="cpu", precision="fp32")
     np.testing.assert_array_equal(np.asarray(written.levels[0]), api.levels[0].compute())
+    assert api.plan.halo_px == prov["plan"]["halo_px"]
 
 
 def test_cli_refuses_overwriting_input_or_finished_output(tmp_path, model_dir):

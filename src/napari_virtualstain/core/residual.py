@@ -143,7 +143,7 @@ def as_rgb_function(model, mpp: float | None = None) -> Callable[[np.ndarray], n
     a plain callable (returned as is)."""
     if hasattr(model, "card") and hasattr(model, "module"):  # models.LoadedModel
         from .engine import stain_image
-        from .engine.calibrate import resize_rgb
+        from .engine.tiling import resize_rgb
 
         # without a stated pixel size the image is taken to be at the model's own resolution
         run_mpp = mpp if mpp is not None else model.card.mpp

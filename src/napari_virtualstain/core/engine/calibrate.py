@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tiling import TileGrid
+from .tiling import TileGrid, resize_rgb
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +42,6 @@ def calibration_key(slide_id: str, engine, plan, what: str, n_tiles: int = 0) ->
         "n_tiles": n_tiles,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def resize_rgb(rgb: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
-    """Bilinear, anti-aliased resize of uint8 RGB (returned as is when the size matches)."""
-    from skimage.transform import resize
-
-    if rgb.shape[:2] == tuple(shape_hw):
-        return rgb
-    out = resize(rgb, (*shape_hw, rgb.shape[2]), order=1, preserve_range=True, anti_aliasing=True)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def _folder(cache_dir) -> Path | None:
@@ -182,14 +172,18 @@ def gather_norm_stats(engine, tiles: np.ndarray):
         )
 
 
-def calibrate_engine(slide, slide_id: str, engine, plan, tissue, norm_stats=None, cache_dir=None):
+def calibrate_engine(
+    slide, slide_id: str, engine, plan, tissue, norm_stats=None, cache_dir=None, mpp=None
+):
     """Everything measured on a slide before its first tile, in order; returns the final
     ``(plan, config, norm_stats)``.
 
     1. InstanceNorm statistics (``config.norm == "slide"``), fixed (folded) into the engine's
        private copy of the model, which runs in the measured memory layout;
-    2. for ``precision="int8"``, the int8 module quantised on this slide's tissue;
-    3. the model's own glass colour, unless the config names a background colour.
+    2. with those, the model's measured halo (``halo.measured_halo``; unless the config sets
+       ``halo_px`` or blends): the plan keeps its tiles and takes the smaller halo;
+    3. for ``precision="int8"``, the int8 module quantised on this slide's tissue;
+    4. the model's own glass colour, unless the config names a background colour.
     """
     from dataclasses import replace
 
@@ -201,6 +195,9 @@ def calibrate_engine(slide, slide_id: str, engine, plan, tissue, norm_stats=None
     engine.fix_norm_stats(norm_stats)  # a private copy: folded norms, measured layout
     if norm_stats is not None:
         plan = replace(plan, norm_sha256=norm_stats.sha256())
+        if config.halo_px is None and config.blend != "blend":
+            plan = with_measured_halo(slide, engine, plan, tissue, mpp)
+            config = engine.config
     else:
         plan = replace(plan, norm="tile")
     if engine.precision == "int8":
@@ -210,6 +207,25 @@ def calibrate_engine(slide, slide_id: str, engine, plan, tissue, norm_stats=None
         config = replace(config, background_rgb=rgb)
         engine.config = config
     return plan, config, norm_stats
+
+
+def with_measured_halo(slide, engine, plan, tissue, mpp=None):
+    """``plan`` with the model's measured halo instead of the exact one, when smaller (the
+    engine's config then names that halo and the tile size, so dask workers reuse them)."""
+    from dataclasses import replace
+
+    from .halo import measured_halo
+    from .stain import make_plan
+
+    choice = measured_halo(slide, engine, plan, tissue)
+    if choice is None or choice.halo_px >= plan.model_halo_px:
+        return plan
+    engine.config = replace(
+        engine.config, halo_px=choice.halo_px, blend="crop",
+        tile_px=engine.config.tile_px or plan.model_tile_px,
+    )  # fmt: skip
+    new = make_plan(slide, engine, mpp=mpp, norm_sha256=plan.norm_sha256)
+    return replace(new, statement=f"{new.statement}; {choice.statement}")
 
 
 def quantize_on_slide(

@@ -18,10 +18,10 @@ import numpy as np
 
 from ..progress import CancelToken
 from .cache import TileCache, TileKey, shared_cache
-from .calibrate import calibrate_engine, resize_rgb
+from .calibrate import calibrate_engine
 from .provenance import build_provenance, slide_identity
 from .stain import StainConfig, StainEngine, make_plan, pad_to_multiple
-from .tiling import Box, TileGrid, blend_weights, checker, map_box, round_up
+from .tiling import Box, TileGrid, blend_weights, checker, map_box, resize_rgb, round_up
 from .tissue import count_cropped, crop_digest, grid_tissue
 
 _PROCESS_MODELS: dict[str, object] = {}
@@ -395,7 +395,7 @@ def open_virtual_stain(
     if cache_dir is None and cache is not None and cache.disk is not None:
         cache_dir = str(cache.disk.root)  # calibrations live next to the tiles
     plan, config, norm_stats = calibrate_engine(
-        slide, ident, engine, plan, tissue, norm_stats, cache_dir
+        slide, ident, engine, plan, tissue, norm_stats, cache_dir, mpp
     )
     engine.tiles_inferred, engine.seconds_inferring = 0, 0.0  # count tiles, not calibrations
     if cache is None:

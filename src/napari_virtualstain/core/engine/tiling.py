@@ -84,3 +84,13 @@ def checker(h: int, w: int, square_px: int = 16) -> np.ndarray:
     out = np.full((h, w, 3), 204, dtype=np.uint8)
     out[on] = 153
     return out
+
+
+def resize_rgb(rgb: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear, anti-aliased resize of uint8 RGB (returned as is when the size matches)."""
+    from skimage.transform import resize
+
+    if rgb.shape[:2] == tuple(shape_hw):
+        return rgb
+    out = resize(rgb, (*shape_hw, rgb.shape[2]), order=1, preserve_range=True, anti_aliasing=True)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)

@@ -1,0 +1,88 @@
+"""The measured halo: smaller than the receptive field, within a grey level of exact tiles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_virtualstain.core.engine import halo
+from napari_virtualstain.core.engine.halo import candidates
+from tests.core.engine.test_lazy import fresh_cache, make_slide
+from tests.support import PACKAGE_DATA
+
+torch = pytest.importorskip("torch")
+tifffile = pytest.importorskip("tifffile")
+
+from napari_virtualstain.core.engine.lazy import open_virtual_stain  # noqa: E402
+from napari_virtualstain.core.models import LoadedModel, ModelCard, build_generator  # noqa: E402
+
+
+@pytest.fixture
+def user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_VIRTUALSTAIN_CACHE", str(tmp_path))
+    halo._MEMO.clear()
+    yield tmp_path
+    halo._MEMO.clear()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(1)
+    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
+    card = ModelCard(name="tiny-halo", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.25,
+                     tile_px=64, receptive_field_px=117, sha256="2" * 64)  # fmt: skip
+    return LoadedModel(module=module, card=card, path=None)
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    return tifffile.imread(PACKAGE_DATA / "OS-1-detail_HE.ome.tif")[:320, :320].copy()
+
+
+def test_candidates_are_on_the_stride_and_below_the_exact_halo():
+    assert candidates(88, 4) == [24, 36, 44, 56, 68]
+    assert all(h % 8 == 0 and h < 60 for h in candidates(60, 8))
+
+
+def open_stain(rgb, model, **kw):
+    vs = open_virtual_stain(make_slide(rgb), model, device="cpu", precision="fp32", tile_px=64,
+                            cache=fresh_cache(), **kw)  # fmt: skip
+    return vs, vs.levels[0].compute()
+
+
+def test_measured_halo_tiles_are_within_a_grey_level_of_exact_tiles(rgb, model, user_cache):
+    measured, out = open_stain(rgb, model)
+    exact, ref = open_stain(rgb, model, halo_px=60)  # covers the 117 px receptive field
+    assert exact.plan.halo_px == 60 and exact.plan.mode == "crop"
+    assert measured.plan.mode == "crop" and measured.plan.halo_px < 60
+    assert measured.plan.tile_px == 64  # the tiles stay; only the halo shrinks
+    assert "measured" in measured.plan.statement and "from exact 60 px" in measured.plan.statement
+    diff = np.abs(out.astype(int) - ref)
+    assert diff.max() <= 1 and diff.mean() < 0.01
+    assert measured.namespace != exact.namespace  # their tiles are cached apart
+
+
+def test_the_halo_is_measured_once_per_model_and_kept(rgb, model, user_cache, monkeypatch):
+    first, _ = open_stain(rgb, model)
+    known = json.loads((user_cache / "halos.json").read_text())
+    (entry,) = known.values()
+    assert entry["halo_px"] == first.plan.halo_px and entry["exact_px"] == 60
+    assert entry["max_diff"][str(entry["halo_px"])] <= 1
+    halo._MEMO.clear()  # a new process: read back, not measured again
+
+    def no_measuring(*args):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(halo, "measure_halo", no_measuring)
+    again, _ = open_stain(rgb, model)
+    assert again.plan.halo_px == first.plan.halo_px
+
+
+def test_a_set_halo_or_blending_is_not_measured(rgb, model, user_cache):
+    set_halo, _ = open_stain(rgb, model, halo_px=32)
+    assert set_halo.plan.halo_px == 32 and "measured" not in set_halo.plan.statement
+    blended, _ = open_stain(rgb, model, blend="blend")
+    assert "measured" not in blended.plan.statement
+    assert not (user_cache / "halos.json").exists()
