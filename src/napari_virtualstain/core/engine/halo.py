@@ -127,7 +127,8 @@ def measured_halo(slide, engine, plan, tissue) -> HaloChoice | None:
     exact = plan.model_halo_px
     key = json.dumps(
         [card.sha256, card.name, card.arch, card.arch_kwargs, card.normalisation, exact,
-         engine.stride_px, MAX_DIFF, f"torch {torch.__version__}"], sort_keys=True,
+         engine.stride_px, MAX_DIFF, N_PROBES, "margin 1", f"torch {torch.__version__}"],
+        sort_keys=True,
     )  # fmt: skip
     with _LOCK:
         if key in _MEMO:
