@@ -287,7 +287,7 @@ def main() -> None:
     gaps.append(probe.run(app, args.phase_s))
     overlay = widget.overlay
     print(f"  overlay {'ready' if overlay else 'NOT ready'} {ready_s:.1f} s after Start "
-          "(tissue mask, norm statistics, glass colour, precision choice)", flush=True)  # fmt: skip
+          "(tissue mask, norm statistics, glass colour, precision and halo choices)", flush=True)  # fmt: skip
     report(f"1 Start zoomed out, until ready and then {args.phase_s:.0f} s", np.concatenate(gaps))
     print(f"    widget status: {widget.status.text()[:240]}", flush=True)
     if overlay is None:

@@ -56,6 +56,7 @@ def test_start_stop_start_reuses_the_overlay(make_napari_viewer, qtbot, model_di
     assert (
         "fp32" in widget.precision_note.text() and "set by the user" in widget.precision_note.text()
     )
+    assert "halo" in widget.precision_note.text()  # measured, or the exact one, and why
     assert "view complete" in widget.status.text()
     widget.opacity.setValue(30)
     assert overlay.layer.opacity == pytest.approx(0.3)

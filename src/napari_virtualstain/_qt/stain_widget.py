@@ -178,9 +178,12 @@ class VirtualStainWidget(QWidget):
             self._overlay_status(overlay)
             card, engine = overlay.vs.engine.card, overlay.vs.engine
             self.direction.setText(f"{card.direction}  (virtual {card.target_stain})")
+            plan = overlay.vs.plan
+            halo = engine.halo_choice.statement if engine.halo_choice else ""
+            halo = halo or f"halo {plan.halo_px} px ({plan.mode})"
             self.precision_note.setText(
                 f"{engine.precision} on {engine.device}: {engine.precision_reason}; "
-                f"{engine.layout_reason}"
+                f"{engine.layout_reason}; {halo}"
             )
 
     def _overlay_status(self, overlay) -> None:

@@ -218,6 +218,7 @@ def with_measured_halo(slide, engine, plan, tissue, mpp=None):
     from .stain import make_plan
 
     choice = measured_halo(slide, engine, plan, tissue)
+    engine.halo_choice = choice
     if choice is None or choice.halo_px >= plan.model_halo_px:
         return plan
     engine.config = replace(

@@ -77,6 +77,7 @@ class StainEngine:
         self.seconds_inferring = 0.0
         self._lock = threading.Lock()
         self.int8_report = None
+        self.halo_choice = None  # a HaloChoice once the halo was measured (calibrate)
         self.channels_last = False
         self.layout_reason = "contiguous (no private copy yet)"
         self.module = self._base_module
