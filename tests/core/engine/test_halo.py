@@ -11,12 +11,12 @@ from napari_virtualstain.core.engine import halo
 from napari_virtualstain.core.engine.halo import candidates
 from tests.core.engine.test_lazy import fresh_cache, make_slide
 from tests.support import PACKAGE_DATA
+from tests.support.models import tiny_loaded
 
 torch = pytest.importorskip("torch")
 tifffile = pytest.importorskip("tifffile")
 
 from napari_virtualstain.core.engine.lazy import open_virtual_stain  # noqa: E402
-from napari_virtualstain.core.models import LoadedModel, ModelCard, build_generator  # noqa: E402
 
 
 @pytest.fixture
@@ -29,11 +29,7 @@ def user_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(1)
-    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
-    card = ModelCard(name="tiny-halo", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.25,
-                     tile_px=64, receptive_field_px=117, sha256="2" * 64)  # fmt: skip
-    return LoadedModel(module=module, card=card, path=None)
+    return tiny_loaded("tiny-halo", "2" * 64, seed=1)
 
 
 @pytest.fixture(scope="module")

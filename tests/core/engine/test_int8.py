@@ -11,20 +11,17 @@ from skimage.metrics import structural_similarity
 from napari_virtualstain.core.engine import StainConfig
 from napari_virtualstain.core.engine.cache import MemoryLRU, TileCache
 from napari_virtualstain.core.engine.lazy import open_virtual_stain
-from napari_virtualstain.core.models import LoadedModel, ModelCard, build_generator
+from napari_virtualstain.core.models import build_generator
 from napari_virtualstain.core.models.device import autocast_dtype
 from napari_virtualstain.core.models.inference import is_quantized
 from tests.core.engine.test_lazy import make_slide
 from tests.support import PACKAGE_DATA
+from tests.support.models import tiny_loaded
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    module = build_generator("resnet_6blocks", ngf=8, init="xavier")
-    card = ModelCard(name="tiny8", arch="resnet_6blocks", arch_kwargs={"ngf": 8}, mpp=0.25,
-                     tile_px=64, receptive_field_px=117, sha256="1" * 64)  # fmt: skip
-    return LoadedModel(module=module, card=card, path=None)
+    return tiny_loaded("tiny8", "1" * 64, ngf=8)
 
 
 @pytest.fixture(scope="module")

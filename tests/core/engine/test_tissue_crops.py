@@ -9,6 +9,7 @@ import pytest
 from napari_virtualstain.core.engine.tiling import TileGrid
 from napari_virtualstain.core.engine.tissue import TissueConfig, tissue_crops
 from tests.support import PACKAGE_DATA
+from tests.support.models import tiny_loaded
 
 torch = pytest.importorskip("torch")
 tifffile = pytest.importorskip("tifffile")
@@ -17,7 +18,6 @@ from napari_virtualstain.core.engine import StainConfig  # noqa: E402
 from napari_virtualstain.core.engine.cache import MemoryLRU, TileCache  # noqa: E402
 from napari_virtualstain.core.engine.lazy import open_virtual_stain  # noqa: E402
 from napari_virtualstain.core.io import Slide  # noqa: E402
-from napari_virtualstain.core.models import LoadedModel, ModelCard, build_generator  # noqa: E402
 
 
 def test_a_crop_is_the_tissue_box_grown_on_the_stride_and_clipped_to_the_core():
@@ -37,13 +37,7 @@ def test_a_crop_is_the_tissue_box_grown_on_the_stride_and_clipped_to_the_core():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    module = build_generator("resnet_6blocks", ngf=4, init="xavier")
-    card = ModelCard(
-        name="tiny-crops", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.25, tile_px=64,
-        receptive_field_px=117, sha256="1" * 64,
-    )  # fmt: skip
-    return LoadedModel(module=module, card=card, path=None)
+    return tiny_loaded("tiny-crops", "1" * 64)
 
 
 def open_half_glass(model, margin_px, **kw):

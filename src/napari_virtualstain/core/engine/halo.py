@@ -120,8 +120,7 @@ def measured_halo(slide, engine, plan, tissue) -> HaloChoice | None:
     this slide's tissue); None when the slide is too small to probe."""
     import torch
 
-    from ..io.atomic import write_json_atomic
-    from ..models.precision import user_cache_dir
+    from ..models.precision import read_cache_json, user_cache_dir, write_cache_json
 
     card = engine.card
     exact = plan.model_halo_px
@@ -134,11 +133,7 @@ def measured_halo(slide, engine, plan, tissue) -> HaloChoice | None:
         if key in _MEMO:
             return _MEMO[key]
     path = user_cache_dir() / CACHE_FILE
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    known = known if isinstance(known, dict) else {}
+    known = read_cache_json(path)
     choice = None
     if card.sha256 and isinstance(known.get(key), dict):
         try:
@@ -152,12 +147,7 @@ def measured_halo(slide, engine, plan, tissue) -> HaloChoice | None:
         choice = measure_halo(engine, probes, exact)
         log.info("halo: %s", choice.statement)
         if card.sha256:  # weights without a digest are not remembered across processes
-            known[key] = asdict(choice)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(path, known)
-            except OSError:
-                pass
+            write_cache_json(path, {**read_cache_json(path), key: asdict(choice)})
     with _LOCK:
         _MEMO[key] = choice
     return choice

@@ -124,13 +124,13 @@ def choose_precision(module, device, arch_key: str, stride_px: int = 4, cache_di
         return PrecisionChoice("fp32", f"no reduced precision on {device.type}", machine=machine)
     path = Path(cache_dir or user_cache_dir()) / CACHE_FILE
     key = f"{machine} | {arch_key} | {METHOD}"
-    known = _read(path).get(key)
+    known = read_cache_json(path).get(key)
     if known is not None:
         return PrecisionChoice(**{**known, "cached": True, "machine": machine})
     choice = _measure(module, device, candidate, stride_px, machine)
-    entries = _read(path)
+    entries = read_cache_json(path)
     entries[key] = {k: v for k, v in choice.to_dict().items() if k not in ("cached", "machine")}
-    _write(path, entries)
+    write_cache_json(path, entries)
     return choice
 
 
@@ -279,7 +279,8 @@ def _interleaved_pair_ms(first, second, device, rounds: int) -> tuple[float, flo
     return a_ms, b_ms
 
 
-def _read(path: Path) -> dict:
+def read_cache_json(path: Path) -> dict:
+    """A user-cache JSON file's entries ({} when missing, unreadable or not a dict)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -287,7 +288,8 @@ def _read(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _write(path: Path, entries: dict) -> None:
+def write_cache_json(path: Path, entries: dict) -> None:
+    """Write a user-cache JSON file atomically; an unwritable cache is not an error."""
     from ..io.atomic import write_json_atomic
 
     try:
@@ -332,7 +334,7 @@ def choose_memory_format(module, device, precision: str, arch_key: str, stride_p
     machine = machine_key(device)
     path = Path(cache_dir or user_cache_dir()) / CACHE_FILE
     key = f"{machine} | {arch_key} | {precision} | {LAYOUT_METHOD}"
-    known = _read(path).get(key)
+    known = read_cache_json(path).get(key)
     if isinstance(known, dict) and set(known) == {"channels_last", "reason"}:
         return LayoutChoice(**known, cached=True)
     dtype = autocast_dtype(precision, device)
@@ -353,7 +355,7 @@ def choose_memory_format(module, device, precision: str, arch_key: str, stride_p
         f"channels_last {'used' if faster else 'not used'}: {plain_ms / nhwc_ms:.2f}x the "
         f"contiguous layout on a {side} px {precision} pass ({nhwc_ms:.0f} vs {plain_ms:.0f} ms)"
     )
-    entries = _read(path)
+    entries = read_cache_json(path)
     entries[key] = {"channels_last": faster, "reason": reason}
-    _write(path, entries)
+    write_cache_json(path, entries)
     return LayoutChoice(faster, reason)

@@ -195,33 +195,22 @@ def arch_receptive_field(arch: str, **arch_kwargs) -> ReceptiveField:
 
 @functools.lru_cache(maxsize=32)
 def _disk_cached_arch_rf(arch: str, arch_kwargs_json: str) -> ReceptiveField:
-    import json
     from dataclasses import asdict
 
     import torch
 
-    from ..io.atomic import write_json_atomic
-    from .precision import user_cache_dir
+    from .precision import read_cache_json, user_cache_dir, write_cache_json
 
     path = user_cache_dir() / "receptive_fields.json"
     key = f"{arch} {arch_kwargs_json} torch {torch.__version__}"
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if isinstance(known, dict) and isinstance(known.get(key), dict):
+    known = read_cache_json(path)
+    if isinstance(known.get(key), dict):
         try:
             return ReceptiveField(**known[key])
         except TypeError:
             pass  # an older layout: measure again
     rf = _cached_arch_rf(arch, arch_kwargs_json)
-    known = known if isinstance(known, dict) else {}
-    known[key] = asdict(rf)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, known)
-    except OSError:
-        pass
+    write_cache_json(path, {**read_cache_json(path), key: asdict(rf)})
     return rf
 
 
