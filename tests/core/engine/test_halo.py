@@ -82,3 +82,17 @@ def test_a_set_halo_or_blending_is_not_measured(rgb, model, user_cache):
     blended, _ = open_stain(rgb, model, blend="blend")
     assert "measured" not in blended.plan.statement
     assert not (user_cache / "halos.json").exists()
+
+
+def test_a_model_without_instance_norms_is_measured_too(rgb, user_cache):
+    from napari_virtualstain.core.models import LoadedModel, ModelCard, build_generator
+
+    torch.manual_seed(0)
+    module = build_generator("resnet_6blocks", ngf=4, norm="batch", init="xavier").eval()
+    card = ModelCard(name="tiny-bn", arch="resnet_6blocks", arch_kwargs={"ngf": 4, "norm": "batch"},
+                     mpp=0.25, tile_px=64, receptive_field_px=117, sha256="3" * 64)  # fmt: skip
+    loaded = LoadedModel(module=module, card=card, path=None)
+    measured, out = open_stain(rgb, loaded)
+    exact, ref = open_stain(rgb, loaded, halo_px=60)
+    assert measured.plan.norm == "tile" and "measured" in measured.plan.statement
+    assert np.abs(out.astype(int) - ref).max() <= 1

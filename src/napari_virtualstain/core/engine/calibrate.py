@@ -188,18 +188,22 @@ def calibrate_engine(
     from dataclasses import replace
 
     config = engine.config
-    if norm_stats is None and config.norm == "slide" and has_instance_norm(engine.module):
+    instance_norms = has_instance_norm(engine.module)
+    if norm_stats is None and config.norm == "slide" and instance_norms:
         norm_stats = slide_norm_stats(
             slide, slide_id, engine, plan, tissue, config.norm_tiles, cache_dir
         )
     engine.fix_norm_stats(norm_stats)  # a private copy: folded norms, measured layout
     if norm_stats is not None:
         plan = replace(plan, norm_sha256=norm_stats.sha256())
-        if config.halo_px is None and config.blend != "blend":
-            plan = with_measured_halo(slide, engine, plan, tissue, mpp)
-            config = engine.config
     else:
         plan = replace(plan, norm="tile")
+    # With fixed statistics (or none per tile at all) the network is translation-equivariant:
+    # tiles can be exact, so a smaller halo can be measured against exact ones.
+    equivariant = norm_stats is not None or not instance_norms
+    if equivariant and config.halo_px is None and config.blend != "blend":
+        plan = with_measured_halo(slide, engine, plan, tissue, mpp)
+        config = engine.config
     if engine.precision == "int8":
         quantize_on_slide(engine, slide, slide_id, plan, tissue, config.norm_tiles, cache_dir)
     if config.background_rgb is None:
@@ -226,7 +230,7 @@ def with_measured_halo(slide, engine, plan, tissue, mpp=None):
         tile_px=engine.config.tile_px or plan.model_tile_px,
     )  # fmt: skip
     new = make_plan(slide, engine, mpp=mpp, norm_sha256=plan.norm_sha256)
-    return replace(new, statement=f"{new.statement}; {choice.statement}")
+    return replace(new, norm=plan.norm, statement=f"{new.statement}; {choice.statement}")
 
 
 def quantize_on_slide(
