@@ -96,3 +96,22 @@ def test_a_model_without_instance_norms_is_measured_too(rgb, user_cache):
     exact, ref = open_stain(rgb, loaded, halo_px=60)
     assert measured.plan.norm == "tile" and "measured" in measured.plan.statement
     assert np.abs(out.astype(int) - ref).max() <= 1
+
+
+def test_each_slide_checks_the_models_halo_and_keeps_exact_tiles_where_it_fails(
+    rgb, model, user_cache, monkeypatch
+):
+    from napari_virtualstain.core.engine import calibrate
+
+    measured, _ = open_stain(rgb, model)  # the model's halo, checked on this slide
+    assert "this slide's check" in measured.plan.statement
+    other = rgb[::-1].copy()  # another slide: its own check, on its own probe
+    monkeypatch.setattr(halo, "halo_error", lambda *args: 5)  # as if it left 5 grey levels
+    calibrate._MEMO.clear()
+    exact, out = open_stain(other, model)
+    assert exact.plan.halo_px == 60 and exact.plan.mode == "crop"
+    assert "left 5 grey levels on this slide's check probe" in exact.plan.statement
+    assert exact.engine.halo_choice.halo_px == 60
+    monkeypatch.undo()
+    reference, ref = open_stain(other, model, halo_px=60)
+    assert np.array_equal(out, ref)

@@ -202,7 +202,7 @@ def calibrate_engine(
     # tiles can be exact, so a smaller halo can be measured against exact ones.
     equivariant = norm_stats is not None or not instance_norms
     if equivariant and config.halo_px is None and config.blend != "blend":
-        plan = with_measured_halo(slide, engine, plan, tissue, mpp)
+        plan = with_measured_halo(slide, slide_id, engine, plan, tissue, mpp, cache_dir)
         config = engine.config
     if engine.precision == "int8":
         quantize_on_slide(engine, slide, slide_id, plan, tissue, config.norm_tiles, cache_dir)
@@ -213,24 +213,54 @@ def calibrate_engine(
     return plan, config, norm_stats
 
 
-def with_measured_halo(slide, engine, plan, tissue, mpp=None):
-    """``plan`` with the model's measured halo instead of the exact one, when smaller (the
-    engine's config then names that halo and the tile size, so dask workers reuse them)."""
+def with_measured_halo(slide, slide_id: str, engine, plan, tissue, mpp=None, cache_dir=None):
+    """``plan`` with the model's measured halo instead of the exact one, when smaller and when
+    it holds on one more probe of this slide (the engine's config then names that halo and
+    the tile size, so dask workers reuse them)."""
     from dataclasses import replace
 
-    from .halo import measured_halo
+    from .halo import MAX_DIFF, measured_halo
     from .stain import make_plan
 
     choice = measured_halo(slide, engine, plan, tissue)
     engine.halo_choice = choice
     if choice is None or choice.halo_px >= plan.model_halo_px:
         return plan
+    error = slide_halo_error(slide, slide_id, engine, plan, tissue, choice.halo_px, cache_dir)
+    if error is not None and error > MAX_DIFF:  # it does not hold here: exact tiles here
+        note = (
+            f"the model's measured {choice.halo_px} px left {error} grey levels on this "
+            "slide's check probe"
+        )
+        log.warning("halo: %s; exact %d px on this slide", note, plan.model_halo_px)
+        engine.halo_choice = replace(choice, halo_px=plan.model_halo_px, note=note)
+        return replace(plan, statement=f"{plan.statement}; {engine.halo_choice.statement}")
+    checked = "slide too small to check" if error is None else f"{error} on this slide's check"
+    choice = engine.halo_choice = replace(choice, note=checked)
     engine.config = replace(
         engine.config, halo_px=choice.halo_px, blend="crop",
         tile_px=engine.config.tile_px or plan.model_tile_px,
     )  # fmt: skip
     new = make_plan(slide, engine, mpp=mpp, norm_sha256=plan.norm_sha256)
     return replace(new, norm=plan.norm, statement=f"{new.statement}; {choice.statement}")
+
+
+def slide_halo_error(slide, slide_id: str, engine, plan, tissue, halo_px: int, cache_dir=None):
+    """Worst grey-level difference of ``halo_px`` tiles from exact ones on one check probe of
+    this slide (memo, then disk); None when the slide is too small to probe."""
+    from .halo import halo_error, probe_regions
+
+    def measure() -> int | None:
+        probes = probe_regions(slide, plan, tissue, plan.model_halo_px, n=1, check=True)
+        return None if probes is None else halo_error(engine, probes, plan.model_halo_px, halo_px)
+
+    return _memo_then_disk(
+        calibration_key(slide_id, engine, plan, f"halo check {halo_px} of {plan.model_halo_px}"),
+        _folder(cache_dir), "halo-{}.json",
+        load=lambda path: json.loads(path.read_text())["max_diff"],
+        measure=measure,
+        save=lambda d, tmp: tmp.write_text(json.dumps({"max_diff": d})),
+    )  # fmt: skip
 
 
 def quantize_on_slide(

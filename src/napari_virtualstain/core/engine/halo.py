@@ -43,14 +43,16 @@ class HaloChoice:
     exact_px: int
     max_diff: dict[str, int]
     n_probes: int
+    note: str = ""  # this slide's check (see ``calibrate.with_measured_halo``)
 
     @property
     def statement(self) -> str:
         if self.halo_px >= self.exact_px:
-            return f"halo exact ({self.exact_px} px)"
+            return f"halo exact ({self.exact_px} px)" + (f": {self.note}" if self.note else "")
         return (
             f"halo {self.halo_px} px measured: at most {self.max_diff[str(self.halo_px)]} grey "
             f"level(s) from exact {self.exact_px} px tiles on {self.n_probes} tissue probes"
+            + (f"; {self.note}" if self.note else "")
         )
 
 
@@ -67,21 +69,12 @@ def measure_halo(engine, probes: np.ndarray, exact_px: int) -> HaloChoice:
     the engine's module must have its norms fixed. Runs in fp32 so that the comparison sees
     the halo, not reduced-precision rounding.
     """
-    from ..models.inference import infer_tiles
-
-    def stain(x):
-        return infer_tiles(engine.module, x, engine.device, "fp32",
-                           normalisation=engine.card.normalisation,
-                           channels_last=engine.channels_last)  # fmt: skip
-
     e = exact_px
-    c = probes.shape[1] - 2 * e
-    ref = stain(probes)[:, e : e + c, e : e + c].astype(np.int16)
+    ref = _cores(engine, probes, e, e)
     max_diff: dict[str, int] = {str(e): 0}
     chosen, passed = e, False
     for h in candidates(e, engine.stride_px):
-        out = stain(np.ascontiguousarray(probes[:, e - h : e + c + h, e - h : e + c + h]))
-        diff = int(np.abs(out[:, h : h + c, h : h + c].astype(np.int16) - ref).max())
+        diff = int(np.abs(_cores(engine, probes, e, h) - ref).max())
         max_diff[str(h)] = diff
         if diff <= MAX_DIFF and passed:
             chosen = h
@@ -92,9 +85,32 @@ def measure_halo(engine, probes: np.ndarray, exact_px: int) -> HaloChoice:
     return HaloChoice(halo_px=chosen, exact_px=e, max_diff=max_diff, n_probes=len(probes))
 
 
-def probe_regions(slide, plan, tissue, exact_px: int) -> np.ndarray | None:
-    """Up to ``N_PROBES`` tissue regions of ``PROBE_CORE_PX + 2 exact_px`` at the model's
-    resolution, centred on tissue tiles; None when the slide is too small for one."""
+def halo_error(engine, probes: np.ndarray, exact_px: int, halo_px: int) -> int:
+    """Worst grey-level difference of ``halo_px`` tiles from exact ones on ``probes``."""
+    ref = _cores(engine, probes, exact_px, exact_px)
+    return int(np.abs(_cores(engine, probes, exact_px, halo_px) - ref).max())
+
+
+def _cores(engine, probes: np.ndarray, exact_px: int, halo_px: int) -> np.ndarray:
+    """The probes' cores (int16) stained in fp32 with ``halo_px`` of context."""
+    from ..models.inference import infer_tiles
+
+    e, h = exact_px, halo_px
+    c = probes.shape[1] - 2 * e
+    x = np.ascontiguousarray(probes[:, e - h : e + c + h, e - h : e + c + h])
+    out = infer_tiles(engine.module, x, engine.device, "fp32",
+                      normalisation=engine.card.normalisation,
+                      channels_last=engine.channels_last)  # fmt: skip
+    return out[:, h : h + c, h : h + c].astype(np.int16)
+
+
+def probe_regions(
+    slide, plan, tissue, exact_px: int, n: int = N_PROBES, check: bool = False
+) -> np.ndarray | None:
+    """Up to ``n`` tissue regions of ``PROBE_CORE_PX + 2 exact_px`` at the model's resolution,
+    centred on tissue tiles spread over the slide (first, middle, last for three); ``check``:
+    one region a quarter of the way through the tissue tiles, where the measurement did not
+    look. None when the slide is too small for one."""
     from .tiling import TileGrid, resize_rgb
 
     side = PROBE_CORE_PX + 2 * exact_px
@@ -104,8 +120,8 @@ def probe_regions(slide, plan, tissue, exact_px: int) -> np.ndarray | None:
         return None
     grid = TileGrid((h, w), plan.tile_px)
     tiles = [t for t in grid.tiles() if tissue is None or tissue[t]] or list(grid.tiles())
-    spread = np.linspace(0, len(tiles) - 1, min(N_PROBES, len(tiles))).astype(int)
-    picks = [tiles[i] for i in spread]
+    spread = np.linspace(0, len(tiles) - 1, min(n, len(tiles))).astype(int)
+    picks = [tiles[len(tiles) // 4]] if check else [tiles[i] for i in spread]
     out = []
     for r, c in dict.fromkeys(picks):
         core = grid.core(r, c)
