@@ -181,7 +181,7 @@ def throughput(device: str, side: int) -> None:
     crop = in_memory_slide(pure[:1024, :1024].copy(), mpp)
     warm = open_virtual_stain(crop, loaded, device=device, cache=TileCache(MemoryLRU()))
     print(f"  first use (precision, layout, halo; then kept): {time.perf_counter() - t0:.1f} s; "
-          f"{warm.plan.statement.split('; ')[-1]}")  # fmt: skip
+          f"{warm.engine.halo_choice.statement if warm.engine.halo_choice else 'halo exact'}")  # fmt: skip
     for name, rgb in ((f"~40 % glass {side}x{side}", mixed), (f"pure tissue {side}x{side}", pure)):
         slide = in_memory_slide(rgb, mpp)
         tiles = np.ceil(side / 256) ** 2
