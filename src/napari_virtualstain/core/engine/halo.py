@@ -63,7 +63,8 @@ def candidates(exact_px: int, stride_px: int) -> list[int]:
 
 
 def measure_halo(engine, probes: np.ndarray, exact_px: int) -> HaloChoice:
-    """The smallest candidate halo within ``MAX_DIFF`` of exact tiles on every probe.
+    """The candidate after the smallest one within ``MAX_DIFF`` of exact tiles on every probe
+    (the exact halo when none is, or when the first to pass is the largest candidate).
 
     ``probes`` are (N, c + 2 exact, c + 2 exact, 3) uint8 regions at the model's resolution;
     the engine's module must have its norms fixed. Runs in fp32 so that the comparison sees
