@@ -150,9 +150,9 @@ def measured_halo(slide, engine, plan, tissue) -> HaloChoice | None:
         if key in _MEMO:
             return _MEMO[key]
     path = user_cache_dir() / CACHE_FILE
-    known = read_cache_json(path)
+    known = read_cache_json(path) if card.sha256 else {}  # weights without a digest: not kept
     choice = None
-    if card.sha256 and isinstance(known.get(key), dict):
+    if isinstance(known.get(key), dict):
         try:
             choice = HaloChoice(**known[key])
         except TypeError:
@@ -163,7 +163,7 @@ def measured_halo(slide, engine, plan, tissue) -> HaloChoice | None:
             return None
         choice = measure_halo(engine, probes, exact)
         log.info("halo: %s", choice.statement)
-        if card.sha256:  # weights without a digest are not remembered across processes
+        if card.sha256:
             write_cache_json(path, {**read_cache_json(path), key: asdict(choice)})
     with _LOCK:
         _MEMO[key] = choice

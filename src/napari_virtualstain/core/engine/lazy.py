@@ -212,10 +212,8 @@ class VirtualStain:
         all of it, or for a tissue crop the crop and its blend band (same context, so the
         same pixels as the whole tile there)."""
         contribution = self.grid.contribution(row, col)
-        if self.crops is None or self.crops[row, col][2:].prod() == 0:
-            return self.grid.padded(row, col), contribution
-        crop = Box(*(int(v) for v in self.crops[row, col]))
-        if crop == self.grid.core(row, col):
+        crop = None if self.crops is None else Box(*(int(v) for v in self.crops[row, col]))
+        if crop is None or crop == self.grid.core(row, col):
             return self.grid.padded(row, col), contribution
         shape = self.grid.shape_px
         keep = crop.grown(self.plan.blend_px, shape).intersect(contribution)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import level_for_size
-from .tiling import TileGrid, map_box
+from .tiling import Box, TileGrid, map_box, round_up
 
 METHODS = ("saturation", "od")
 
@@ -172,8 +172,6 @@ def tissue_crops(
     to the core. When that box keeps more than ``CROP_MAX_FRACTION`` of the core, or the tile
     is background, the entry is the whole core.
     """
-    from ..geometry import Box
-
     scale = mask_downsample / grid_downsample  # grid px per mask px
     margin = max(int(margin_px), int(np.ceil(2 * scale)))
     out = np.zeros((grid.n_rows, grid.n_cols, 4), np.int64)
@@ -192,8 +190,8 @@ def tissue_crops(
         )
         box = map_box(found, mask_downsample, grid_downsample).grown(margin)
         y0, x0 = box.y // stride_px * stride_px, box.x // stride_px * stride_px
-        y1, x1 = -(-box.y1 // stride_px) * stride_px, -(-box.x1 // stride_px) * stride_px
-        crop = Box(y0, x0, y1 - y0, x1 - x0).intersect(core)
+        y1, x1 = round_up(box.y1, stride_px), round_up(box.x1, stride_px)
+        crop = Box.from_corners(y0, x0, y1, x1).intersect(core)
         if crop is not None and crop.h * crop.w <= CROP_MAX_FRACTION * core.h * core.w:
             out[row, col] = (crop.y, crop.x, crop.h, crop.w)
     return out
