@@ -115,3 +115,10 @@ def test_each_slide_checks_the_models_halo_and_keeps_exact_tiles_where_it_fails(
     monkeypatch.undo()
     reference, ref = open_stain(other, model, halo_px=60)
     assert np.array_equal(out, ref)
+
+
+def test_a_damaged_halos_json_is_measured_again(rgb, model, user_cache):
+    (user_cache / "halos.json").write_text("{not json")
+    measured, _ = open_stain(rgb, model)
+    assert "measured" in measured.plan.statement
+    assert json.loads((user_cache / "halos.json").read_text())  # rewritten, readable

@@ -82,3 +82,8 @@ def test_crops_blend_with_their_neighbours(model):
     # Over the tissue, away from the crop's edge, the blend is the same.
     diff = np.abs(out[:, :140].astype(int) - ref[:, :140])
     assert diff.max() <= 1
+
+
+def test_a_negative_crop_margin_is_refused():
+    with pytest.raises(ValueError, match="crop_margin_px"):
+        TissueConfig(crop_margin_px=-1)
