@@ -118,3 +118,23 @@ def test_a_reopened_slide_reuses_its_int8_calibration(rgb, model, tmp_path, capl
     assert "stored calibration" not in third.engine.precision_reason
     assert np.array_equal(out_third, out)
     assert "unreadable" in caplog.text
+
+
+def test_calibration_histograms_every_other_row_and_column_of_large_maps():
+    """The default observers, subsampled: a 64 x 64 map counts a quarter of its values, a small
+    one all of them; FX's stack-trace switch is restored after preparing."""
+    from torch.fx import config as fx_config
+
+    from napari_virtualstain.core.models.quantize import _prepared, qconfig_mapping
+
+    mapping = qconfig_mapping("x86")
+    large, small = mapping.global_qconfig.activation(), mapping.global_qconfig.activation()
+    x = torch.linspace(-1, 1, 2 * 3 * 64 * 64).reshape(2, 3, 64, 64)
+    assert large(x) is x  # the observer passes its input through untouched
+    assert float(large.histogram.sum()) == x.numel() / 4
+    assert float(large.min_val) == pytest.approx(-1) and float(large.max_val) < 1
+    small(x[..., :16, :16])
+    assert float(small.histogram.sum()) == 2 * 3 * 16 * 16
+    before = fx_config.do_not_emit_stack_traces
+    _prepared(build_generator("resnet_6blocks", ngf=4).eval(), 64, "[-1,1]")
+    assert fx_config.do_not_emit_stack_traces == before
