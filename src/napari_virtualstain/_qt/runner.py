@@ -58,13 +58,16 @@ class WorkerRunner:
         from napari.qt.threading import thread_worker
         from napari.utils import progress
 
+        from .priority import in_background
+
         if self.running:
             self._say("busy: cancel the running job first")
             return None
         self.last_error = None
         # errors are handled in _on_error: expected ones (bad input) go to the status line, not
         # to a traceback pop-up; anything else is still relayed to napari's notifications
-        worker = thread_worker(gen_fn, start_thread=False, ignore_errors=True)(*args, **kwargs)
+        body = in_background(gen_fn)  # the GUI thread keeps its CPU share; see priority.py
+        worker = thread_worker(body, start_thread=False, ignore_errors=True)(*args, **kwargs)
         with contextlib.suppress(AttributeError, TypeError, RuntimeError):  # not connected
             worker.errored.disconnect(worker._relay_error)
         self._pbar = progress(total=0, desc=description or getattr(gen_fn, "__name__", "work"))

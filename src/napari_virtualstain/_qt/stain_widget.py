@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 
 from .._napari.layers import layer_mpp
 from ..core.models.device import PRECISION_CHOICES
+from .priority import warm_up_torch
 from .runner import WorkerRunner
 from .virtual_overlay import fill_whole_slide, on_new_overlay, open_overlay, overlays_of
 
@@ -124,6 +125,8 @@ class VirtualStainWidget(QWidget):
         self._refresh_models()
         self._refresh_layers()
         on_new_overlay(self.viewer, lambda overlay: self._source_changed())
+        # torch loads while a model is picked, not after Start (priority.py)
+        self.warmup = warm_up_torch()
 
     # -- choices ---------------------------------------------------------------------------
     def _refresh_layers(self, event=None) -> None:

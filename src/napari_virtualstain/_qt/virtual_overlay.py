@@ -23,6 +23,8 @@ from napari_virtualstain._napari.virtual_layer import (
 from napari_virtualstain.core.engine.tiling import Box, map_box, order_centre_out
 from napari_virtualstain.core.progress import Progress
 
+from .priority import in_background, preload_torch
+
 log = logging.getLogger(__name__)
 _REGISTRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _NEW: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -173,7 +175,12 @@ class VirtualOverlay:
         self._running = set(tiles)
         self._say(f"looking at {len(tiles)} tiles in view")
         worker = create_worker(
-            fill_view, self.vs, self.buffers, tiles, self.data_level(), self.budget_tiles
+            in_background(fill_view),
+            self.vs,
+            self.buffers,
+            tiles,
+            self.data_level(),
+            self.budget_tiles,
         )
         worker.yielded.connect(self._on_progress)
         worker.errored.connect(self._on_error)
@@ -377,7 +384,7 @@ def open_overlay(viewer, source_layer, model, on_ready=None, on_error=None, opac
         if on_ready is not None:
             on_ready(overlay)
 
-    worker = create_worker(_open, slide, model, mpp, kwargs)
+    worker = create_worker(in_background(_open), slide, model, mpp, kwargs)
     worker.returned.connect(done)
     if on_error is not None:
         worker.errored.connect(on_error)
@@ -386,6 +393,7 @@ def open_overlay(viewer, source_layer, model, on_ready=None, on_error=None, opac
 
 
 def _open(slide, model, mpp, kwargs):
+    preload_torch()  # before the engine imports it: see priority.py
     from napari_virtualstain.core.engine.lazy import open_virtual_stain
 
     vs = open_virtual_stain(slide, model, mpp=mpp, **kwargs)

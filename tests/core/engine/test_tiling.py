@@ -60,6 +60,22 @@ def test_tiles_in_box_and_centre_out_order():
     assert grid.tiles_in_box(Box(2000, 0, 10, 10)) == []
 
 
+def test_centre_out_order_uses_the_clipped_core_centres_and_keeps_ties_in_order():
+    grid = TileGrid((250, 1000), tile_px=100)  # the last row's cores are 50 px high
+    tiles = list(grid.tiles())[::-1]
+    centre = (240.0, 510.0)
+    ordered = order_centre_out(tiles, grid, centre)
+    assert sorted(ordered) == sorted(tiles)
+    distances = [np.hypot(*np.subtract(grid.core(*t).centre, centre)) for t in ordered]
+    assert np.all(np.diff(distances) >= 0)
+    assert ordered[0] == (2, 5)  # its clipped core's centre (225, 550) is nearest
+    # (2, 4) and (2, 6) are equally far from (225, 550): they keep their given order
+    assert order_centre_out([(2, 6), (2, 4)], grid, (225.0, 550.0)) == [(2, 6), (2, 4)]
+    assert order_centre_out([], grid, centre) == []
+    with pytest.raises(IndexError):
+        order_centre_out([(3, 0)], grid, centre)
+
+
 def test_map_box_between_levels_and_round_up():
     b = map_box(Box(100, 200, 50, 60), from_downsample=1.0, to_downsample=4.0)
     assert b == Box(25, 50, 13, 15)

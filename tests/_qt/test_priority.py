@@ -1,0 +1,83 @@
+"""Background workers run at a lower CPU priority than the GUI thread (Linux: per thread)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+import torch
+
+from napari_virtualstain._qt.priority import WORKER_NICE, in_background, lower_worker_priority
+from napari_virtualstain.core.progress import Progress
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice")
+
+
+def nice_of(tid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, tid)
+
+
+def in_thread(fn):
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("value", fn()))
+    thread.start()
+    thread.join()
+    return out["value"]
+
+
+@linux
+def test_a_worker_and_the_openmp_threads_it_starts_run_below_the_main_thread():
+    main = nice_of(threading.get_native_id())
+    assert lower_worker_priority() is False  # never on the main thread
+    assert nice_of(threading.get_native_id()) == main
+
+    def work():
+        assert lower_worker_priority()
+        before = set(os.listdir("/proc/self/task"))
+        torch.conv2d(torch.randn(1, 8, 64, 64), torch.randn(8, 8, 3, 3))  # its OpenMP pool
+        started = set(os.listdir("/proc/self/task")) - before
+        return nice_of(threading.get_native_id()), [nice_of(int(t)) for t in started]
+
+    own, pool = in_thread(work)
+    assert own == max(main, WORKER_NICE)
+    assert all(n == own for n in pool)  # torch's threads started by the worker inherit it
+    assert nice_of(threading.get_native_id()) == main
+
+
+@linux
+def test_in_background_wraps_functions_and_generators_alike():
+    own_nice = lambda: nice_of(threading.get_native_id())  # noqa: E731
+
+    def function(x):
+        return x, own_nice()
+
+    def generator(x):
+        yield own_nice()
+        return x
+
+    assert in_thread(lambda: in_background(function)(3)) == (3, max(nice_of(0), WORKER_NICE))
+
+    def drain():
+        gen = in_background(generator)(5)
+        first = next(gen)
+        with pytest.raises(StopIteration) as stop:
+            next(gen)
+        return first, stop.value.value
+
+    assert in_thread(drain) == (max(nice_of(0), WORKER_NICE), 5)
+
+
+@linux
+def test_a_widget_job_runs_at_the_lower_priority(qtbot):
+    from napari_virtualstain._qt.runner import WorkerRunner
+
+    def job():
+        yield Progress(0, 1, "checking")
+        return nice_of(threading.get_native_id())
+
+    runner, got = WorkerRunner(), []
+    worker = runner.run(job, on_done=got.append)
+    qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
+    assert worker is not None and got == [max(nice_of(0), WORKER_NICE)]
