@@ -81,3 +81,27 @@ def test_a_widget_job_runs_at_the_lower_priority(qtbot):
     worker = runner.run(job, on_done=got.append)
     qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
     assert worker is not None and got == [max(nice_of(0), WORKER_NICE)]
+
+
+def test_the_dock_warm_up_imports_torch_in_a_lower_priority_thread():
+    """In a fresh process (here torch is imported already): the thread imports torch, with
+    its native libraries loaded first, and leaves the switch interval as it was."""
+    import subprocess
+
+    code = (
+        "import sys, os, threading\n"
+        "from napari_virtualstain._qt.priority import warm_up_torch\n"
+        "before = sys.getswitchinterval()\n"
+        "thread = warm_up_torch()\n"
+        "assert thread is not None and thread.daemon\n"
+        "thread.join(120)\n"
+        "import torch\n"
+        "assert torch.ones(2).sum().item() == 2\n"
+        "assert sys.getswitchinterval() == before\n"
+        "assert warm_up_torch() is None  # once only\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
