@@ -19,7 +19,10 @@ class DabHistogramView(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.2, 2.2), dpi=100, layout="constrained")
+        # Fixed margins, not a constrained layout: a redraw runs on the GUI thread, and the
+        # layout engine made it 135-180 ms instead of 85-135 ms (a repaint 95 -> 55 ms).
+        self.figure = Figure(figsize=(3.2, 2.2), dpi=100, layout=None)
+        self.figure.subplots_adjust(left=0.2, bottom=0.2, right=0.97, top=0.88)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(210)
         self.axes = self.figure.add_subplot(1, 1, 1)
