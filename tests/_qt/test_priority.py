@@ -105,3 +105,31 @@ def test_the_dock_warm_up_imports_torch_in_a_lower_priority_thread():
                          timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+def test_workers_that_start_at_once_import_torch_one_after_the_other():
+    """Three threads importing torch, torch.nn and torch.ao.quantization at once in a fresh
+    process get half-initialised modules (3 of 3 tries here); as worker bodies they do not."""
+    import subprocess
+
+    code = (
+        "import importlib, threading\n"
+        "from napari_virtualstain._qt.priority import in_background\n"
+        "errors = []\n"
+        "def body(name):\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as err:\n"
+        "        errors.append(f'{name}: {type(err).__name__}: {err}')\n"
+        "names = ('torch', 'torch.nn', 'torch.ao.quantization')\n"
+        "threads = [threading.Thread(target=in_background(body), args=(n,)) for n in names]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join(300) for t in threads]\n"
+        "import torch\n"
+        "assert torch.nn.Parameter and torch.ao.quantization.QConfig\n"
+        "print(errors or 'ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok", out.stdout

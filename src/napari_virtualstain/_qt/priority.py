@@ -19,6 +19,8 @@ import threading
 WORKER_NICE = 10
 # The GIL's switch interval while a worker imports torch (Python's default is 5 ms).
 IMPORT_SWITCH_INTERVAL_S = 0.0005
+_TORCH_IMPORT_LOCK = threading.Lock()
+_TORCH_IMPORTED = threading.Event()
 
 
 def lower_worker_priority(nice: int = WORKER_NICE) -> bool:
@@ -39,7 +41,8 @@ def lower_worker_priority(nice: int = WORKER_NICE) -> bool:
 
 
 def in_background(fn):
-    """Wrap a worker body (function or generator function) so it runs at lower priority."""
+    """Wrap a worker body (function or generator function): it runs at lower priority, and
+    only once torch is imported (``preload_torch``; at once when it already is)."""
     import functools
     import inspect
 
@@ -48,6 +51,7 @@ def in_background(fn):
         @functools.wraps(fn)
         def generator(*args, **kwargs):
             lower_worker_priority()
+            preload_torch()
             return (yield from fn(*args, **kwargs))
 
         return generator
@@ -55,6 +59,8 @@ def in_background(fn):
     @functools.wraps(fn)
     def function(*args, **kwargs):
         lower_worker_priority()
+        if fn is not preload_torch:
+            preload_torch()
         return fn(*args, **kwargs)
 
     return function
@@ -69,19 +75,28 @@ def preload_torch() -> None:
     that follows finds them loaded (worst event-loop gap 220 -> 71 ms in a probe). The rest of
     the import is Python code, which hands the GIL over only every switch interval (5 ms): a
     GUI thread that needs it for every Qt callback waits that long each time. The interval is
-    0.5 ms while torch imports (p95 gap 61 -> 17 ms in the probe), then restored. Elsewhere,
-    and when torch is already imported, it is a plain import.
+    0.5 ms while torch imports (p95 gap 61 -> 17 ms in the probe), then restored.
+
+    Every worker body goes through here (``in_background``), under one lock: torch's first
+    import must not overlap another thread's import of torch or of one of its submodules.
+    When it did (the dock's warm-up and the demo's opening workers at once), Python's import
+    deadlock detection handed one thread a half-initialised torch ("partially initialized
+    module 'torch' has no attribute 'library'").
     """
-    if "torch" in sys.modules:
+    if _TORCH_IMPORTED.is_set():
         return
-    if sys.platform.startswith("linux"):
-        _dlopen_without_gil("torch", "_C.*.so")
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, IMPORT_SWITCH_INTERVAL_S))
-    try:
-        import torch  # noqa: F401
-    finally:
-        sys.setswitchinterval(before)
+    with _TORCH_IMPORT_LOCK:
+        if _TORCH_IMPORTED.is_set():
+            return
+        if "torch" not in sys.modules and sys.platform.startswith("linux"):
+            _dlopen_without_gil("torch", "_C.*.so")
+        before = sys.getswitchinterval()
+        sys.setswitchinterval(min(before, IMPORT_SWITCH_INTERVAL_S))
+        try:
+            import torch  # noqa: F401
+        finally:
+            sys.setswitchinterval(before)
+        _TORCH_IMPORTED.set()
 
 
 def _dlopen_without_gil(package: str, pattern: str) -> None:
@@ -110,7 +125,7 @@ def warm_up_torch() -> threading.Thread | None:
     The Virtual stain dock calls this when it opens, so that torch (about 1.2 s to import
     here) is loaded while the user picks a model, not after Start. Returns the thread.
     """
-    if "torch" in sys.modules:
+    if _TORCH_IMPORTED.is_set() or "torch" in sys.modules:
         return None
     thread = threading.Thread(
         target=in_background(preload_torch), name="virtualstain-torch-import", daemon=True

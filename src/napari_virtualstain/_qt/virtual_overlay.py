@@ -23,7 +23,7 @@ from napari_virtualstain._napari.virtual_layer import (
 from napari_virtualstain.core.engine.tiling import Box, map_box, order_centre_out
 from napari_virtualstain.core.progress import Progress
 
-from .priority import in_background, preload_torch
+from .priority import in_background
 
 log = logging.getLogger(__name__)
 _REGISTRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -393,7 +393,6 @@ def open_overlay(viewer, source_layer, model, on_ready=None, on_error=None, opac
 
 
 def _open(slide, model, mpp, kwargs):
-    preload_torch()  # before the engine imports it: see priority.py
     from napari_virtualstain.core.engine.lazy import open_virtual_stain
 
     vs = open_virtual_stain(slide, model, mpp=mpp, **kwargs)
