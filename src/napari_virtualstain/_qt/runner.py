@@ -58,7 +58,7 @@ class WorkerRunner:
         from napari.qt.threading import thread_worker
         from napari.utils import progress
 
-        from .priority import in_background
+        from .background import in_background
 
         if self.running:
             self._say("busy: cancel the running job first")
@@ -66,7 +66,7 @@ class WorkerRunner:
         self.last_error = None
         # errors are handled in _on_error: expected ones (bad input) go to the status line, not
         # to a traceback pop-up; anything else is still relayed to napari's notifications
-        body = in_background(gen_fn)  # the GUI thread keeps its CPU share; see priority.py
+        body = in_background(gen_fn)  # the GUI thread keeps its CPU share; see background.py
         worker = thread_worker(body, start_thread=False, ignore_errors=True)(*args, **kwargs)
         with contextlib.suppress(AttributeError, TypeError, RuntimeError):  # not connected
             worker.errored.disconnect(worker._relay_error)

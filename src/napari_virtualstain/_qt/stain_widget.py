@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from .._napari.layers import layer_mpp
 from ..core.models.device import PRECISION_CHOICES
-from .priority import warm_up_torch
+from .background import warm_up_torch
 from .runner import WorkerRunner
 from .virtual_overlay import fill_whole_slide, on_new_overlay, open_overlay, overlays_of
 
@@ -125,7 +125,7 @@ class VirtualStainWidget(QWidget):
         self._refresh_models()
         self._refresh_layers()
         on_new_overlay(self.viewer, lambda overlay: self._source_changed())
-        # torch loads while a model is picked, not after Start (priority.py)
+        # torch loads while a model is picked, not after Start (background.py)
         self.warmup = warm_up_torch()
 
     # -- choices ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from napari_virtualstain._napari.virtual_layer import (
 from napari_virtualstain.core.engine.tiling import Box, map_box, order_centre_out
 from napari_virtualstain.core.progress import Progress
 
-from .priority import in_background
+from .background import in_background
 
 log = logging.getLogger(__name__)
 _REGISTRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from napari_virtualstain._qt.priority import WORKER_NICE, in_background, lower_worker_priority
+from napari_virtualstain._qt.background import WORKER_NICE, in_background, lower_worker_priority
 from napari_virtualstain.core.progress import Progress
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice")
@@ -90,7 +90,7 @@ def test_the_dock_warm_up_imports_torch_in_a_lower_priority_thread():
 
     code = (
         "import sys, os, threading\n"
-        "from napari_virtualstain._qt.priority import warm_up_torch\n"
+        "from napari_virtualstain._qt.background import warm_up_torch\n"
         "before = sys.getswitchinterval()\n"
         "thread = warm_up_torch()\n"
         "assert thread is not None and thread.daemon\n"
@@ -114,7 +114,7 @@ def test_workers_that_start_at_once_import_torch_one_after_the_other():
 
     code = (
         "import importlib, threading\n"
-        "from napari_virtualstain._qt.priority import in_background\n"
+        "from napari_virtualstain._qt.background import in_background\n"
         "errors = []\n"
         "def body(name):\n"
         "    try:\n"
