@@ -42,6 +42,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         self.outlines: dict[str, dict] = {}
         self._mpp_layer = ""  # the layer whose pixel size the spin box shows
         self._job = None
+        self._showing = None  # the results being shown, over several event-loop turns
         self._typed_mpp: dict[str, float] = {}
         self._build()
         self.runner = WorkerRunner(self.status, self.cancel_button, [self.run_button])
@@ -187,6 +188,7 @@ class Ki67Widget(Ki67Actions, QWidget):
 
         outlines = world_outlines(rois, layer, mpp)
         self.status.setText("Computing…")
+        self._showing = None  # an earlier run still being shown stops there
         self._job = self.runner.run(
             iter_ki67_layers, image, mpp, rois, scale=tuple(layer.scale),
             translate=tuple(layer.translate), units=getattr(layer, "units", None),
@@ -260,24 +262,49 @@ class Ki67Widget(Ki67Actions, QWidget):
             self.status.setText(f"{image_name!r}: {message}")
 
     def _on_done(self, image_name: str, out, outlines: dict) -> None:
-        """Add the prepared layers and refresh the table and plot (no computing here)."""
-        run = out.run
-        self.runs[image_name] = run
+        """Keep the results, then show them over several event-loop turns (no computing here).
+
+        napari spends 100-190 ms of the GUI thread on each layer it adds here, and the
+        histogram's redraw 85-135 ms: the labels, the points, and the table with the plot
+        each get their own turn, so no single turn holds the window for all of them.
+        """
+        from qtpy.QtCore import QTimer
+
+        self.runs[image_name] = out.run
         self.outlines[image_name] = outlines  # ROIs in world coordinates, for "same region"
         self.histograms[image_name] = out.histograms
-        for prepared, adder in ((out.labels, self.viewer.add_labels),
-                                (out.points, self.viewer.add_points)):  # fmt: skip
-            if prepared is None:
-                continue
-            data, kwargs, _ = prepared
-            if kwargs["name"] in self.viewer.layers:
-                self.viewer.layers.remove(kwargs["name"])
-            added = adder(data, **kwargs)
-            added.metadata["ki67_source"] = image_name
-            if adder == self.viewer.add_labels:
-                added.mouse_double_click_callbacks.append(self._on_double_click)
-        if out.points is None and f"Centroids ({image_name})" in self.viewer.layers:
-            self.viewer.layers.remove(f"Centroids ({image_name})")
+        self._showing = out
+        steps = [
+            lambda: self._add_prepared(image_name, out.labels, self.viewer.add_labels),
+            lambda: self._add_prepared(image_name, out.points, self.viewer.add_points),
+            lambda: self._show_summary(image_name, out),
+        ]
+
+        def next_step() -> None:
+            if self._showing is not out:  # a newer run took over
+                return
+            steps.pop(0)()
+            if steps:
+                QTimer.singleShot(0, next_step)
+
+        next_step()
+
+    def _add_prepared(self, image_name: str, prepared, adder) -> None:
+        points = adder == self.viewer.add_points
+        if prepared is None:
+            if points and f"Centroids ({image_name})" in self.viewer.layers:
+                self.viewer.layers.remove(f"Centroids ({image_name})")
+            return
+        data, kwargs, _ = prepared
+        if kwargs["name"] in self.viewer.layers:
+            self.viewer.layers.remove(kwargs["name"])
+        added = adder(data, **kwargs)
+        added.metadata["ki67_source"] = image_name
+        if not points:
+            added.mouse_double_click_callbacks.append(self._on_double_click)
+
+    def _show_summary(self, image_name: str, out) -> None:
+        run = out.run
         self._fill_table()
         self.histogram.show_histograms(out.histograms, image_name)
         head = "Done" if run.stain_verified else "Done, STAIN NOT VERIFIED"
@@ -289,6 +316,7 @@ class Ki67Widget(Ki67Actions, QWidget):
             text += f". {run.stain_check.reason}"
         self.status.setText(" ".join([text + ".", out.note]).strip())
         self.status.setToolTip("\n".join(w for r in run.results for w in r.warnings))
+        self._showing = None
         self._job = None
 
     # -- flip ----------------------------------------------------------------------------------
