@@ -133,3 +133,16 @@ def test_workers_that_start_at_once_import_torch_one_after_the_other():
                          timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok", out.stdout
+
+
+def test_a_worker_body_runs_with_short_gil_slices_and_restores_them():
+    from napari_virtualstain._napari.gil import SHORT_SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+
+    def body():
+        yield sys.getswitchinterval()
+
+    assert in_thread(lambda: list(in_background(body)())) == [SHORT_SWITCH_INTERVAL_S]
+    assert in_thread(lambda: in_background(sys.getswitchinterval)()) == SHORT_SWITCH_INTERVAL_S
+    assert sys.getswitchinterval() == before

@@ -6,6 +6,10 @@ although nothing heavy runs on it. Each worker thread therefore lowers its own s
 priority before it computes. On Linux the nice value is per thread, and the threads a thread
 starts inherit it, so torch's OpenMP pool (one per calling thread) runs at the worker's
 priority; the GUI thread keeps its own. Elsewhere (macOS, Windows) this does nothing.
+
+The GIL is the other thing a worker takes from the GUI thread: a worker runs with short GIL
+slices (``_napari.gil``) and imports torch without holding the GIL through libtorch's
+loading, one thread at a time (``preload_torch``).
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ import os
 import sys
 import threading
 
+from .._napari.gil import short_gil_slices
+
 # Nice 10 weighs a thread about 10x lighter than nice 0 under Linux's fair scheduler: the
 # worker still gets every cycle the GUI leaves idle.
 WORKER_NICE = 10
-# The GIL's switch interval while a worker imports torch (Python's default is 5 ms).
-IMPORT_SWITCH_INTERVAL_S = 0.0005
 _TORCH_IMPORT_LOCK = threading.Lock()
 _TORCH_IMPORTED = threading.Event()
 
@@ -41,8 +45,11 @@ def lower_worker_priority(nice: int = WORKER_NICE) -> bool:
 
 
 def in_background(fn):
-    """Wrap a worker body (function or generator function): it runs at lower priority, and
-    only once torch is imported (``preload_torch``; at once when it already is)."""
+    """Wrap a worker body (function or generator function): it runs at lower priority, only
+    once torch is imported (``preload_torch``; at once when it already is), and with short
+    GIL slices (``_napari.gil``): Python-heavy stretches of a job (dask building a graph,
+    numba compiling) then hand the GIL to the GUI thread every 0.5 ms instead of every 5 ms.
+    Where the GUI thread does not ask for the GIL the shorter slices change nothing."""
     import functools
     import inspect
 
@@ -52,7 +59,8 @@ def in_background(fn):
         def generator(*args, **kwargs):
             lower_worker_priority()
             preload_torch()
-            return (yield from fn(*args, **kwargs))
+            with short_gil_slices():
+                return (yield from fn(*args, **kwargs))
 
         return generator
 
@@ -61,7 +69,8 @@ def in_background(fn):
         lower_worker_priority()
         if fn is not preload_torch:
             preload_torch()
-        return fn(*args, **kwargs)
+        with short_gil_slices():
+            return fn(*args, **kwargs)
 
     return function
 
@@ -90,12 +99,8 @@ def preload_torch() -> None:
             return
         if "torch" not in sys.modules and sys.platform.startswith("linux"):
             _dlopen_without_gil("torch", "_C.*.so")
-        before = sys.getswitchinterval()
-        sys.setswitchinterval(min(before, IMPORT_SWITCH_INTERVAL_S))
-        try:
+        with short_gil_slices():
             import torch  # noqa: F401
-        finally:
-            sys.setswitchinterval(before)
         _TORCH_IMPORTED.set()
 
 
