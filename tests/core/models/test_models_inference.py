@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -176,3 +180,41 @@ def test_engine_records_why_it_runs_at_its_precision(tmp_path, monkeypatch):
     auto = StainEngine(loaded, StainConfig(device="cpu", precision="auto"))
     assert auto.precision == "fp32" and auto.precision_reason.startswith("auto: bf16")
     assert (tmp_path / "precision.json").exists()
+
+
+def test_the_machine_key_names_the_instruction_set_not_only_the_model_string(monkeypatch):
+    """A cloud VM may call an AVX2-only EPYC and a Zen 4 both "AMD EPYC": a choice cached on
+    one must not be reused on the other, nor under an instruction-set cap."""
+    from napari_virtualstain.core.models.precision import machine_key
+
+    native = machine_key(torch.device("cpu"))
+    assert torch.backends.cpu.get_cpu_capability() in native
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = machine_key(torch.device("cpu"))
+    assert capped != native and "ONEDNN_MAX_CPU_ISA=AVX2" in capped
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 instruction sets")
+def test_auto_keeps_fp32_where_bf16_is_emulated(tmp_path):
+    """The issue's AVX2-only EPYC, emulated: oneDNN and ATen capped at AVX2 run bf16 in
+    reference kernels (470x slower than fp32 here). ``auto`` must measure that and keep fp32,
+    and quickly (the 16 px probe rejects it after one call)."""
+    import subprocess
+
+    code = (
+        "import time, torch\n"
+        "from napari_virtualstain.core.models import build_generator\n"
+        "from napari_virtualstain.core.models.precision import choose_precision\n"
+        "torch.manual_seed(0)\n"
+        "net = build_generator('resnet_6blocks', ngf=16).eval()\n"
+        "t0 = time.perf_counter()\n"
+        f"c = choose_precision(net, torch.device('cpu'), 'r6', cache_dir={str(tmp_path)!r})\n"
+        "print(c.precision, round(time.perf_counter() - t0, 1), '|', c.reason)\n"
+    )
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    precision, seconds, *_ = out.stdout.split()
+    assert precision == "fp32", out.stdout
+    assert "slower than fp32" in out.stdout or "not faster than fp32" in out.stdout

@@ -66,6 +66,40 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown cpu"
 
 
+# CPU flags that decide which reduced-precision and int8 kernels exist (x86 and ARM names).
+KERNEL_FLAGS = frozenset({
+    "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "avx_vnni", "amx_bf16", "amx_int8", "amx_tile", "asimd", "asimdhp", "bf16", "i8mm", "sve",
+})  # fmt: skip
+# Environment variables that cap the instruction set oneDNN and ATen use.
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def cpu_features() -> str:
+    """What decides which CPU kernels run: the CPU's relevant flags, torch's dispatch level
+    and any instruction-set cap set in the environment.
+
+    The model string alone does not: in a cloud VM it may read just "AMD EPYC" on an
+    AVX2-only Zen 2 (bf16 emulated, ~120x slower than fp32) and on a Zen 4 with native bf16,
+    and a measurement cached on one must not be applied on the other (a home folder shared
+    between such nodes, or ``ONEDNN_MAX_CPU_ISA=AVX2``: bf16 measured 470x slower here).
+    """
+    import torch
+
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip().lower() in ("flags", "features"):
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
+    caps = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
+    return " ".join([capability, *sorted(flags & KERNEL_FLAGS), *caps])
+
+
 def user_cache_dir() -> Path:
     """``$NAPARI_VIRTUALSTAIN_CACHE``, else ``$XDG_CACHE_HOME`` (or ``~/.cache``)/napari-virtualstain."""
     env = os.environ.get("NAPARI_VIRTUALSTAIN_CACHE")
@@ -76,7 +110,8 @@ def user_cache_dir() -> Path:
 
 
 def machine_key(device) -> str:
-    """Machine, device and torch version: what makes one measurement valid for another run."""
+    """Machine (model string and kernel-relevant features), device and torch version: what
+    makes one measurement valid for another run."""
     import torch
 
     if device.type == "cuda":
@@ -84,7 +119,8 @@ def machine_key(device) -> str:
     else:
         dev = device.type
     threads = torch.get_num_threads() if device.type == "cpu" else 0
-    return f"{cpu_model()} | {dev} | threads {threads} | torch {torch.__version__}"
+    cpu = f"{cpu_model()} [{cpu_features()}]"
+    return f"{cpu} | {dev} | threads {threads} | torch {torch.__version__}"
 
 
 def reduced_candidate(device) -> str | None:
