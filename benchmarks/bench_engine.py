@@ -60,9 +60,10 @@ def in_memory_slide(rgb: np.ndarray, mpp: float):
 def machine() -> str:
     import torch
 
-    from napari_virtualstain.core.models.precision import cpu_model
+    from napari_virtualstain.core.models.precision import cpu_features, cpu_model
 
-    return f"CPU {cpu_model()!r}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return (f"CPU {cpu_model()!r} [{cpu_features()}], torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")  # fmt: skip
 
 
 def precision(device: str) -> None:
@@ -160,7 +161,7 @@ def tissue_region(side: int) -> np.ndarray:
     return np.tile(he, (reps, reps, 1))[:side, :side].copy()
 
 
-def throughput(device: str, side: int) -> None:
+def throughput(device: str, side: int, with_int8: bool = True) -> None:
     print(f"\n# throughput  {machine()}; ResNet-9 (junyanz layout, random weights), "
           f"engine defaults (precision auto) vs a test.py fp32 loop")  # fmt: skip
     mpp = 0.227
@@ -187,7 +188,8 @@ def throughput(device: str, side: int) -> None:
         tiles = np.ceil(side / 256) ** 2
         _, base_s = baseline_test_py(loaded.module, slide, device)
         print(f"  {name}: test.py loop {base_s:.1f} s ({tiles / base_s:.2f} tiles/s)")
-        for label, config in (("defaults", {}), ("--precision int8", {"precision": "int8"})):
+        runs = [("defaults", {})] + [("--precision int8", {"precision": "int8"})] * with_int8
+        for label, config in runs:
             r = engine_run(loaded, slide, device, **config)
             vs = r["vs"]
             int8 = vs.engine.int8_report
@@ -382,11 +384,14 @@ def main() -> None:
     parser.add_argument("--region-px", type=int, default=2048,
                         help="throughput region side (2048 = the issue's goal; less on a busy CPU)")  # fmt: skip
     parser.add_argument("--sides", default="20000,60000", help="memory benchmark slide sides")
+    parser.add_argument("--no-int8", action="store_true",
+                        help="throughput: defaults only (fbgemm picks its int8 kernels from the "
+                             "CPU itself, so an ONEDNN_MAX_CPU_ISA cap does not emulate them)")  # fmt: skip
     args = parser.parse_args()
     if args.which in ("precision", "all"):
         precision(args.device)
     if args.which in ("throughput", "all"):
-        throughput(args.device, args.region_px)
+        throughput(args.device, args.region_px, with_int8=not args.no_int8)
     if args.which in ("kernels", "all"):
         kernels()
     if args.which in ("viewport", "all"):

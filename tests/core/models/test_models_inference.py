@@ -180,6 +180,11 @@ def test_engine_records_why_it_runs_at_its_precision(tmp_path, monkeypatch):
     auto = StainEngine(loaded, StainConfig(device="cpu", precision="auto"))
     assert auto.precision == "fp32" and auto.precision_reason.startswith("auto: bf16")
     assert (tmp_path / "precision.json").exists()
+    # fp32 kept on a CPU with int8 kernels: the faster option is offered, not taken
+    assert auto.precision_reason.endswith(
+        "--precision int8 (it changes pixels: its SSIM "
+        "against fp32 is measured on each slide and printed)"
+    )
 
 
 def test_the_machine_key_names_the_instruction_set_not_only_the_model_string(monkeypatch):
