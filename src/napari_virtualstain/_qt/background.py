@@ -29,7 +29,9 @@ _TORCH_IMPORTED = threading.Event()
 
 def lower_worker_priority(nice: int = WORKER_NICE) -> bool:
     """Lower the calling thread's CPU priority to ``nice`` (never raise it; never on the main
-    thread). Returns whether the thread now runs at that priority or lower."""
+    thread). Returns whether the thread now runs at that priority or lower. A pooled thread
+    (napari's workers run in Qt's global thread pool) keeps it for its later jobs, which are
+    background work too."""
     # Only Linux takes a thread id here; elsewhere the same number could name another process.
     if not sys.platform.startswith("linux"):
         return False
