@@ -19,6 +19,16 @@ def nice_of(tid: int) -> int:
     return os.getpriority(os.PRIO_PROCESS, tid)
 
 
+def in_fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter (torch not imported yet); its stdout, stripped."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
 def in_thread(fn):
     out = {}
     thread = threading.Thread(target=lambda: out.setdefault("value", fn()))
@@ -86,8 +96,6 @@ def test_a_widget_job_runs_at_the_lower_priority(qtbot):
 def test_the_dock_warm_up_imports_torch_in_a_lower_priority_thread():
     """In a fresh process (here torch is imported already): the thread imports torch, with
     its native libraries loaded first, and leaves the switch interval as it was."""
-    import subprocess
-
     code = (
         "import sys, os, threading\n"
         "from napari_virtualstain._qt.background import warm_up_torch\n"
@@ -101,17 +109,12 @@ def test_the_dock_warm_up_imports_torch_in_a_lower_priority_thread():
         "assert warm_up_torch() is None  # once only\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "ok"
+    assert in_fresh_python(code) == "ok"
 
 
 def test_workers_that_start_at_once_import_torch_one_after_the_other():
     """Three threads importing torch, torch.nn and torch.ao.quantization at once in a fresh
     process get half-initialised modules (3 of 3 tries here); as worker bodies they do not."""
-    import subprocess
-
     code = (
         "import importlib, threading\n"
         "from napari_virtualstain._qt.background import in_background\n"
@@ -129,10 +132,7 @@ def test_workers_that_start_at_once_import_torch_one_after_the_other():
         "assert torch.nn.Parameter and torch.ao.quantization.QConfig\n"
         "print(errors or 'ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "ok", out.stdout
+    assert in_fresh_python(code) == "ok"
 
 
 def test_a_worker_body_runs_with_short_gil_slices_and_restores_them():
