@@ -385,8 +385,9 @@ def main() -> None:
                         help="throughput region side (2048 = the issue's goal; less on a busy CPU)")  # fmt: skip
     parser.add_argument("--sides", default="20000,60000", help="memory benchmark slide sides")
     parser.add_argument("--no-int8", action="store_true",
-                        help="throughput: defaults only (fbgemm picks its int8 kernels from the "
-                             "CPU itself, so an ONEDNN_MAX_CPU_ISA cap does not emulate them)")  # fmt: skip
+                        help="throughput: defaults only. To emulate an AVX2-only CPU set "
+                             "ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 and, for int8, "
+                             "FBGEMM_ENABLE_INSTRUCTIONS=AVX2")  # fmt: skip
     args = parser.parse_args()
     if args.which in ("precision", "all"):
         precision(args.device)

@@ -44,8 +44,8 @@ def _is_oom(err: BaseException) -> bool:
 
 
 # Said where "auto" keeps fp32 on a CPU with int8 kernels: int8 changes pixels, so it is
-# offered, never taken. (x3.2 folded fp32 on the 2-core Zen 4; not measured on an AVX2-only
-# CPU, where fbgemm has AVX2 int8 kernels: an ONEDNN_MAX_CPU_ISA cap does not emulate them.)
+# offered, never taken. A ResNet-9 512 px pass in int8: x3.1 folded fp32 on the 2-core Zen 4,
+# x1.6 with that CPU capped to AVX2 (oneDNN, ATen and fbgemm; docs/engine.md).
 INT8_HINT = (
     "; for speed, try --precision int8 (it changes pixels: its SSIM against fp32 is "
     "measured on each slide and printed)"

@@ -71,8 +71,13 @@ KERNEL_FLAGS = frozenset({
     "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
     "avx_vnni", "amx_bf16", "amx_int8", "amx_tile", "asimd", "asimdhp", "bf16", "i8mm", "sve",
 })  # fmt: skip
-# Environment variables that cap the instruction set oneDNN and ATen use.
-ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+# Environment variables that cap the instruction set oneDNN, ATen and fbgemm (int8) use.
+ISA_LIMITS = (
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ATEN_CPU_CAPABILITY",
+    "FBGEMM_ENABLE_INSTRUCTIONS",
+)
 
 
 def cpu_features() -> str:
