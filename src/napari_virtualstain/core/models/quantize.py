@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -111,6 +112,7 @@ class Int8Calibration:
 SUBSAMPLE_MIN_PX = 64 * 64
 
 
+@functools.cache  # one class, however many models are prepared
 def _subsampled_histogram_observer():
     """PyTorch's HistogramObserver, fed every other row and column of large activation maps.
 
@@ -134,8 +136,6 @@ def _subsampled_histogram_observer():
 
 def qconfig_mapping(backend: str):
     """The backend's default static-quantisation mapping, its histogram observers subsampled."""
-    import functools
-
     from torch.ao.quantization import QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.observer import HistogramObserver
 
