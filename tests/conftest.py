@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,18 @@ from tests.support.train_tiles import colour_transform, texture, write_set
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_configure(config) -> None:
+    """The tests' measurements (precision, layout, halo, receptive field) and the widgets'
+    default tile cache go to a folder of this run, not to the user's cache (unless
+    ``NAPARI_VIRTUALSTAIN_CACHE`` is set already): a test never changes what the user's
+    next session recalls."""
+    if os.environ.get("NAPARI_VIRTUALSTAIN_CACHE"):
+        return
+    folder = tempfile.mkdtemp(prefix="napari-virtualstain-tests-")
+    os.environ["NAPARI_VIRTUALSTAIN_CACHE"] = folder
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def tissue_like_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
