@@ -136,7 +136,7 @@ def test_workers_that_start_at_once_import_torch_one_after_the_other():
 
 
 def test_a_worker_body_runs_with_short_gil_slices_and_restores_them():
-    from napari_virtualstain._napari.gil import SHORT_SWITCH_INTERVAL_S
+    from napari_virtualstain._qt.background import SHORT_SWITCH_INTERVAL_S
 
     before = sys.getswitchinterval()
 

@@ -83,16 +83,13 @@ def warm_labels_texture(label_image: np.ndarray, colormap) -> None:
     measured at 1.0-1.25 s on the GUI thread when the Ki-67 run's layer was added. Mapping a
     2x2 corner, and building the texture's colour table as the vispy layer then does, pays
     that once, off the GUI thread. Best effort: a napari without the
-    private hook only loses the head start. The compiling is Python (llvmlite), so it runs
-    with short GIL slices (``gil``): with the default 5 ms ones it held the GUI thread for
-    up to 300 ms at a time.
+    private hook only loses the head start. The compiling is Python (llvmlite): the worker
+    runs it with short GIL slices (``_qt.background.in_background``), so it does not hold the
+    GUI thread for 5 ms at a time.
     """
-    from .gil import short_gil_slices
-
     try:
-        with short_gil_slices():
-            texture = colormap._data_to_texture(np.ascontiguousarray(label_image[:2, :2]))
-            colormap._get_mapping_from_cache(texture.dtype)  # what the vispy layer asks next
+        texture = colormap._data_to_texture(np.ascontiguousarray(label_image[:2, :2]))
+        colormap._get_mapping_from_cache(texture.dtype)  # what the vispy layer asks for next
     except Exception:  # noqa: BLE001 - a warm-up; the layer works without it
         pass
 

@@ -7,24 +7,54 @@ priority before it computes. On Linux the nice value is per thread, and the thre
 starts inherit it, so torch's OpenMP pool (one per calling thread) runs at the worker's
 priority; the GUI thread keeps its own. Elsewhere (macOS, Windows) this does nothing.
 
-The GIL is the other thing a worker takes from the GUI thread: a worker runs with short GIL
-slices (``_napari.gil``) and imports torch without holding the GIL through libtorch's
-loading, one thread at a time (``preload_torch``).
+The GIL is the other thing a worker takes from the GUI thread. The GUI thread needs it for
+every Qt callback; while a worker runs Python (importing torch, numba compiling napari's labels
+mapping, dask building a graph), CPython hands it over only every switch interval, 5 ms by
+default, so a repaint that makes hundreds of callbacks stalled for 100-300 ms (traced with
+``bench_gui_latency.py --dump-after-s``). A worker therefore runs with short GIL slices
+(``short_gil_slices``; the interval is process-wide, and the last block to end restores it)
+and imports torch without holding the GIL through libtorch's loading, one thread at a time
+(``preload_torch``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
-
-from .._napari.gil import short_gil_slices
+from collections.abc import Iterator
 
 # Nice 10 weighs a thread about 10x lighter than nice 0 under Linux's fair scheduler: the
 # worker still gets every cycle the GUI leaves idle.
 WORKER_NICE = 10
+# Python's default is 5 ms. At 0.5 ms a thread importing torch left the main thread's p95 gap
+# at 17 ms instead of 61 ms in a probe.
+SHORT_SWITCH_INTERVAL_S = 0.0005
+_SLICES_LOCK = threading.Lock()
+_SLICES_ACTIVE = 0
+_SWITCH_BEFORE = [sys.getswitchinterval()]
 _TORCH_IMPORT_LOCK = threading.Lock()
 _TORCH_IMPORTED = threading.Event()
+
+
+@contextlib.contextmanager
+def short_gil_slices(interval_s: float = SHORT_SWITCH_INTERVAL_S) -> Iterator[None]:
+    """Within the block (nestable, from several threads) the switch interval is at most
+    ``interval_s``; the last one out restores what was set before the first one came in."""
+    global _SLICES_ACTIVE
+    with _SLICES_LOCK:
+        if _SLICES_ACTIVE == 0:
+            _SWITCH_BEFORE[0] = sys.getswitchinterval()
+        _SLICES_ACTIVE += 1
+        sys.setswitchinterval(min(sys.getswitchinterval(), interval_s))
+    try:
+        yield
+    finally:
+        with _SLICES_LOCK:
+            _SLICES_ACTIVE -= 1
+            if _SLICES_ACTIVE == 0:
+                sys.setswitchinterval(_SWITCH_BEFORE[0])
 
 
 def lower_worker_priority(nice: int = WORKER_NICE) -> bool:
@@ -49,7 +79,7 @@ def lower_worker_priority(nice: int = WORKER_NICE) -> bool:
 def in_background(fn):
     """Wrap a worker body (function or generator function): it runs at lower priority, only
     once torch is imported (``preload_torch``; at once when it already is), and with short
-    GIL slices (``_napari.gil``): Python-heavy stretches of a job (dask building a graph,
+    GIL slices (``short_gil_slices``): Python-heavy stretches of a job (dask building a graph,
     numba compiling) then hand the GIL to the GUI thread every 0.5 ms instead of every 5 ms.
     Where the GUI thread does not ask for the GIL the shorter slices change nothing."""
     import functools

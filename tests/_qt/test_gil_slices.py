@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from napari_virtualstain._napari.gil import SHORT_SWITCH_INTERVAL_S, short_gil_slices
+from napari_virtualstain._qt.background import SHORT_SWITCH_INTERVAL_S, short_gil_slices
 
 
 def test_blocks_in_several_threads_restore_the_interval_when_the_last_one_ends():
