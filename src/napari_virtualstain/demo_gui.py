@@ -47,7 +47,9 @@ def open_demo_viewer(show: bool = True, overlays: bool = True):
 
 def size_window(viewer, min_w: int = 1600, min_h: int = 1000) -> None:
     """At least ``min_w`` x ``min_h`` where the screen allows it, else maximised."""
-    window = viewer.window._qt_window
+    from napari_virtualstain._qt.viewer_access import qt_window
+
+    window = qt_window(viewer)
     screen = window.screen().availableGeometry() if window.screen() else None
     if screen is None or screen.width() < min_w or screen.height() < min_h:
         window.showMaximized()

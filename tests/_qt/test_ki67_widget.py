@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_virtualstain._qt.ki67_widget import Ki67Widget  # noqa: E402
 from napari_virtualstain.core.geojson import read_geojson  # noqa: E402
+from tests.support.docks import plugin_dock
 from tests.support.ki67_synthetic import grid_of_nuclei, render  # noqa: E402
 
 
@@ -22,7 +22,7 @@ def scene(make_napari_viewer):
     viewer = make_napari_viewer(show=True)
     syn = grid_of_nuclei(n_rows=8, n_cols=8, positive_fraction=0.5, seed=7)
     viewer.add_image(syn.rgb, rgb=True, name="ki67", scale=(0.5, 0.5), metadata={"mpp": 0.5})
-    widget = Ki67Widget(viewer)
+    widget = plugin_dock(viewer, "Ki-67")
     viewer.window.add_dock_widget(widget)
     return viewer, widget, syn
 
@@ -189,7 +189,7 @@ def test_he_layer_is_refused_naming_it_and_measure_anyway_marks_it(qtbot, make_n
     viewer = make_napari_viewer(show=True)
     he = np.asarray(open_slide(PACKAGE_DATA / "OS-1-detail_HE.ome.tif").levels[0])[:400, :400]
     viewer.add_image(he, rgb=True, name="OS-1 H&E", metadata={"mpp": 0.227})
-    widget = Ki67Widget(viewer)
+    widget = plugin_dock(viewer, "Ki-67")
     widget.compute()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     text = widget.status.text()
@@ -242,7 +242,7 @@ def test_cancel_adds_nothing(qtbot, make_napari_viewer):
         np.array([[k * 4, 0], [k * 4, 60], [k * 4 + 60, 60], [k * 4 + 60, 0]]) for k in range(40)
     ]
     viewer.add_shapes(rects, shape_type="rectangle", name="many rois")
-    widget = Ki67Widget(viewer)
+    widget = plugin_dock(viewer, "Ki-67")
     widget.shapes_combo.setCurrentText("many rois")
     worker = widget.compute()
     widget.cancel()
@@ -255,7 +255,7 @@ def test_cancel_adds_nothing(qtbot, make_napari_viewer):
 def test_bad_input_is_reported(make_napari_viewer):
     viewer = make_napari_viewer(show=True)
     viewer.add_image(np.full((32, 32, 3), 200, np.uint8), rgb=True, name="no mpp")
-    widget = Ki67Widget(viewer)
+    widget = plugin_dock(viewer, "Ki-67")
     from napari_virtualstain.core.segmentation import BACKENDS
 
     combo = widget.segmenter_combo
@@ -352,7 +352,7 @@ def test_live_overlay_carries_its_pixel_size_and_is_refused_until_computed(
     buffers = OverlayBuffers(vs)
     buffers.paint_background()
     overlay = VirtualOverlay(viewer, vs, he, buffers, budget_tiles=0)
-    widget = Ki67Widget(viewer)
+    widget = plugin_dock(viewer, "Ki-67")
     widget.image_combo.setCurrentText(overlay.layer.name)
     expected = he.metadata["mpp"] * float(vs.downsamples[0])
     assert overlay.layer.metadata["mpp"] == pytest.approx(expected)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_virtualstain._qt.qa_widget import QAWidget
 from napari_virtualstain.core.registration.frames import LayerFrame
 from tests.support import PACKAGE_DATA
+from tests.support.docks import plugin_dock
 
 DATA = PACKAGE_DATA
 MPP = 0.227
@@ -45,7 +45,7 @@ def test_residual_layers_for_the_view_render(make_napari_viewer, qtbot, pair, tm
     virtual, real = pair
     viewer = make_napari_viewer(show=True)
     _add(viewer, virtual, real, multiscale)
-    widget = QAWidget(viewer)
+    widget = plugin_dock(viewer, "QA")
     widget.combos["virtual"].setCurrentText("virtual Ki-67")
     widget.combos["real"].setCurrentText("real Ki-67")
     viewer.reset_view()
@@ -99,7 +99,7 @@ def test_roi_with_nuclei_gives_disagreement_counts(make_napari_viewer, qtbot, pa
     viewer.add_labels(labels, name="nuclei", scale=(MPP, MPP))
     roi = np.array([[10, 10], [10, 200], [200, 200], [200, 10]]) * MPP
     viewer.add_shapes([roi], shape_type="rectangle", name="ROI")
-    widget = QAWidget(viewer)
+    widget = plugin_dock(viewer, "QA")
     widget.combos["virtual"].setCurrentText("virtual Ki-67")
     widget.combos["real"].setCurrentText("real Ki-67")
     widget.combos["labels"].setCurrentText("nuclei")
@@ -126,7 +126,7 @@ def test_bad_choice_is_reported_and_clears_stale_numbers(make_napari_viewer, qtb
     viewer = make_napari_viewer(show=True)
     _add(viewer, virtual, real)
     viewer.add_image(real[:200], name="short real", rgb=True, scale=(MPP, MPP))
-    widget = QAWidget(viewer)
+    widget = plugin_dock(viewer, "QA")
     widget.combos["virtual"].setCurrentText("virtual Ki-67")
     widget.combos["real"].setCurrentText("real Ki-67")
     for kind, box in widget.kind_boxes.items():
@@ -165,7 +165,7 @@ def test_cancel_leaves_no_layers_and_no_numbers(make_napari_viewer, qtbot, pair)
     virtual, real = pair
     viewer = make_napari_viewer(show=True)
     _add(viewer, virtual, real)
-    widget = QAWidget(viewer)
+    widget = plugin_dock(viewer, "QA")
     widget.combos["virtual"].setCurrentText("virtual Ki-67")
     widget.combos["real"].setCurrentText("real Ki-67")
     widget.summary.setPlainText("mae: 1.0")  # numbers of an earlier run
@@ -201,7 +201,7 @@ def test_register_on_the_overlay_shows_real_slide_and_maps_rois(
         _overlay(he, multiscale), name="virtual", rgb=True, multiscale=multiscale,
         scale=(mpp, mpp), metadata={"virtualstain": {"model": "demo"}, "source_layer": "H&E"},
     )  # fmt: skip
-    widget = QAWidget(viewer)
+    widget = plugin_dock(viewer, "QA")
     widget.combos["virtual"].setCurrentText("virtual")
     widget.combos["real"].setCurrentText("real")
     widget.register()
@@ -288,7 +288,7 @@ def test_whole_slide_pyramids_of_the_overlay(make_napari_viewer, qtbot, pair, mu
         _overlay(virtual, multiscale), name="virtual", rgb=True, multiscale=multiscale,
         scale=(MPP, MPP), metadata={"virtualstain": {"model": "demo"}},
     )  # fmt: skip
-    widget = QAWidget(viewer)
+    widget = plugin_dock(viewer, "QA")
     widget.combos["virtual"].setCurrentText("virtual")
     widget.combos["real"].setCurrentText("real")
     widget.region.setCurrentIndex(2)
@@ -327,7 +327,7 @@ def test_cycle_error_with_the_demo_models(make_napari_viewer, qtbot, monkeypatch
         _overlay(ki67, multiscale), name="virtual Ki-67", rgb=True, multiscale=multiscale,
         scale=(MPP, MPP), metadata={"virtualstain": {"model": "demo-he2ki67"}},
     )  # fmt: skip
-    widget = QAWidget(viewer)
+    widget = plugin_dock(viewer, "QA")
     for key, name in (("virtual", "virtual Ki-67"), ("real", "real Ki-67"), ("source", "H&E")):
         widget.combos[key].setCurrentText(name)
     models = DATA / "models"

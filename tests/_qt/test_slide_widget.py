@@ -1,11 +1,11 @@
 import numpy as np
 
-from napari_virtualstain._qt.slide_widget import SlideWidget
+from tests.support.docks import plugin_dock
 
 
 def test_open_shows_metadata_and_adds_layer(make_napari_viewer, sample_paths):
     viewer = make_napari_viewer(show=True)
-    widget = SlideWidget(viewer)
+    widget = plugin_dock(viewer, "Slide")
     widget.path_edit.setText(str(sample_paths["cmu1"]))
     slide = widget.open_path()
     assert slide is not None
@@ -24,7 +24,7 @@ def test_open_shows_metadata_and_adds_layer(make_napari_viewer, sample_paths):
 
 def test_bad_path_shows_error_and_adds_nothing(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer(show=True)
-    widget = SlideWidget(viewer)
+    widget = plugin_dock(viewer, "Slide")
     widget.path_edit.setText(str(tmp_path / "missing.ndpi"))
     assert widget.open_path() is None
     assert "missing.ndpi" in widget.status.text()

@@ -8,12 +8,12 @@ import zlib
 import numpy as np
 import pytest
 
+from tests.support.docks import plugin_dock
 from tests.support.models import write_tiny_generator
 
 torch = pytest.importorskip("torch")
 
 from napari_virtualstain._napari.layers import slide_layer_data  # noqa: E402
-from napari_virtualstain._qt.stain_widget import VirtualStainWidget  # noqa: E402
 from napari_virtualstain.core.io import open_slide  # noqa: E402
 from napari_virtualstain.core.samples import sample_path  # noqa: E402
 
@@ -31,7 +31,7 @@ def model_dir(tmp_path, request):
 def open_widget(viewer, model_dir, tmp_path):
     data, kwargs, _ = slide_layer_data(open_slide(sample_path("he")))
     he = viewer.add_image(data, **kwargs)
-    widget = VirtualStainWidget(viewer)
+    widget = plugin_dock(viewer, "Virtual stain")
     assert widget.layer_combo.currentText() == he.name
     widget.model_combo.setEditText(str(model_dir))
     widget.device_combo.setCurrentText("cpu")
@@ -132,7 +132,7 @@ def test_unknown_mpp_asks_for_it(make_napari_viewer, model_dir):
     viewer = make_napari_viewer(show=True)
     rgb = np.full((64, 64, 3), 200, np.uint8)
     viewer.add_image(rgb, rgb=True, name="no-mpp")
-    widget = VirtualStainWidget(viewer)
+    widget = plugin_dock(viewer, "Virtual stain")
     widget.model_combo.setEditText(str(model_dir))
     assert widget.start() is None
     assert "no pixel size" in widget.status.text()

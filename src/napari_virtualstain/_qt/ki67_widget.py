@@ -26,6 +26,7 @@ from .ki67_actions import Ki67Actions
 from .ki67_table import ResultsTable
 from .layouts import column, row, wrapped_label
 from .runner import WorkerRunner
+from .viewer_access import unproxied
 
 WHOLE_IMAGE = "(whole image)"
 SAME_LAYER = "— (the measured layer)"
@@ -36,7 +37,7 @@ class Ki67Widget(Ki67Actions, QWidget):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = unproxied(napari_viewer)  # see viewer_access
         self.runs: dict[str, object] = {}  # image layer name -> RatioRun
         self.histograms: dict[str, list] = {}
         self.outlines: dict[str, dict] = {}

@@ -28,6 +28,7 @@ from napari_virtualstain.core.residual import RESIDUAL_KINDS
 from .layouts import column, row, wrapped_label
 from .qa_legend import LegendWidget
 from .runner import WorkerRunner
+from .viewer_access import unproxied
 
 NONE = "—"
 MAX_SIDE_PX = 2048  # regions are computed on the finest level where they fit this
@@ -50,7 +51,7 @@ class QAWidget(QWidget):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = unproxied(napari_viewer)  # see viewer_access
         self.registration = None
         self.last_result = None
         self.pending_layers: list = []  # QA layers still to add, one per event-loop turn

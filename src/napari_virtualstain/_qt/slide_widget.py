@@ -19,6 +19,7 @@ from napari_virtualstain.core.io.formatting import format_summary
 
 from .._napari.layers import slide_layer_data
 from .layouts import column, row
+from .viewer_access import unproxied
 
 FILE_FILTER = f"Slides ({' '.join('*' + s for s in SUPPORTED_SUFFIXES)});;All files (*)"
 
@@ -28,7 +29,7 @@ class SlideWidget(QWidget):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = unproxied(napari_viewer)  # see viewer_access
         self.slide: Slide | None = None
 
         self.path_edit = QLineEdit()

@@ -31,6 +31,7 @@ from .._napari.layers import layer_mpp
 from ..core.models.device import PRECISION_CHOICES
 from .background import warm_up_torch
 from .runner import WorkerRunner
+from .viewer_access import unproxied
 from .virtual_overlay import fill_whole_slide, on_new_overlay, open_overlay, overlays_of
 
 
@@ -46,7 +47,7 @@ class VirtualStainWidget(QWidget):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = unproxied(napari_viewer)  # see viewer_access
         self._opening = None
         self._cards: dict = {}
 

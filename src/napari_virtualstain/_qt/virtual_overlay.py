@@ -24,6 +24,7 @@ from napari_virtualstain.core.engine.tiling import Box, map_box, order_centre_ou
 from napari_virtualstain.core.progress import Progress
 
 from .background import in_background
+from .viewer_access import qt_window, unproxied
 
 log = logging.getLogger(__name__)
 _REGISTRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -32,12 +33,12 @@ _NEW: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def on_new_overlay(viewer, callback) -> None:
     """Call ``callback(overlay)`` on the GUI thread whenever an overlay opens on ``viewer``."""
-    _NEW.setdefault(viewer, []).append(callback)
+    _NEW.setdefault(unproxied(viewer), []).append(callback)
 
 
 def overlays_of(viewer) -> list:
     """The overlays opened on ``viewer`` (by the widget, the demo or a script)."""
-    return [o for o in _REGISTRY.get(viewer, []) if not o.closed]
+    return [o for o in _REGISTRY.get(unproxied(viewer), []) if not o.closed]
 
 
 class VirtualOverlay:
@@ -67,6 +68,7 @@ class VirtualOverlay:
     ) -> None:  # fmt: skip
         from qtpy.QtCore import QTimer
 
+        viewer, source_layer = unproxied(viewer), unproxied(source_layer)
         self.viewer, self.vs, self.source = viewer, vs, source_layer
         self.margin_tiles, self.budget_tiles = margin_tiles, budget_tiles
         self.buffers = buffers if buffers is not None else OverlayBuffers(vs)
@@ -81,7 +83,7 @@ class VirtualOverlay:
         self._over_budget = False
         self._running: set[tuple[int, int]] = set()
         self.layer = self._add_layer(opacity, layer)
-        parent = _qt_parent(viewer)
+        parent = qt_window(viewer)
         self._debounce = QTimer(parent)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(debounce_ms)
@@ -294,11 +296,6 @@ class VirtualOverlay:
 def _camera(viewer):
     scene = getattr(viewer, "scene", None)  # napari >= 0.9; viewer.camera before
     return scene.camera if scene is not None else viewer.camera
-
-
-def _qt_parent(viewer):
-    window = getattr(viewer, "window", None)
-    return getattr(window, "_qt_window", None)
 
 
 def fill_view(vs, buffers, tiles, level: int, budget_tiles: int):
