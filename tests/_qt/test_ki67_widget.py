@@ -23,7 +23,6 @@ def scene(make_napari_viewer):
     syn = grid_of_nuclei(n_rows=8, n_cols=8, positive_fraction=0.5, seed=7)
     viewer.add_image(syn.rgb, rgb=True, name="ki67", scale=(0.5, 0.5), metadata={"mpp": 0.5})
     widget = plugin_dock(viewer, "Ki-67")
-    viewer.window.add_dock_widget(widget)
     return viewer, widget, syn
 
 

@@ -6,6 +6,9 @@ napari's ``thread_worker``. Progress goes to napari's activity dock (``napari.ut
 and to the widget's own status label; a Cancel button quits the worker at its next ``yield``.
 Only the small callbacks run on the GUI thread; the result is handed to ``on_done`` there, so
 ``on_done`` must only add or refresh layers, never compute.
+
+When the widget goes (the viewer closed mid-run), the job is quit and none of its callbacks
+touch the widget again: Qt has deleted the labels and buttons by then.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ class WorkerRunner:
         self._busy = False
         self._pbar = None
         self.last_error: BaseException | None = None
+        self.gone = False  # the widget was destroyed: callbacks do nothing
+        if status is not None and hasattr(status, "destroyed"):
+            status.destroyed.connect(self._widget_gone)
         if cancel_button is not None:
             cancel_button.setEnabled(False)
             cancel_button.clicked.connect(self.cancel)
@@ -73,7 +79,7 @@ class WorkerRunner:
         self._pbar = progress(total=0, desc=description or getattr(gen_fn, "__name__", "work"))
         worker.yielded.connect(self._on_progress)
         if on_done is not None:
-            worker.returned.connect(on_done)
+            worker.returned.connect(lambda result: None if self.gone else on_done(result))
         worker.errored.connect(lambda err: self._on_error(err, on_failed))
         worker.aborted.connect(lambda: self._on_aborted(on_failed))
         worker.finished.connect(self._on_finished)
@@ -87,9 +93,15 @@ class WorkerRunner:
             self.worker.quit()
             self._say("cancelling…")
 
+    def _widget_gone(self, *_) -> None:
+        self.gone = True
+        self.status, self.cancel_button, self.start_buttons = None, None, ()
+        if self.worker is not None and self._busy:
+            self.worker.quit()
+
     # -- GUI-thread callbacks: cheap only ------------------------------------------------------
     def _on_progress(self, value) -> None:
-        if not isinstance(value, Progress):
+        if not isinstance(value, Progress) or self.gone:
             return
         # the status first: updating napari's bar processes events, so the job's error or end
         # may be handled inside it, and must not be overwritten by this older report
@@ -106,6 +118,8 @@ class WorkerRunner:
 
     def _on_error(self, err: BaseException, on_failed) -> None:
         self.last_error = err
+        if self.gone:
+            return
         self._say(f"error: {err}")
         if not isinstance(err, EXPECTED_ERRORS):  # a bug: keep napari's report, traceback included
             from napari.utils.notifications import notification_manager
@@ -115,6 +129,8 @@ class WorkerRunner:
             on_failed(str(err))
 
     def _on_aborted(self, on_failed) -> None:
+        if self.gone:
+            return
         self._say("cancelled")
         if on_failed is not None:
             on_failed("cancelled")
