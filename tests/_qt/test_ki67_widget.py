@@ -126,12 +126,14 @@ def test_rois_from_shapes_and_virtual_beside_real_only_for_a_declared_pair(qtbot
         ("ki67", "left", "32"), ("virtual ki67", "left", "32")
     ]  # fmt: skip
     assert [r["Δ vs real"] for r in rows] == ["", ""]
+    assert [r["Stain"] for r in rows] == ["real", "real"]  # a name is not provenance
     # Declared by provenance: a virtual stain registered to the real Ki-67.
     viewer.layers["virtual ki67"].metadata.update(
         {"virtualstain": {"model": {"name": "demo"}}, "registered_to": "ki67"}
     )
     widget._fill_table()
     rows = widget.table_rows()
+    assert [r["Stain"] for r in rows] == ["real", "virtual"]  # told apart in the table
     real_li, virtual_li = float(rows[0]["Index %"]), float(rows[1]["Index %"])
     assert float(rows[1]["Δ vs real"]) == pytest.approx(virtual_li - real_li, abs=0.11)
     # A registered pair placed 16 µm apart in the world: the same world ROI is a different

@@ -10,12 +10,12 @@ from __future__ import annotations
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 COLUMNS = (
-    "ROI", "Index %", "Bin", "WHO", "Δ vs real", "Nuclei", "Positive", "Faint", "Area ratio",
-    "H-score", "Note", "Image",
+    "ROI", "Stain", "Index %", "Bin", "WHO", "Δ vs real", "Nuclei", "Positive", "Faint",
+    "Area ratio", "H-score", "Note", "Image",
 )  # fmt: skip
-KEY_COLUMNS = ("ROI", "Index %", "Bin", "WHO", "Δ vs real")
+KEY_COLUMNS = ("ROI", "Stain", "Index %", "Bin", "WHO", "Δ vs real")
 # Narrow enough that the key columns fit the default dock width (checked by a test).
-KEY_WIDTHS_PX = {"ROI": 84, "Index %": 52, "Bin": 54, "WHO": 40, "Δ vs real": 62}
+KEY_WIDTHS_PX = {"ROI": 72, "Stain": 50, "Index %": 52, "Bin": 54, "WHO": 36, "Δ vs real": 60}
 
 
 class ResultsTable(QTableWidget):
@@ -36,14 +36,18 @@ class ResultsTable(QTableWidget):
                 self.setColumnWidth(j, KEY_WIDTHS_PX[name])
         tips = {
             "Index %": "Labelling index: positive / all nuclei (by count)",
+            "Stain": "real: a scanned stain; virtual: made by a model (its layer is in Image)",
             "Δ vs real": "Virtual minus real labelling index, same ROI of a declared pair only",
             "Faint": "Nuclei too faint to classify (H + DAB OD < 0.1), counted as negative",
         }
         for j, name in enumerate(COLUMNS):
             self.horizontalHeaderItem(j).setToolTip(tips.get(name, name))
 
-    def show_runs(self, runs: dict, deltas: dict[str, dict[str, float]]) -> None:
-        """``runs``: image name -> RatioRun; ``deltas``: image name -> ROI name -> Δ index."""
+    def show_runs(
+        self, runs: dict, deltas: dict[str, dict[str, float]], virtual: set[str] = frozenset()
+    ) -> None:
+        """``runs``: image name -> RatioRun; ``deltas``: image name -> ROI name -> Δ index;
+        ``virtual``: the image names that are virtual stains."""
         rows = []
         for image, run in runs.items():
             for r in run.results:
@@ -51,6 +55,7 @@ class ResultsTable(QTableWidget):
                 rows.append(
                     {
                         "ROI": r.name,
+                        "Stain": "virtual" if image in virtual else "real",
                         "Index %": f"{100 * r.labelling_index:.1f}",
                         "Bin": r.bin or "",
                         "WHO": r.who_grade or "",

@@ -358,7 +358,11 @@ class Ki67Widget(Ki67Actions, QWidget):
 
     # -- table, hot spot and export ------------------------------------------------------------
     def _fill_table(self) -> None:
-        from napari_virtualstain.core.ki67 import declared_real, same_region_differences
+        from napari_virtualstain.core.ki67 import (
+            declared_real,
+            is_virtual,
+            same_region_differences,
+        )
 
         metadata = {ly.name: dict(ly.metadata or {}) for ly in self.viewer.layers}
         deltas = {}
@@ -368,7 +372,8 @@ class Ki67Widget(Ki67Actions, QWidget):
                 deltas[name] = same_region_differences(
                     self.runs[real], run, self.outlines.get(real), self.outlines.get(name)
                 )
-        self.table.show_runs(self.runs, deltas)
+        virtual = {name for name in self.runs if is_virtual(metadata.get(name))}
+        self.table.show_runs(self.runs, deltas, virtual)
 
     def table_rows(self) -> list[dict[str, str]]:
         """The results table as text, one dict (column -> cell) per row."""

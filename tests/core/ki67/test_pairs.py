@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from napari_virtualstain.core.ki67 import declared_real, is_virtual, same_region_differences
 from napari_virtualstain.core.ki67.pipeline import measure_rois
+from napari_virtualstain.core.ki67.stain_check import StainCheck
 from napari_virtualstain.core.roi import ROI
 from tests.support.ki67_synthetic import grid_of_nuclei
 
@@ -49,3 +52,16 @@ def test_differences_only_on_the_same_region():
     assert same_region_differences(r, v, world_r, world_v) == {}
     world_v = {k: p - shift for k, p in world_v.items()}
     assert list(same_region_differences(r, v, world_r, world_v)) == ["a"]
+
+
+def test_no_difference_against_a_stain_that_failed_its_check():
+    real = grid_of_nuclei(positive_fraction=0.5, seed=1)
+    virtual = grid_of_nuclei(positive_fraction=0.25, seed=2)
+    rois = [ROI.rectangle("a", 0, 0, 64, 128)]
+    r, v = measure_rois(real.rgb, 0.5, rois), measure_rois(virtual.rgb, 0.5, rois)
+    assert list(same_region_differences(r, v)) == ["a"]
+    refused = StainCheck(False, "looks like H&E (eosin)", 10_000, forced=True)
+    # An H&E measured anyway as the "real" side (the virtual Ki-67's source layer), or the
+    # virtual side: no Δ either way.
+    assert same_region_differences(replace(r, stain_check=refused), v) == {}
+    assert same_region_differences(r, replace(v, stain_check=refused)) == {}

@@ -64,8 +64,12 @@ def same_region_differences(
     ``real`` and ``virtual`` are ``RatioRun``s of a declared pair. The region is compared on
     ``*_outlines`` (ROI name -> (N, 2) vertices in a frame both share, e.g. napari world
     coordinates of a registered pair) when both are given, else on the ROIs' own µm outlines
-    (pairs on one pixel grid). An ROI redrawn elsewhere under the same name gets no Δ.
+    (pairs on one pixel grid). An ROI redrawn elsewhere under the same name gets no Δ, and
+    neither does a run whose stain check failed (measured anyway): an H&E measured as Ki-67
+    has no labelling index to compare with.
     """
+    if not (real.stain_verified and virtual.stain_verified):
+        return {}
     if real_outlines is None or virtual_outlines is None:
         real_outlines = {m.roi.name: m.roi.params for m in real.measurements}
         virtual_outlines = {m.roi.name: m.roi.params for m in virtual.measurements}
