@@ -362,3 +362,20 @@ def test_live_overlay_carries_its_pixel_size_and_is_refused_until_computed(
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert "not computed" in widget.status.text() and widget.runs == {}
     overlay.close()
+
+
+def test_a_renamed_roi_layer_stays_chosen_under_its_new_name(qtbot, scene):
+    viewer, widget, syn = scene
+    shapes = viewer.add_shapes(
+        [np.array([[0, 0], [0, 64], [128, 64], [128, 0]])], shape_type="rectangle", name="tiny"
+    )
+    widget.shapes_combo.setCurrentText("tiny")
+    shapes.name = "left half"
+    assert widget.shapes_combo.currentText() == "left half"
+    assert "tiny" not in [
+        widget.shapes_combo.itemText(i) for i in range(widget.shapes_combo.count())
+    ]
+    _run(qtbot, widget)
+    assert widget.status.text().startswith("Done"), widget.status.text()
+    viewer.layers["ki67"].name = "ki67 slide"  # the measured image too
+    assert widget.image_combo.currentText() == "ki67 slide"

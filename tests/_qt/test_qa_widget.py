@@ -357,3 +357,16 @@ def test_cycle_error_with_the_demo_models(make_napari_viewer, qtbot, monkeypatch
 
         assert widget.last_result.summary["cycle_ssim"] == pytest.approx(ssim(src, rec))
         assert "cycle_ssim:" in widget.summary.toPlainText()
+
+
+def test_the_pair_defaults_to_a_virtual_stain_and_its_declared_real(make_napari_viewer, pair):
+    virtual, real = pair
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(real, name="he", rgb=True)  # another real image, listed first
+    viewer.add_image(real, name="real Ki-67", rgb=True, metadata={"registered_to": "overlay"})
+    widget = plugin_dock(viewer, "QA")
+    assert widget.combos["virtual"].currentText() == widget.combos["real"].currentText()
+    viewer.add_image(virtual, name="overlay", rgb=True, metadata={"virtualstain": {"model": {}}})
+    # never a layer against itself by default (it gave SSIM 1, PSNR inf in one click)
+    assert widget.combos["virtual"].currentText() == "overlay"
+    assert widget.combos["real"].currentText() == "real Ki-67"

@@ -26,7 +26,7 @@ from .ki67_actions import Ki67Actions
 from .ki67_table import ResultsTable
 from .layouts import column, row, wrapped_label
 from .runner import WorkerRunner
-from .viewer_access import unproxied
+from .viewer_access import unproxied, watch_layers
 
 WHOLE_IMAGE = "(whole image)"
 SAME_LAYER = "— (the measured layer)"
@@ -47,8 +47,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         self._typed_mpp: dict[str, float] = {}
         self._build()
         self.runner = WorkerRunner(self.status, self.cancel_button, [self.run_button])
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        watch_layers(self.viewer, self._refresh_layers)
         self._refresh_layers()
 
     @property

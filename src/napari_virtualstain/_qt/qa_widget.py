@@ -28,7 +28,7 @@ from napari_virtualstain.core.residual import RESIDUAL_KINDS
 from .layouts import column, row, wrapped_label
 from .qa_legend import LegendWidget
 from .runner import WorkerRunner
-from .viewer_access import unproxied
+from .viewer_access import unproxied, watch_layers
 
 NONE = "—"
 MAX_SIDE_PX = 2048  # regions are computed on the finest level where they fit this
@@ -107,8 +107,7 @@ class QAWidget(QWidget):
         self.save_button.clicked.connect(self._save_dialog)
         self.map_rois_button.clicked.connect(self.map_rois)
         self.build_button.clicked.connect(self.build)
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self.refresh_layers)
+        watch_layers(self.viewer, self.refresh_layers)
         self.viewer.layers.selection.events.active.connect(self._show_active_legend)
         self.refresh_layers()
 
@@ -129,6 +128,26 @@ class QAWidget(QWidget):
             combo.addItems([lay.name for lay in self.viewer.layers if isinstance(lay, kinds[key])])
             if current:
                 combo.setCurrentText(current)
+        self._default_pair()
+
+    def _default_pair(self) -> None:
+        """Where the pair is not chosen yet, or is one layer twice: a virtual stain, and the
+        real stain declared as its pair (else another real image), never a layer with itself."""
+        from napari_virtualstain.core.ki67 import declared_real, is_virtual
+
+        virtual_combo, real_combo = self.combos["virtual"], self.combos["real"]
+        if virtual_combo.currentText() != real_combo.currentText():
+            return
+        metadata = {ly.name: dict(ly.metadata or {}) for ly in self.viewer.layers}
+        names = [virtual_combo.itemText(i) for i in range(virtual_combo.count())]
+        virtual = next((n for n in names if is_virtual(metadata.get(n))), None)
+        if virtual is None:
+            return
+        virtual_combo.setCurrentText(virtual)
+        real = declared_real(virtual, metadata)
+        others = [n for n in names if n != virtual and not is_virtual(metadata.get(n))]
+        if real is not None or others:
+            real_combo.setCurrentText(real if real is not None else others[0])
 
     def _layer(self, key):
         name = self.combos[key].currentText()

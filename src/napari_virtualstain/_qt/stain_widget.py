@@ -31,7 +31,7 @@ from .._napari.layers import layer_mpp
 from ..core.models.device import PRECISION_CHOICES
 from .background import warm_up_torch
 from .runner import WorkerRunner
-from .viewer_access import unproxied
+from .viewer_access import unproxied, watch_layers
 from .virtual_overlay import fill_whole_slide, on_new_overlay, open_overlay, overlays_of
 
 
@@ -121,8 +121,7 @@ class VirtualStainWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.job_status)
 
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        watch_layers(self.viewer, self._refresh_layers)
         self._refresh_models()
         self._refresh_layers()
         on_new_overlay(self.viewer, lambda overlay: self._source_changed())
