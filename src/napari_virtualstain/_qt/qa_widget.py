@@ -27,6 +27,7 @@ from napari_virtualstain.core.residual import RESIDUAL_KINDS
 
 from .layouts import column, row, wrapped_label
 from .qa_legend import LegendWidget
+from .qa_summary import region_text, summary_lines
 from .runner import WorkerRunner
 from .viewer_access import unproxied, watch_layers
 
@@ -340,12 +341,7 @@ class QAWidget(QWidget):
         self.last_result = result
         virtual = self._layer("virtual")
         units = getattr(virtual, "units", None) if virtual is not None else None
-        lines = [
-            f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}"
-            for k, v in result.summary.items()
-        ]
-        lines += [f"seconds to build {k}: {v:.2f}" for k, v in result.seconds.items()]
-        self.summary.setPlainText("\n".join(lines))
+        self.summary.setPlainText("\n".join(summary_lines(result.summary, result.seconds)))
         self.pending_layers = list(qa_layer_data(result, units=units))
         self.status.setText(f"adding {len(self.pending_layers)} layers…")
         self._add_next_layer(result, None)
@@ -359,7 +355,7 @@ class QAWidget(QWidget):
         if result is not self.last_result:
             return
         if not self.pending_layers:
-            self.status.setText(f"built {len(result.maps)} layers for {result.box}")
+            self.status.setText(f"built {len(result.maps)} layers for {region_text(result.box)}")
             if added is not None:
                 self.legend.show_legend(layer_legend(added))
             return

@@ -62,7 +62,9 @@ class Ki67Config:
         for name in ("thresholds", "hscore_thresholds"):
             values = np.asarray(getattr(self, name), dtype=float)
             if not (np.all(values > 0) and np.all(np.diff(values) > 0)):
-                raise ValueError(f"{name} must be positive and increasing, got {tuple(values)}")
+                raise ValueError(
+                    f"{name} must be positive and increasing, got {tuple(values.tolist())}"
+                )
         if len(self.hscore_thresholds) != 3:
             raise ValueError(f"hscore_thresholds needs three values, got {self.hscore_thresholds}")
 
