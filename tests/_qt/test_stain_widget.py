@@ -60,6 +60,8 @@ def test_start_stop_start_reuses_the_overlay(make_napari_viewer, qtbot, model_di
     assert "view complete" in widget.status.text()
     widget.opacity.setValue(30)
     assert overlay.layer.opacity == pytest.approx(0.3)
+    overlay.layer.opacity = 0.8  # set in napari's layer controls: the slider follows
+    assert widget.opacity.value() == 80
     assert any((tmp_path / "cache").rglob("*.json"))  # tiles reached the shared disk cache
     assert np.asarray(overlay.buffers.levels[0])[..., 3].max() == 255
     widget.stop()

@@ -62,8 +62,11 @@ class VirtualStainWidget(QWidget):
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(list(PRECISION_CHOICES))
         self.precision_combo.setToolTip("auto: a reduced precision only where measured faster")
-        self.precision_note = QLabel("")
+        self.precision_note = QLabel("")  # the choices and why: the dock's full width, small
         self.precision_note.setWordWrap(True)
+        font = self.precision_note.font()
+        font.setPointSizeF(font.pointSizeF() * 0.85)
+        self.precision_note.setFont(font)
         self.cache_edit = QLineEdit(default_tile_cache())
         self.cache_edit.setToolTip("disk tile cache, shared with the CLI; empty: memory only")
         self.mpp_spin = QDoubleSpinBox()
@@ -104,7 +107,7 @@ class VirtualStainWidget(QWidget):
         form.addRow("direction", self.direction)
         form.addRow("device", self.device_combo)
         form.addRow("precision", self.precision_combo)
-        form.addRow("", self.precision_note)
+        form.addRow(self.precision_note)
         form.addRow("tile cache", self.cache_edit)
         form.addRow("slide µm/px", self.mpp_spin)
         form.addRow("tiles per view", self.budget_spin)
@@ -177,8 +180,10 @@ class VirtualStainWidget(QWidget):
         self.whole_button.setEnabled(overlay is not None and not self.whole_runner.running)
         if overlay is not None and self._overlay_status not in overlay.listeners:
             overlay.listeners.append(self._overlay_status)
+            overlay.layer.events.opacity.connect(self._opacity_changed)
         if overlay is not None:  # this widget's run, or one the demo or a script opened
             self._overlay_status(overlay)
+            self._opacity_changed()
             card, engine = overlay.vs.engine.card, overlay.vs.engine
             self.direction.setText(f"{card.direction}  (virtual {card.target_stain})")
             plan = overlay.vs.plan
@@ -196,6 +201,14 @@ class VirtualStainWidget(QWidget):
     def _set_opacity(self, value: int) -> None:
         if self.overlay is not None:
             self.overlay.layer.opacity = value / 100
+
+    def _opacity_changed(self, event=None) -> None:
+        """The slider follows the overlay's opacity set elsewhere (napari's layer controls)."""
+        overlay = self.overlay
+        if overlay is not None:
+            self.opacity.blockSignals(True)
+            self.opacity.setValue(round(100 * overlay.layer.opacity))
+            self.opacity.blockSignals(False)
 
     # -- start / stop ----------------------------------------------------------------------
     def _kwargs(self, layer) -> dict | None:
