@@ -379,3 +379,18 @@ def test_a_renamed_roi_layer_stays_chosen_under_its_new_name(qtbot, scene):
     assert widget.status.text().startswith("Done"), widget.status.text()
     viewer.layers["ki67"].name = "ki67 slide"  # the measured image too
     assert widget.image_combo.currentText() == "ki67 slide"
+
+
+def test_a_second_roi_layer_on_the_same_image_says_it_replaces_the_first(qtbot, scene):
+    viewer, widget, syn = scene
+    for name, x0 in (("left", 0), ("right", 64)):
+        viewer.add_shapes(
+            [np.array([[0, x0], [0, x0 + 64], [128, x0 + 64], [128, x0]])],
+            shape_type="rectangle", name=name,
+        )  # fmt: skip
+    widget.shapes_combo.setCurrentText("left")
+    _run(qtbot, widget)
+    assert "replace" not in widget.status.text()
+    widget.shapes_combo.setCurrentText("right")
+    _run(qtbot, widget)
+    assert "replace the results of 'left' on 'ki67'" in widget.status.text()

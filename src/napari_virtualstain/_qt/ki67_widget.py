@@ -41,6 +41,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         self.runs: dict[str, object] = {}  # image layer name -> RatioRun
         self.histograms: dict[str, list] = {}
         self.outlines: dict[str, dict] = {}
+        self.roi_sources: dict[str, str] = {}  # image layer name -> the ROI layer of its run
         self._mpp_layer = ""  # the layer whose pixel size the spin box shows
         self._job = None
         self._showing = None  # the results being shown, over several event-loop turns
@@ -189,13 +190,14 @@ class Ki67Widget(Ki67Actions, QWidget):
         outlines = world_outlines(rois, layer, mpp)
         self.status.setText("Computing…")
         self._showing = None  # an earlier run still being shown stops there
+        roi_source = self.shapes_combo.currentText() or WHOLE_IMAGE
         self._job = self.runner.run(
             iter_ki67_layers, image, mpp, rois, scale=tuple(layer.scale),
             translate=tuple(layer.translate), units=getattr(layer, "units", None),
             name=layer.name, points=self.points_check.isChecked(), segmenter=segmenter,
             stains=self.stains_combo.currentText(), config=config,
             force=self.force_check.isChecked(), **route,
-            on_done=lambda out: self._on_done(layer.name, out, outlines),
+            on_done=lambda out: self._on_done(layer.name, out, outlines, roi_source),
             on_failed=lambda msg: self._on_failed(layer.name, msg),
             description=f"Ki-67: {layer.name}",
         )  # fmt: skip
@@ -261,7 +263,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         else:
             self.status.setText(f"{image_name!r}: {message}")
 
-    def _on_done(self, image_name: str, out, outlines: dict) -> None:
+    def _on_done(self, image_name: str, out, outlines: dict, roi_source: str = "") -> None:
         """Keep the results, then show them over several event-loop turns (no computing here).
 
         napari spends 100-190 ms of the GUI thread on each layer it adds here, and the
@@ -270,6 +272,9 @@ class Ki67Widget(Ki67Actions, QWidget):
         """
         from qtpy.QtCore import QTimer
 
+        earlier = self.roi_sources.get(image_name)
+        replaced = earlier if earlier not in (None, roi_source) else None
+        self.roi_sources[image_name] = roi_source
         self.runs[image_name] = out.run
         self.outlines[image_name] = outlines  # ROIs in world coordinates, for "same region"
         self.histograms[image_name] = out.histograms
@@ -277,7 +282,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         steps = [
             lambda: self._add_prepared(image_name, out.labels, self.viewer.add_labels),
             lambda: self._add_prepared(image_name, out.points, self.viewer.add_points),
-            lambda: self._show_summary(image_name, out),
+            lambda: self._show_summary(image_name, out, replaced),
         ]
 
         def next_step() -> None:
@@ -303,7 +308,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         if not points:
             added.mouse_double_click_callbacks.append(self._on_double_click)
 
-    def _show_summary(self, image_name: str, out) -> None:
+    def _show_summary(self, image_name: str, out, replaced: str | None = None) -> None:
         run = out.run
         self._fill_table()
         self.histogram.show_histograms(out.histograms, image_name)
@@ -314,6 +319,11 @@ class Ki67Widget(Ki67Actions, QWidget):
             text += f", {ungraded} without bin or grade (see Note)"
         if not run.stain_verified:
             text += f". {run.stain_check.reason}"
+        if replaced:  # one run per image: say so, never drop results silently
+            text += (
+                f". These replace the results of {replaced!r} on {image_name!r} (export a run "
+                "before measuring another ROI layer on the same image to keep both)"
+            )
         self.status.setText(" ".join([text + ".", out.note]).strip())
         self.status.setToolTip("\n".join(w for r in run.results for w in r.warnings))
         self._showing = None
