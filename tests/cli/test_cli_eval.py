@@ -135,6 +135,50 @@ def test_ratio(tmp_path):
     assert res.exit_code != 0 and "no ratio column" in res.output and "bad.csv" in res.output
 
 
+def test_seg_of_two_empty_images_is_perfect_agreement_everywhere(tmp_path):
+    """Empty prediction of an empty truth: every score is 1.0, per image and on the curve."""
+    zeros = tmp_path / "zeros.tif"
+    tifffile.imwrite(zeros, np.zeros((32, 32), np.uint16))
+    res = _eval_against_truth("seg", zeros, zeros, tmp_path / "s")
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "s/metrics.json").read_text())
+    (item,) = data["per_image"].values()
+    for k in ("dice", "accuracy", "precision", "recall", "f1"):
+        assert item[k] == 1.0, k
+        assert data["summary_at_iou_0.5"][k]["mean"] == 1.0, k
+    for k in ("accuracy", "precision", "recall", "f1"):
+        assert data["iou_curve"][k] == [1.0] * 10, k
+
+
+def _write_ratio_csv(path: Path, rows) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["name", "ratio"])
+        w.writerows(rows)
+    return path
+
+
+def test_ratio_names_the_rows_it_leaves_out(tmp_path):
+    pred = _write_ratio_csv(tmp_path / "p.csv", [("a", 0.1), ("b", 0.3), ("d", 0.5)])
+    truth = _write_ratio_csv(tmp_path / "t.csv", [("a", 0.1), ("b", 0.3), ("c", 0.5)])
+    res = _eval_against_truth("ratio", pred, truth, tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    warning = next(line for line in res.output.splitlines() if line.startswith("warning:"))
+    assert "1 row(s) only in --pred (d)" in warning and "1 row(s) only in --truth (c)" in warning
+    assert "2 matched pair(s)" in warning
+    data = json.loads((tmp_path / "r/metrics.json").read_text())
+    assert data["n"] == 2
+    assert data["unmatched"] == {
+        "pred_only": {"n": 1, "keys": ["d"]},
+        "truth_only": {"n": 1, "keys": ["c"]},
+    }
+    # every row matched: no warning, empty lists
+    res = _eval_against_truth("ratio", truth, truth, tmp_path / "r2")
+    assert res.exit_code == 0 and "warning" not in res.output
+    data = json.loads((tmp_path / "r2/metrics.json").read_text())
+    assert data["unmatched"]["pred_only"]["n"] == data["unmatched"]["truth_only"]["n"] == 0
+
+
 @pytest.mark.slow
 def test_cycle_with_saved_generators(tmp_path, tiles):
     pytest.importorskip("torch")

@@ -30,7 +30,8 @@ def test_tiles_command_writes_tiles_and_index(tmp_path):
     assert "2 tiles kept" in result.output
     assert len(list((tmp_path / "t").glob("*.png"))) == 2
     again = CliRunner().invoke(main, args)
-    assert again.exit_code != 0 and "index.csv exists" in again.output
+    assert again.exit_code == 1 and "finished tile set" in again.output
+    assert "--overwrite" in again.output and "overwrite=True" not in again.output
 
 
 def test_pairs_command_filters_by_ssim(tmp_path):

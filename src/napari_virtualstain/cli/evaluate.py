@@ -301,6 +301,9 @@ def ratio_cmd(pred, truth, column, key, out_dir) -> None:
     common = [i for i, k in enumerate(p_keys) if k in t_index]
     if not common:
         raise click.ClickException(f"no rows of {pred} match {truth} by key")
+    unmatched = _unmatched_keys(p_keys, t_keys)
+    if unmatched["pred_only"]["n"] or unmatched["truth_only"]["n"]:
+        click.echo(f"warning: {_describe_unmatched(unmatched, len(common))}", err=True)
     p = p_vals[common]
     t = t_vals[[t_index[p_keys[i]] for i in common]]
     try:
@@ -321,9 +324,32 @@ def ratio_cmd(pred, truth, column, key, out_dir) -> None:
         plot_ratio_scatter(p, t, png)
     payload = {
         **m.to_dict(),
+        "unmatched": unmatched,
         "pairs": [
             {"key": str(p_keys[i]), "pred": float(pv), "true": float(tv)}
             for i, pv, tv in zip(common, p, t, strict=True)
         ],
     }
     click.echo(f"written: {_write_json(out, payload)} and PNG plots in {out}")
+
+
+def _unmatched_keys(p_keys: list, t_keys: list) -> dict[str, dict]:
+    """Rows left out of the pairs: keys only in the prediction, and only in the truth."""
+    t_set, p_set = set(t_keys), set(p_keys)
+    pred_only = [str(k) for k in p_keys if k not in t_set]
+    truth_only = [str(k) for k in t_keys if k not in p_set]
+    return {
+        "pred_only": {"n": len(pred_only), "keys": pred_only},
+        "truth_only": {"n": len(truth_only), "keys": truth_only},
+    }
+
+
+def _describe_unmatched(unmatched: dict[str, dict], n_pairs: int, shown: int = 5) -> str:
+    """One line: how many rows of each side have no partner, naming the first few keys."""
+    parts = []
+    for side, label in (("pred_only", "--pred"), ("truth_only", "--truth")):
+        keys, n = unmatched[side]["keys"], unmatched[side]["n"]
+        if n:
+            more = f" and {n - shown} more" if n > shown else ""
+            parts.append(f"{n} row(s) only in {label} ({', '.join(keys[:shown])}{more})")
+    return f"{'; '.join(parts)}; left out, metrics use the {n_pairs} matched pair(s)"

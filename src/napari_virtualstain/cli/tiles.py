@@ -9,54 +9,109 @@ import click
 from napari_virtualstain.cli.progress import tqdm_progress
 from napari_virtualstain.core.progress import drain
 
-from ._params import MPP
+from ._params import MPP, OUTPUT_FOLDER
 
 
-def _write_tiles(label: str, work, quiet: bool):
+def _write_tiles(label: str, work, quiet: bool, seen: list | None = None):
     """Drain a tile-writing generator under a progress bar; returns its result. Its errors (bad
-    input, an existing index, a failed write) become click errors."""
+    input, an existing index, a failed write) become click errors. ``seen`` gets the last
+    progress report."""
     try:
         with tqdm_progress(label, quiet, unit="tile") as on_progress:
-            return drain(work, on_progress)
+
+            def report(p) -> None:
+                on_progress(p)
+                if seen is not None:
+                    seen[:] = [p]
+
+            return drain(work, report)
     except (ValueError, FileExistsError, OSError) as err:
         raise click.ClickException(str(err)) from err
 
 
+def _output_mpp(ctx, param, value):
+    """--mpp: 0 is native resolution (None); anything else must be a valid pixel size."""
+    try:
+        native = float(value) == 0
+    except (TypeError, ValueError):
+        native = False  # MPP names the bad value
+    if native:
+        return None
+    try:
+        return MPP.convert(value, param, ctx)
+    except click.BadParameter as err:
+        raise click.BadParameter(f"{err.message} (or 0 for native)", ctx, param) from None
+
+
+def _check_names(slides: tuple[Path, ...]) -> None:
+    """Refuse, before any work, slides whose tiles would share names (they are named after the
+    slide's file name): the same check as ``stain --out-dir``."""
+    from napari_virtualstain.core.io.slide import display_name
+
+    seen: dict[str, Path] = {}
+    for s in slides:
+        name = display_name(Path(s))
+        if name in seen:
+            raise click.UsageError(
+                f"{seen[name]} and {s} are both named {name!r}; their tiles would overwrite "
+                "each other. Rename one, or cut them into separate --out folders"
+            )
+        seen[name] = s
+
+
 @click.command()
 @click.argument("slides", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Tile folder.")
+@click.option("--out", "-o", required=True, type=OUTPUT_FOLDER, help="Tile folder.")
 @click.option("--size", "tile_px", type=int, default=288, show_default=True, help="Tile side, px.")
 @click.option("--overlap", "overlap_px", type=int, default=144, show_default=True, help="px.")
-@click.option(
-    "--mpp", type=float, default=0.5, show_default=True, help="Output µm/px (0 = native)."
-)
+@click.option("--mpp", default="0.5", show_default=True, callback=_output_mpp,
+              help="Output µm/px (0 = native).")  # fmt: skip
 @click.option("--min-tissue", type=float, default=0.5, show_default=True,
               help="White cleaning: minimum tissue fraction of a kept tile.")  # fmt: skip
 @click.option("--source-mpp", type=MPP, help="Level-0 µm/px of slides that do not state it.")
-@click.option("--overwrite", is_flag=True, help="Write into a folder that has an index.csv.")
+@click.option("--overwrite", is_flag=True,
+              help="Delete a finished tile set in OUT (never other files) and cut it again.")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def tiles(
     slides: tuple[Path, ...],
     out: Path,
     tile_px: int,
     overlap_px: int,
-    mpp: float,
+    mpp: float | None,
     min_tissue: float,
     source_mpp: float | None,
     overwrite: bool,
     quiet: bool,
 ) -> None:
-    """Cut SLIDES into PNG tiles at --mpp, drop mostly-white tiles, and write OUT/index.csv."""
+    """Cut SLIDES into PNG tiles at --mpp, drop mostly-white tiles, and write OUT/index.csv.
+
+    OUT must be new, empty, or a tiles folder: an interrupted run is resumed by the same command
+    (its index is OUT/index.partial.csv until it finishes), a finished one is redone only with
+    --overwrite, and a folder holding anything else is refused.
+    """
     from napari_virtualstain.core.train.tiles import TileSpec, iter_extract_tiles
 
+    _check_names(slides)
     try:
-        spec = TileSpec(tile_px, overlap_px, mpp if mpp > 0 else None, min_tissue)
+        spec = TileSpec(tile_px, overlap_px, mpp, min_tissue)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    kept = _write_tiles(
-        "tiles", iter_extract_tiles(slides, out, spec, source_mpp, overwrite), quiet
-    )
-    click.echo(f"{len(kept)} tiles kept in {out} (index: {out / 'index.csv'})")
+    seen: list = []
+    try:
+        work = iter_extract_tiles(slides, out, spec, source_mpp, overwrite)
+        kept = _write_tiles("tiles", work, quiet, seen)
+    except click.ClickException as err:
+        if getattr(err.__cause__, "overwrite_asked", False):
+            err.exit_code = 2  # --overwrite asked to replace files of the user's (as `stain`)
+        raise
+    except KeyboardInterrupt:
+        so_far = f" ({seen[0].details['kept']} tiles so far)" if seen else ""
+        raise click.ClickException(
+            f"interrupted; {out} is partial{so_far}. Rerun the same command to resume"
+        ) from None
+    resumed = seen[0].details.get("resumed", 0) if seen else 0
+    note = f", {resumed} of them from the interrupted run" if resumed else ""
+    click.echo(f"{len(kept)} tiles kept in {out}{note} (index: {out / 'index.csv'})")
 
 
 @click.command()

@@ -127,8 +127,33 @@ def test_pooled_curve_sums_counts_before_the_ratios():
     )
     assert pooled["f1"][0] == pytest.approx(180 / 191)
     empty = pooled_curve([curve(0, 0, 0)])
-    assert empty["f1"] == [0.0, 0.0]  # nothing to count is 0, as the CLI has always written
+    assert empty["f1"] == [1.0, 1.0]  # nothing to count is 1.0, as for one image and for Dice
     with pytest.raises(ValueError, match="same IoU thresholds"):
         pooled_curve([big, big[:1]])
     with pytest.raises(ValueError, match="no images"):
         pooled_curve([])
+
+
+def test_empty_images_follow_one_rule_in_every_score():
+    """A zero denominator scores 1.0 everywhere: Dice, each object score, and pooled curves."""
+    from napari_virtualstain.core.metrics import pooled_curve
+
+    empty = np.zeros((20, 20), np.int32)
+    one = empty.copy()
+    one[5:10, 5:10] = 1
+    both = f1_curve(empty, empty)
+    assert dice(empty, empty) == 1.0
+    for m in both:
+        assert (m.precision, m.recall, m.f1, m.accuracy, m.mean_matched_iou) == (1.0,) * 5
+    pooled = pooled_curve([both])
+    for k in ("accuracy", "precision", "recall", "f1"):
+        assert pooled[k] == [1.0] * len(IOU_THRESHOLDS), k
+    missed = match_instances(empty, one)  # nothing predicted: no false positive was possible
+    assert (missed.precision, missed.recall, missed.f1, missed.accuracy) == (1.0, 0.0, 0.0, 0.0)
+    invented = match_instances(one, empty)  # nothing to find: no object was missed
+    assert (invented.precision, invented.recall, invented.f1, invented.accuracy) == (
+        0.0, 1.0, 0.0, 0.0,
+    )  # fmt: skip
+    # pooling an empty pair with a scored one leaves the scored one's counts unchanged
+    scored = pooled_curve([f1_curve(one, one), both])
+    assert scored["f1"][0] == 1.0 and scored["tp"][0] == 1.0

@@ -87,7 +87,7 @@ def test_extract_refuses_to_overwrite_and_needs_mpp(tmp_path, half_tissue_tiff):
 
     spec = TileSpec(tile_px=100, overlap_px=50, mpp=0.5, min_tissue=0.0)
     extract_tiles([half_tissue_tiff], tmp_path / "out", spec)
-    with pytest.raises(FileExistsError, match="index.csv"):
+    with pytest.raises(FileExistsError, match="finished tile set.*--overwrite"):
         extract_tiles([half_tissue_tiff], tmp_path / "out", spec)
     png = tmp_path / "tile.png"
     Image.fromarray(half_tissue_image(120, 120)).save(png)
@@ -106,4 +106,88 @@ def test_extract_is_a_cancellable_generator(tmp_path, half_tissue_tiff):
     assert (first.done, first.total) == (1, 4 * 6)
     next(gen)
     gen.close()
-    assert len(read_index(tmp_path / "out")) == 2  # the index holds what was written
+    # the index holds what was written, under a name that says it is unfinished
+    assert len(read_index(tmp_path / "out" / "index.partial.csv")) == 2
+    with pytest.raises(FileNotFoundError, match="unfinished"):
+        read_index(tmp_path / "out")
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_an_interrupted_run_resumes_to_the_same_tiles(tmp_path, half_tissue_tiff):
+    from napari_virtualstain.core.progress import drain
+    from napari_virtualstain.core.train.tiles import iter_extract_tiles
+
+    spec = TileSpec(tile_px=50, overlap_px=0, mpp=0.5, min_tissue=0.3)
+    other = tmp_path / "other.ome.tif"
+    other.write_bytes(half_tissue_tiff.read_bytes())
+    slides = [half_tissue_tiff, other]
+    fresh = extract_tiles(slides, tmp_path / "fresh", spec)
+    gen = iter_extract_tiles(slides, tmp_path / "out", spec)
+    for _ in range(24 + 7):  # all of the first slide, then 7 positions of the second
+        step = next(gen)
+    gen.close()
+    assert step.details["kept"] < len(fresh)
+    assert not (tmp_path / "out" / "index.csv").exists()
+    reports = []
+    records = drain(iter_extract_tiles(slides, tmp_path / "out", spec), reports.append)
+    assert reports[0].done == 24 + 7 + 1  # neither slide was read again from the start
+    assert reports[-1].details["resumed"] == step.details["kept"]
+    assert records == fresh and read_index(tmp_path / "out") == fresh
+    fresh_files = _files(tmp_path / "fresh")
+    assert _files(tmp_path / "out") == fresh_files  # pixels, index and marker alike
+    # a rerun of the finished folder is refused; with overwrite it is cut again
+    with pytest.raises(FileExistsError, match="finished"):
+        extract_tiles(slides, tmp_path / "out", spec)
+    again = extract_tiles(slides, tmp_path / "out", spec, overwrite=True)
+    assert again == fresh and _files(tmp_path / "out") == fresh_files
+
+
+def test_a_partial_run_of_other_settings_is_not_resumed(tmp_path, half_tissue_tiff):
+    from napari_virtualstain.core.train.tiles import iter_extract_tiles
+
+    gen = iter_extract_tiles([half_tissue_tiff], tmp_path / "out", TileSpec(50, 0, 0.5, 0.0))
+    next(gen)
+    gen.close()
+    with pytest.raises(FileExistsError, match="unfinished tiles run of other"):
+        extract_tiles([half_tissue_tiff], tmp_path / "out", TileSpec(60, 0, 0.5, 0.0))
+
+
+def test_two_slides_of_one_name_are_refused_before_writing(tmp_path, half_tissue_tiff):
+    (tmp_path / "b").mkdir()
+    twin = tmp_path / "b" / half_tissue_tiff.name
+    twin.write_bytes(half_tissue_tiff.read_bytes())
+    with pytest.raises(ValueError, match="two slides are named 'half'"):
+        extract_tiles([half_tissue_tiff, twin], tmp_path / "out", TileSpec(100, 0, 0.5))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_files_it_did_not_write_are_never_touched(tmp_path, half_tissue_tiff, overwrite):
+    spec = TileSpec(tile_px=100, overlap_px=0, mpp=0.5, min_tissue=0.0)
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "half_L0_y0_x0.png").write_bytes(b"the user's own file")  # a tile's very name
+    with pytest.raises(FileExistsError, match="not written by virtualstain tiles"):
+        extract_tiles([half_tissue_tiff], user, spec, overwrite=overwrite)
+    assert _files(user) == {"half_L0_y0_x0.png": b"the user's own file"}
+    ours = tmp_path / "ours"
+    extract_tiles([half_tissue_tiff], ours, spec)
+    (ours / "notes.txt").write_text("added by the user")
+    before = _files(ours)
+    with pytest.raises(
+        FileExistsError, match=r"did not write \(notes\.txt\).*even with --overwrite"
+    ):
+        extract_tiles([half_tissue_tiff], ours, spec, overwrite=overwrite)
+    assert _files(ours) == before
+
+
+def test_an_output_that_is_a_file_and_inf_mpp_are_refused(tmp_path, half_tissue_tiff):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        extract_tiles([half_tissue_tiff], tmp_path / "f", TileSpec(100, 0, 0.5))
+    for bad in (float("inf"), float("nan"), -1.0, 0.0):
+        with pytest.raises(ValueError, match="finite number > 0"):
+            TileSpec(mpp=bad)

@@ -2,6 +2,11 @@
 
 Objects are matched one-to-one (Hungarian assignment on IoU, pairs below the threshold
 excluded), which is also how StarDist's ``matching`` counts. Accuracy is TP / (TP + FP + FN).
+
+Empty images: a score whose denominator is zero is 1.0, since no error of its kind was possible
+(``zero_division=1``, as for :func:`dice`). So an empty prediction of an empty truth scores 1.0
+on every measure at every IoU threshold; an empty prediction of a non-empty truth has precision
+1.0 but recall, F1 and accuracy 0.0. Pooled curves follow the same rule on the summed counts.
 """
 
 from __future__ import annotations
@@ -26,26 +31,29 @@ class MatchResult:
 
     @property
     def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+        return _score(self.tp, self.tp + self.fp)
 
     @property
     def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+        return _score(self.tp, self.tp + self.fn)
 
     @property
     def f1(self) -> float:
-        denom = 2 * self.tp + self.fp + self.fn
-        return 2 * self.tp / denom if denom else 1.0
+        return _score(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
     @property
     def accuracy(self) -> float:
-        denom = self.tp + self.fp + self.fn
-        return self.tp / denom if denom else 1.0
+        return _score(self.tp, self.tp + self.fp + self.fn)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(precision=self.precision, recall=self.recall, f1=self.f1, accuracy=self.accuracy)
         return d
+
+
+def _score(hits: int, denom: int) -> float:
+    """hits / denom, and 1.0 when there was nothing to count (the module's empty rule)."""
+    return hits / denom if denom else 1.0
 
 
 def _check_labels(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +92,9 @@ def iou_matrix(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndar
 def _match_from_iou(iou: np.ndarray, threshold: float) -> MatchResult:
     n_true, n_pred = iou.shape
     if n_true == 0 or n_pred == 0:
-        return MatchResult(threshold, 0, n_pred, n_true, 0.0)
+        # no pair to match; two empty images agree perfectly, so their matched IoU is 1.0 too
+        both_empty = n_true == n_pred == 0
+        return MatchResult(float(threshold), 0, n_pred, n_true, 1.0 if both_empty else 0.0)
     eligible = iou >= threshold
     # maximise total IoU among eligible pairs; ineligible pairs cost more than any eligible one
     cost = np.where(eligible, -iou, 1.0)
@@ -116,7 +126,8 @@ def pooled_curve(curves: list[list[MatchResult]]) -> dict[str, list[float]]:
 
     ``curves`` holds one :func:`f1_curve` per image (same thresholds). Counts are summed over
     images before the ratios, as StarDist's ``matching_dataset`` does, so a large image weighs
-    by its objects, not as one image. A ratio with nothing to count is 0.
+    by its objects, not as one image. A ratio with nothing to count is 1.0 (the module's rule
+    for empty images).
     """
     if not curves:
         raise ValueError("no images to pool")
@@ -126,12 +137,16 @@ def pooled_curve(curves: list[list[MatchResult]]) -> dict[str, list[float]]:
     tp, fp, fn = (
         np.array([[getattr(m, k) for m in c] for c in curves]).sum(0) for k in "tp fp fn".split()
     )
+
+    def score(hits: np.ndarray, denom: np.ndarray) -> list[float]:
+        return np.where(denom > 0, hits / np.maximum(denom, 1), 1.0).tolist()
+
     return {
         "iou": thresholds,
-        "accuracy": (tp / np.maximum(tp + fp + fn, 1)).tolist(),
-        "precision": (tp / np.maximum(tp + fp, 1)).tolist(),
-        "recall": (tp / np.maximum(tp + fn, 1)).tolist(),
-        "f1": (2 * tp / np.maximum(2 * tp + fp + fn, 1)).tolist(),
+        "accuracy": score(tp, tp + fp + fn),
+        "precision": score(tp, tp + fp),
+        "recall": score(tp, tp + fn),
+        "f1": score(2 * tp, 2 * tp + fp + fn),
         "tp": tp.astype(float).tolist(),
         "fp": fp.astype(float).tolist(),
         "fn": fn.astype(float).tolist(),

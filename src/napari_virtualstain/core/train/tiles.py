@@ -8,6 +8,7 @@ anti-aliasing, so slides scanned at 0.227 µm/px and 0.5 µm/px give tiles of th
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,9 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..progress import Progress, ProgressGenerator, blocking
-
-INDEX_NAME = "index.csv"
-INDEX_FIELDS = ("file", "slide", "level", "y", "x", "read_px", "mpp", "tissue_fraction")
+from .tiles_out import INDEX_FIELDS, INDEX_NAME, PARTIAL_INDEX_NAME
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,8 @@ class TileSpec:
             raise ValueError(
                 f"overlap_px must be in [0, tile_px={self.tile_px}), got {self.overlap_px}"
             )
-        if self.mpp is not None and not self.mpp > 0:
-            raise ValueError(f"mpp must be > 0 µm/px or None, got {self.mpp}")
+        if self.mpp is not None and not (math.isfinite(self.mpp) and self.mpp > 0):
+            raise ValueError(f"mpp must be a finite number > 0 µm/px or None, got {self.mpp}")
         if not 0.0 <= self.min_tissue <= 1.0:
             raise ValueError(f"min_tissue must be a fraction in [0, 1], got {self.min_tissue}")
         if not 0 < self.white_level <= 255:
@@ -115,7 +114,7 @@ def resolve_level(slide, spec: TileSpec, source_mpp: float | None) -> tuple[int,
     if mpp0 is None:
         raise ValueError(
             f"{slide.path}: the slide has no pixel size (mpp) and tiles at {spec.mpp} µm/px were "
-            "asked for; pass source_mpp (CLI: --source-mpp) or mpp=None for native resolution"
+            "asked for; pass source_mpp or mpp=None (CLI: --source-mpp, or --mpp 0 for native)"
         )
     if source_mpp is None:
         level = slide.best_level_for_mpp(spec.mpp)
@@ -150,46 +149,67 @@ def output_shape(slide, level: int, scale: float) -> tuple[int, int]:
     return int(round(height / scale)), int(round(width / scale))
 
 
-def iter_slide_tiles(
+def grid_origins(
     slide, spec: TileSpec, source_mpp: float | None = None
+) -> tuple[int, float, list[tuple[int, int]]]:
+    """The level read, its scale, and every tile origin (ty, tx) in output pixels, in the order
+    :func:`iter_slide_tiles` visits them."""
+    level, scale = resolve_level(slide, spec, source_mpp)
+    out_h, out_w = output_shape(slide, level, scale)
+    ys = grid_starts(out_h, spec.tile_px, spec.stride_px)
+    xs = grid_starts(out_w, spec.tile_px, spec.stride_px)
+    return level, scale, [(ty, tx) for ty in ys for tx in xs]
+
+
+def tile_names(slide, spec: TileSpec, source_mpp: float | None = None) -> list[str]:
+    """The PNG name of every grid position of ``slide``, in visiting order (nothing is read)."""
+    level, scale, origins = grid_origins(slide, spec, source_mpp)
+    return [
+        _tile_name(slide, level, int(round(ty * scale)), int(round(tx * scale)))
+        for ty, tx in origins
+    ]
+
+
+def _tile_name(slide, level: int, y: int, x: int) -> str:
+    return f"{slide.name}_L{level}_y{y}_x{x}.png"
+
+
+def iter_slide_tiles(
+    slide, spec: TileSpec, source_mpp: float | None = None, skip: int = 0
 ) -> Iterator[tuple[TileRecord, np.ndarray]]:
-    """Yield ``(record, tile)`` for every grid position of ``slide`` (white tiles included).
+    """Yield ``(record, tile)`` for every grid position of ``slide`` (white tiles included),
+    after the first ``skip`` positions.
 
     ``record.file`` is the PNG name the tile would get; ``tissue_fraction`` is filled in.
     """
-    level, scale = resolve_level(slide, spec, source_mpp)
-    out_h, out_w = output_shape(slide, level, scale)
+    level, scale, origins = grid_origins(slide, spec, source_mpp)
     read_px = int(round(spec.tile_px * scale))
-    for ty in grid_starts(out_h, spec.tile_px, spec.stride_px):
-        for tx in grid_starts(out_w, spec.tile_px, spec.stride_px):
-            y, x, tile = read_tile(slide, level, scale, ty, tx, spec.tile_px)
-            record = TileRecord(
-                file=f"{slide.name}_L{level}_y{y}_x{x}.png",
-                slide=str(slide.path),
-                level=level,
-                y=y,
-                x=x,
-                read_px=read_px,
-                mpp=spec.mpp if spec.mpp is not None else slide.level_mpp(0),
-                tissue_fraction=round(tissue_fraction(tile, spec.white_level), 4),
-            )
-            yield record, tile
+    for ty, tx in origins[skip:]:
+        y, x, tile = read_tile(slide, level, scale, ty, tx, spec.tile_px)
+        record = TileRecord(
+            file=_tile_name(slide, level, y, x),
+            slide=str(slide.path),
+            level=level,
+            y=y,
+            x=x,
+            read_px=read_px,
+            mpp=spec.mpp if spec.mpp is not None else slide.level_mpp(0),
+            tissue_fraction=round(tissue_fraction(tile, spec.white_level), 4),
+        )
+        yield record, tile
 
 
 def count_grid_tiles(slide, spec: TileSpec, source_mpp: float | None = None) -> int:
     """Number of grid positions ``iter_slide_tiles`` visits (before white cleaning)."""
-    level, scale = resolve_level(slide, spec, source_mpp)
-    out_h, out_w = output_shape(slide, level, scale)
-    ny = len(grid_starts(out_h, spec.tile_px, spec.stride_px))
-    nx = len(grid_starts(out_w, spec.tile_px, spec.stride_px))
-    return ny * nx
+    return len(grid_origins(slide, spec, source_mpp)[2])
 
 
 def save_png(path: Path, rgb: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 array as PNG."""
     from PIL import Image
 
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB").save(path)
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
+    image.save(path, format="PNG")  # whatever the suffix (a temporary name, say)
 
 
 def load_png(path: str | Path) -> np.ndarray:
@@ -203,15 +223,6 @@ def load_png(path: str | Path) -> np.ndarray:
         return np.array(image.convert("RGB"))  # a writable copy (torch warns on read-only)
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
-    out_dir = Path(out_dir)
-    index = out_dir / INDEX_NAME
-    if index.exists() and not overwrite:
-        raise FileExistsError(f"{index} exists; choose another --out or pass overwrite=True")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return index
-
-
 def iter_extract_tiles(
     slides: Sequence,
     out_dir: str | Path,
@@ -222,30 +233,69 @@ def iter_extract_tiles(
     """Cut tiles from ``slides`` (paths or opened ``Slide`` objects) into ``out_dir``.
 
     Long work as a generator: yields a :class:`~napari_virtualstain.core.progress.Progress`
-    after each grid position (``details["kept"]``: tiles kept so far), so a caller can show
-    progress and cancel by closing the generator; returns the kept tiles' records. The index CSV
-    is written row by row, so a cancelled run leaves a consistent, partial folder.
+    after each grid position (``details["kept"]``: tiles kept so far, ``details["resumed"]``:
+    those kept by an interrupted run), so a caller can show progress and cancel by closing the
+    generator; returns the kept tiles' records. Rows go to ``index.partial.csv`` one by one,
+    renamed ``index.csv`` at the end; a cancelled run is resumed by the same call (see
+    :mod:`.tiles_out` for what is refused). Everything is checked before anything is written.
     """
     from ..io import open_slide
+    from .tiles_out import check_unique_names, make_plan, prepare_folder
 
     opened = [open_slide(s) if isinstance(s, str | Path) else s for s in slides]
-    index = _prepare_out_dir(Path(out_dir), overwrite)
+    check_unique_names(opened)
     total = sum(count_grid_tiles(s, spec, source_mpp) for s in opened)
-    kept: list[TileRecord] = []
-    done = 0
-    with open(index, "w", newline="") as handle:
+    out_dir = Path(out_dir)
+    folder = prepare_folder(out_dir, make_plan(opened, spec, source_mpp), overwrite)
+    kept = [_record(row) for row in folder.rows]
+    resumed = len(kept)
+    done = sum(count_grid_tiles(s, spec, source_mpp) for s in opened[: folder.slides_done])
+    index = out_dir / PARTIAL_INDEX_NAME
+    _write_rows(index, folder.rows)  # whole rows only: drops one cut short by an interruption
+    with open(index, "a", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=INDEX_FIELDS)
-        writer.writeheader()
-        for slide in opened:
-            for record, tile in iter_slide_tiles(slide, spec, source_mpp):
+        for i, slide in enumerate(opened[folder.slides_done :], start=folder.slides_done):
+            skip = _resume_position(slide, spec, source_mpp, kept) if i == folder.slides_done else 0
+            done += skip
+            for record, tile in iter_slide_tiles(slide, spec, source_mpp, skip):
                 done += 1
                 if record.tissue_fraction >= spec.min_tissue:
-                    save_png(Path(out_dir) / record.file, tile)
+                    _save_png_atomic(out_dir / record.file, tile)
                     writer.writerow(asdict(record))
                     handle.flush()
                     kept.append(record)
-                yield Progress(done, total, f"{len(kept)} kept", {"kept": len(kept)})
+                yield Progress(
+                    done, total, f"{len(kept)} kept", {"kept": len(kept), "resumed": resumed}
+                )
+            folder.slides_done = i + 1
+            folder.mark("partial")
+    folder.finish()
     return kept
+
+
+def _resume_position(slide, spec: TileSpec, source_mpp, kept: list[TileRecord]) -> int:
+    """Grid positions of ``slide`` already done: up to its last kept tile, in visiting order."""
+    mine = {r.file for r in kept}
+    names = tile_names(slide, spec, source_mpp)
+    done = [i for i, name in enumerate(names) if name in mine]
+    return done[-1] + 1 if done else 0
+
+
+def _save_png_atomic(path: Path, rgb: np.ndarray) -> None:
+    """A whole PNG or none: a tile interrupted mid-write never replaces a finished one."""
+    from ..io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_png(tmp, rgb)
+
+
+def _write_rows(index: Path, rows: list[dict]) -> None:
+    from ..io.atomic import atomic_open
+
+    with atomic_open(index, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=INDEX_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 #: Blocking twin of :func:`iter_extract_tiles` (``progress=`` gets each report); returns the kept
@@ -257,6 +307,11 @@ def read_index(path: str | Path) -> list[TileRecord]:
     """Read an index CSV written by :func:`extract_tiles`."""
     path = Path(path)
     if path.is_dir():
+        if not (path / INDEX_NAME).exists() and (path / PARTIAL_INDEX_NAME).exists():
+            raise FileNotFoundError(
+                f"{path} holds an unfinished tiles run ({PARTIAL_INDEX_NAME}); rerun the same "
+                "command to finish it, or read that file by name"
+            )
         path = path / INDEX_NAME
     if not path.is_file():
         raise FileNotFoundError(f"tile index not found: {path}")
@@ -265,16 +320,17 @@ def read_index(path: str | Path) -> list[TileRecord]:
         missing = set(INDEX_FIELDS) - set(reader.fieldnames or ())
         if missing:
             raise ValueError(f"{path}: not a tile index, missing columns {sorted(missing)}")
-        return [
-            TileRecord(
-                file=row["file"],
-                slide=row["slide"],
-                level=int(row["level"]),
-                y=int(row["y"]),
-                x=int(row["x"]),
-                read_px=int(row["read_px"]),
-                mpp=float(row["mpp"]) if row["mpp"] not in ("", "None") else None,
-                tissue_fraction=float(row["tissue_fraction"]),
-            )
-            for row in reader
-        ]
+        return [_record(row) for row in reader]
+
+
+def _record(row: dict) -> TileRecord:
+    return TileRecord(
+        file=row["file"],
+        slide=row["slide"],
+        level=int(row["level"]),
+        y=int(row["y"]),
+        x=int(row["x"]),
+        read_px=int(row["read_px"]),
+        mpp=float(row["mpp"]) if row["mpp"] not in ("", "None") else None,
+        tissue_fraction=float(row["tissue_fraction"]),
+    )
