@@ -55,7 +55,22 @@ def test_overwrite_never_deletes_a_folder_holding_unknown_files(tmp_path, model_
     (out / "OME" / "METADATA.ome.xml").write_text("<OME/>")
     before = checksums(tmp_path)
     res = _stain(slide, model_dir, out, "--overwrite")
-    assert_refused(res, 1, out, "OME")
+    assert_refused(res, 2, out, "not written by virtualstain", "nothing was deleted")
+    assert checksums(tmp_path) == before
+
+
+def test_overwrite_never_replaces_an_ome_zarr_this_tool_did_not_write(tmp_path, model_dir):
+    """The user's own OME-Zarr image (no marker): --overwrite used to replace it."""
+    from napari_virtualstain.core.io import write_ome_zarr
+    from napari_virtualstain.core.io.ownership import MARKER_NAME
+
+    slide = write_slide(tmp_path / "he.ome.tif")
+    out = write_ome_zarr(tmp_path / "userimg.zarr", np.full((64, 64, 3), 200, np.uint8), mpp=0.5)
+    (out / MARKER_NAME).unlink()  # written by another tool: a plain NGFF image
+    before = checksums(tmp_path)
+    res = _stain(slide, model_dir, out, "--overwrite")
+    assert_refused(res, 2, out, "not written by virtualstain", MARKER_NAME)
+    assert len(res.output.strip().splitlines()) == 1
     assert checksums(tmp_path) == before
 
 

@@ -147,3 +147,59 @@ def test_too_few_nuclei_print_no_grade(tile):
     line = next(li for li in result.output.splitlines() if li.startswith("whole image:"))
     assert "no bin or grade: too few nuclei for grading (36 < 500)" in line
     assert "WHO" not in line and "G1" not in line and "G3" not in line
+
+
+def _square_px(x0, y0, side):
+    return [[x0, y0], [x0 + side, y0], [x0 + side, y0 + side], [x0, y0 + side], [x0, y0]]
+
+
+def test_roi_holes_are_left_out_of_counts_and_area(tmp_path, tile):
+    """A QuPath annotation with an interior ring: the ring's nuclei and area do not count."""
+    path, syn = tile  # 6 x 6 nuclei, centres at 16 + 32 k px (0.5 µm/px), radius <= 10 px
+    hole = _square_px(64, 64, 64)  # holds exactly the 4 central nuclei, whole
+    feature = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [_square_px(0, 0, 192), hole]},
+        "properties": {"objectType": "annotation", "name": "tumour"},
+    }
+    roi_file = tmp_path / "holed.geojson"
+    roi_file.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    out = tmp_path / "r.json"
+    args = ["ratio", str(path), "--mpp", "0.5", "--roi", str(roi_file), "--json", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    (roi,) = doc["rois"]
+    central = [2 * 6 + 2, 2 * 6 + 3, 3 * 6 + 2, 3 * 6 + 3]  # row-major nucleus indices
+    assert roi["n_nuclei"] == 36 - 4
+    assert roi["n_positive"] == int(syn.positive.sum() - syn.positive[central].sum())
+    assert roi["roi_area_um2"] == pytest.approx((192**2 - 64**2) * 0.25)  # 8192 µm²
+    assert "1 hole(s) (1024 µm²) left out" in result.output
+    assert any("hole" in n for n in doc["roi_notes"])
+
+
+def test_a_virtual_stain_of_a_demo_model_gets_no_grade(tmp_path):
+    """Enough nuclei for a grade, but the provenance names the not-for-diagnosis demo model."""
+    from napari_virtualstain.core.io import write_ome_zarr
+    from napari_virtualstain.core.models.registry import find_model
+    from tests.support.ki67_synthetic import grid_of_nuclei
+
+    card = json.loads((find_model("demo-he2ki67") / "card.json").read_text())
+    syn = grid_of_nuclei(23, 23, positive_fraction=0.5, seed=4)  # 529 nuclei: gradable
+    model = {"name": card["name"], "sha256": card["sha256"], "direction": card["direction"]}
+    image = write_ome_zarr(tmp_path / "virtual.zarr", syn.rgb, mpp=0.5, metadata={"model": model})
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["ratio", str(image), "--json", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith("VIRTUAL STAIN (model demo-he2ki67, he->ki67)")
+    assert "not for diagnosis" in first
+    line = next(li for li in result.output.splitlines() if li.startswith("whole image:"))
+    assert "WHO" not in line and "G3" not in line and "virtual stain (model demo-he2ki67)" in line
+    doc = json.loads(out.read_text())
+    assert doc["virtual_stain"]["label"] == "virtual stain (model demo-he2ki67)"
+    assert doc["virtual_stain"]["for_diagnosis"] is False
+    (roi,) = doc["rois"]
+    assert roi["n_nuclei"] == 529 and roi["bin"] is None and roi["who_grade"] is None
+    assert roi["no_grade_reason"].startswith("virtual stain (model demo-he2ki67)")
+    assert roi["labelling_index"] == pytest.approx(syn.labelling_index)  # the figures stay

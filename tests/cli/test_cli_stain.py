@@ -133,3 +133,46 @@ def _settle(folder, quiet_s: float = 1.0, limit_s: float = 30.0) -> None:
         elif time.monotonic() - last >= quiet_s:
             return
         time.sleep(0.1)
+
+
+def _ki67_slide(path):
+    """Like ``write_slide``, but a corner of the OS-2 Ki-67 sample on glass."""
+    ki67 = tifffile.imread(DATA / "OS-2-ndpi_Ki67.ome.tif")
+    rgb = np.full((256, 320, 3), 248, np.uint8)
+    rgb[:192, :192] = ki67[800:992, 800:992]
+    meta = {"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25}
+    tifffile.imwrite(path, rgb, ome=True, tile=(64, 64), photometric="rgb", metadata=meta)
+    return path
+
+
+def test_a_slide_of_the_wrong_stain_is_refused_unless_forced(tmp_path, model_dir):
+    slide = _ki67_slide(tmp_path / "ki67.ome.tif")  # the tiny model's card says he->ki67
+    out = tmp_path / "v.zarr"
+    args = ["stain", str(slide), "-m", str(model_dir), "-o", str(out), "-q", "--device", "cpu",
+            "--precision", "fp32"]  # fmt: skip
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    assert "looks like hematoxylin + DAB (Ki-67 / IHC), not H&E" in res.output
+    assert str(slide) in res.output and "--force" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    res = CliRunner().invoke(main, [*args, "--force"])
+    assert res.exit_code == 0, res.output
+    prov = json.loads((out / ".zattrs").read_text())[PROVENANCE_KEY]
+    assert prov["source_stain_check"]["forced"] is True
+    assert prov["source_stain_check"]["looks_like"] == "hdab"
+    assert "--force" in prov["source_stain_note"]
+
+
+def test_a_slide_of_the_right_stain_records_the_check(tmp_path, model_dir):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    out = tmp_path / "v.zarr"
+    res = CliRunner().invoke(main, ["stain", str(slide), "-m", str(model_dir), "-o", str(out),
+                                    "-q", "--device", "cpu", "--precision", "fp32"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    prov = json.loads((out / ".zattrs").read_text())[PROVENANCE_KEY]
+    assert prov["source_stain_check"] == {
+        "ok": True, "reason": "", "looks_like": "he", "expected": "he", "forced": False,
+    }  # fmt: skip
+    assert open_slide(out).levels[0].shape == (256, 320, 3)  # still a readable OME-Zarr

@@ -10,6 +10,15 @@ The contract (other tools rely on it)::
 IMAGE must look like hematoxylin + DAB (``core.ki67.stain_check``); H&E, greyscale or foreign
 stains are refused with the reason, unless ``--force``, which marks every result "stain not
 verified" and gives no bin or grade. Files are written through ``core.ki67.export``.
+
+ROI holes (QuPath's interior rings) are left out of each ROI's nuclei and area; what the ROI
+file held that could not be used as drawn (points, lines, a multi-part annotation measured part
+by part) is printed as a warning and listed under ``roi_notes`` in the JSON.
+
+An IMAGE whose provenance says it is a virtual stain (an OME-Zarr written by ``stain``) is
+announced as "virtual stain (model X)" first, in every result and under ``virtual_stain`` in the
+JSON; when the model's card says it is not for diagnosis, or is not found, no bin or WHO grade
+is given (``core.ki67.virtual_input``).
 """
 
 from __future__ import annotations
@@ -71,25 +80,45 @@ def ratio(
     if mpp is None or mpp <= 0:
         raise click.ClickException(f"{image}: the pixel size is unknown; pass --mpp (µm/px)")
     _refuse_greyscale(slide, image)  # even with --force: no colour, no DAB to measure
+    virtual = _virtual_input(image)
     try:
         config = Ki67Config(thresholds=tuple(thresholds) or (0.2,))
-        rois = _read_rois(roi_path, mpp)
+        rois, roi_notes = _read_rois(roi_path, mpp)
         _check_rois_inside(rois, slide.shape, mpp, roi_path)
         run = _run(slide, mpp, rois, segmenter, model_dir, stains, config, force, quiet)
     except StainCheckError as err:
         raise click.ClickException(f"{image}: {err}") from err
     except (ValueError, ImportError) as err:
         raise click.ClickException(str(err)) from err
-    _echo(run)
-    _write_outputs(run, image, roi_path, json_out, nuclei_csv, labels_out, geojson_out)
+    if virtual is not None:
+        from napari_virtualstain.core.ki67.virtual_input import mark_virtual
+
+        run = mark_virtual(run, virtual)
+    _echo(run, virtual, [f"{roi_path}: {n}" for n in roi_notes])
+    extra = {"roi_notes": roi_notes} if roi_notes else {}
+    if virtual is not None:
+        extra["virtual_stain"] = virtual.to_dict()
+    _write_outputs(run, image, roi_path, json_out, nuclei_csv, labels_out, geojson_out, extra)
 
 
-def _write_outputs(run, image, roi_path, json_out, nuclei_csv, labels_out, geojson_out) -> None:
+def _virtual_input(image):
+    """What IMAGE's provenance says about it being a virtual stain (None: a real stain)."""
+    from napari_virtualstain.core.ki67.virtual_input import read_provenance, virtual_input
+
+    return virtual_input(read_provenance(image)) if Path(image).is_dir() else None
+
+
+def _write_outputs(
+    run, image, roi_path, json_out, nuclei_csv, labels_out, geojson_out, extra
+) -> None:
+    from napari_virtualstain.core.io.atomic import write_json_atomic
     from napari_virtualstain.core.ki67 import export
 
-    provenance = {**run.provenance, "image": str(image), "roi_file": _str(roi_path)}
+    provenance = {**run.provenance, **extra, "image": str(image), "roi_file": _str(roi_path)}
     if json_out:
-        export.write_run_json(json_out, run, provenance)
+        # What the reader must see first (a virtual stain, ROI notes) also heads the file.
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(json_out, {**extra, **export.run_json(run, provenance)})
     if nuclei_csv:
         Path(nuclei_csv).parent.mkdir(parents=True, exist_ok=True)
         export.write_nuclei_csv(nuclei_csv, [(m.roi.name, m.nuclei) for m in run.measurements])
@@ -150,14 +179,15 @@ def _check_rois_inside(rois, shape_px, mpp: float, roi_path) -> None:
 
 
 def _read_rois(roi_path, mpp):
+    """The ROIs of ``roi_path`` (None: the whole image) and the reader's notes on them."""
     if roi_path is None:
-        return None
+        return None, []
     from napari_virtualstain.core.geojson import read_geojson
 
-    rois = read_geojson(roi_path, mpp).rois
-    if not rois:
+    objs = read_geojson(roi_path, mpp)
+    if not objs.rois:
         raise ValueError(f"{roi_path}: no annotation polygons to use as ROIs")
-    return rois
+    return objs.rois, list(objs.notes)
 
 
 def _run(slide, mpp, rois, segmenter, model_dir, stains, config, force, quiet):
@@ -176,7 +206,13 @@ def _run(slide, mpp, rois, segmenter, model_dir, stains, config, force, quiet):
         return drain(gen, on_progress)
 
 
-def _echo(run) -> None:
+def _echo(run, virtual, notes: list[str]) -> None:
+    if virtual is not None:
+        verdict = "" if virtual.for_diagnosis else f"; no bin or WHO grade: {virtual.reason}"
+        direction = virtual.direction or "direction unknown"
+        click.echo(f"VIRTUAL STAIN (model {virtual.model}, {direction}){verdict}")
+    for note in notes:
+        click.echo(f"warning: {note}", err=True)
     click.echo(f"stains: {json.dumps(run.stains.to_dict())}")
     if not run.stain_verified:
         click.echo(f"warning: stain not verified: {run.stain_check.reason}", err=True)

@@ -9,6 +9,13 @@ import click
 
 from ..core.models.device import PRECISION_CHOICES
 from ._params import DEVICE, MPP, OUTPUT_FOLDER
+from ._source import (
+    check_slide_source,
+    model_direction,
+    record_source_check,
+    refuse_foreign_output,
+    refuse_mismatch,
+)
 
 
 @click.command()
@@ -49,7 +56,14 @@ from ._params import DEVICE, MPP, OUTPUT_FOLDER
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace a finished OUT.zarr (never a folder holding more than an OME-Zarr image).",
+    help="Replace an OUT.zarr that virtualstain wrote (its marker file inside); anything else "
+    "at OUT is refused (exit 2) and never deleted.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Stain even if SLIDE does not look like the model's input stain (H&E for he->ki67, "
+    "H-DAB for ki67->he); noted in the output's provenance.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def stain(
@@ -72,6 +86,7 @@ def stain(
     scheduler: str | None,
     use_compile: bool,
     overwrite: bool,
+    force: bool,
     quiet: bool,
 ) -> None:
     """Stain every tissue tile of SLIDE and write an OME-Zarr pyramid with provenance.
@@ -81,6 +96,9 @@ def stain(
 
     An interrupted run resumes from the tiles already computed (kept in a scratch folder
     OUT.tiles-* beside OUT, removed after success). Only one run writes an OUT at a time.
+
+    Before any work, SLIDE is checked against the model's input stain (an H&E -> Ki-67 model
+    refuses a slide that looks like Ki-67 IHC, and the reverse); --force stains it anyway.
     """
     from napari_virtualstain.core.engine.distributed import stain_slide
     from napari_virtualstain.core.engine.stain import MppUnknownError, StainConfig
@@ -100,11 +118,14 @@ def stain(
         from .stain_many import stain_many
 
         stain_many(slides, out_dir, model, config, mpp=mpp, cache_dir=cache_dir,
-                   keep_cache=keep_cache, scheduler=scheduler, overwrite=overwrite, quiet=quiet)  # fmt: skip
+                   keep_cache=keep_cache, scheduler=scheduler, overwrite=overwrite,
+                   force=force, quiet=quiet)  # fmt: skip
         return
     if out is None:
         raise click.UsageError("give --out OUT.zarr (or --out-dir DIR for several slides)")
     slide = slides[0]
+    refuse_foreign_output(out, overwrite)
+    check = refuse_mismatch(slide, check_slide_source(slide, model_direction(model)), force)
     bar = contextlib.ExitStack()
     shown = []
 
@@ -128,4 +149,5 @@ def stain(
             f"interrupted; {out} is partial. Rerun the same command to resume from the tiles "
             "already computed"
         ) from None
+    record_source_check(out, check)
     click.echo(result.summary())

@@ -31,22 +31,27 @@ class SlideRow:
 
 
 def stain_many(slides, out_dir: Path | None, model: str, config, *, mpp, cache_dir, keep_cache,
-               scheduler, overwrite, quiet) -> list[SlideRow]:  # fmt: skip
-    """Stain ``slides`` into ``out_dir``; returns the table rows (raises if any slide failed)."""
+               scheduler, overwrite, quiet, force=False) -> list[SlideRow]:  # fmt: skip
+    """Stain ``slides`` into ``out_dir``; returns the table rows (raises if any slide failed).
+
+    Every output and every slide's stain are checked before the first slide is stained.
+    """
     from napari_virtualstain.core.engine.distributed import is_complete_output, stain_slide
     from napari_virtualstain.core.io.slide import display_name
 
     from . import describe_error
+    from ._source import record_source_check
 
     if out_dir is None:
         raise click.UsageError("several slides need --out-dir DIR (one NAME.zarr each)")
     outs = [Path(out_dir) / f"{display_name(Path(s))}.zarr" for s in slides]
     if len(set(outs)) != len(outs):
         raise click.UsageError("two slides have the same name; they would share an output")
+    checks = _check_all(slides, outs, model, overwrite, force)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     rows: list[SlideRow] = []
     with _shared(scheduler) as address:
-        for slide, out in zip(slides, outs, strict=True):
+        for slide, out, check in zip(slides, outs, checks, strict=True):
             t0 = time.perf_counter()
             if is_complete_output(out) and not overwrite:
                 rows.append(SlideRow(str(slide), "-", 0.0, str(out), "done before (skipped)"))
@@ -69,6 +74,7 @@ def stain_many(slides, out_dir: Path | None, model: str, config, *, mpp, cache_d
                 rows.append(SlideRow(str(slide), "-", time.perf_counter() - t0, str(out),
                                      f"failed: {describe_error(err)}"))  # fmt: skip
                 continue
+            record_source_check(out, check)
             tiles = f"{result.tiles_total - result.tiles_background}/{result.tiles_total}"
             resumed = (
                 f", {result.tiles_cached_before} resumed" if result.tiles_cached_before else ""
@@ -79,6 +85,28 @@ def stain_many(slides, out_dir: Path | None, model: str, config, *, mpp, cache_d
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(rows)} slides failed (see the table)")
     return rows
+
+
+def _check_all(slides, outs, model, overwrite: bool, force: bool) -> list:
+    """Refuse foreign outputs and mismatched slides up front; the source checks, per slide."""
+    from ._source import (
+        check_slide_source,
+        model_direction,
+        refuse_foreign_output,
+        refuse_mismatch,
+    )
+
+    for out in outs:
+        refuse_foreign_output(out, overwrite)
+    direction = model_direction(model)
+    checks = []
+    for slide in slides:
+        try:
+            check = check_slide_source(Path(slide), direction)
+        except Exception:  # noqa: BLE001 - an unreadable slide fails in its own row later
+            check = None
+        checks.append(refuse_mismatch(Path(slide), check, force))
+    return checks
 
 
 @contextlib.contextmanager

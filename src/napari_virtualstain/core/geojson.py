@@ -65,7 +65,8 @@ def _ring_xy(poly_yx_px: np.ndarray) -> list[list[float]]:
     return ring + [ring[0]]
 
 
-def _feature(ring, object_type: str, name: str, cls: str | None, measurements: dict) -> dict:
+def _feature(rings, object_type: str, name: str, cls: str | None, measurements: dict) -> dict:
+    """A Feature whose Polygon has ``rings``: its outline, then its holes."""
     props: dict = {"objectType": object_type, "isLocked": False}
     if name:
         props["name"] = name
@@ -76,13 +77,14 @@ def _feature(ring, object_type: str, name: str, cls: str | None, measurements: d
     return {
         "type": "Feature",
         "id": str(uuid.uuid4()),
-        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "geometry": {"type": "Polygon", "coordinates": rings},
         "properties": props,
     }
 
 
 def roi_features(rois: list[ROI], mpp: float, results: list[Ki67Result] | None = None):
-    """ROIs as QuPath annotations (ellipses become polygons); results become measurements."""
+    """ROIs as QuPath annotations (ellipses become polygons, holes interior rings); results
+    become measurements."""
     feats = []
     for i, roi in enumerate(rois):
         m = {}
@@ -96,7 +98,8 @@ def roi_features(rois: list[ROI], mpp: float, results: list[Ki67Result] | None =
                 "Positive area ratio": r.area_ratio,
                 "H-score": r.h_score,
             }
-        feats.append(_feature(_ring_xy(roi.polygon_um() / mpp), "annotation", roi.name, None, m))
+        rings = [_ring_xy(ring / mpp) for ring in (roi.polygon_um(), *roi.holes_um())]
+        feats.append(_feature(rings, "annotation", roi.name, None, m))
     return feats
 
 
@@ -125,7 +128,7 @@ def nuclei_features(
         cls = class_names[cls_idx] if nuclei.positive[i] else class_names[0]
         meas = {q: float(getattr(nuclei, k)[i]) for k, q in MEASUREMENT_NAMES.items()}
         meas["Label"] = int(region.label)
-        feats.append(_feature(ring, "detection", "", cls, meas))
+        feats.append(_feature([ring], "detection", "", cls, meas))
     return feats
 
 
@@ -146,7 +149,7 @@ def label_features(
         meas = {"Label": int(region.label)}
         if mpp is not None:
             meas[MEASUREMENT_NAMES["area_um2"]] = float(region.area) * mpp**2
-        feats.append(_feature(ring, "detection", "", None, meas))
+        feats.append(_feature([ring], "detection", "", None, meas))
     return feats
 
 

@@ -1,6 +1,7 @@
 """Reading QuPath GeoJSON (see :mod:`.geojson` for the layouts): ROIs and detections.
 
-Geometry goes through shapely: invalid outlines are made valid, areas subtract holes.
+Geometry goes through shapely: invalid outlines are made valid, areas subtract holes. An
+annotation's holes (interior rings) become its ROI's holes: left out of its mask and its area.
 """
 
 from __future__ import annotations
@@ -84,8 +85,10 @@ def read_geojson(source, mpp: float) -> GeoJSONObjects:
     """Read annotations (as µm ROIs) and detections from a QuPath (or plain) GeoJSON file.
 
     ``source`` is a path or already-parsed JSON. Features without an object type are annotations
-    (as in QuPath); MultiPolygons give one ROI per part; points and lines are skipped (counted in
-    ``notes``). Raises ``ValueError`` naming the file and the feature for malformed input.
+    (as in QuPath); an annotation's holes are kept as its ROI's holes; MultiPolygons give one ROI
+    per part; points and lines are skipped. ``notes`` says what was skipped, split or cut out,
+    for the caller to show. Raises ``ValueError`` naming the file and the feature for malformed
+    input.
     """
     if not (mpp > 0):
         raise ValueError(f"mpp must be positive, got {mpp}")
@@ -117,7 +120,7 @@ class _Reader:
         self.rois: list[ROI] = []
         self.detections: list[Detection] = []
         self.skipped: dict[str, int] = {}
-        self.holes: list[str] = []
+        self.roi_notes: list[str] = []
 
     def read(self, feat, where: str, parent: str) -> None:
         if not isinstance(feat, dict):
@@ -143,15 +146,23 @@ class _Reader:
         if geom is None:
             self._skip(geometry)
             return
-        for part in _parts(geom):
-            outer = np.asarray(part.exterior.coords)[:-1, ::-1]
-            if part.interiors:
+        parts = _parts(geom)
+        label = name or where
+        if len(parts) > 1:
+            self.roi_notes.append(
+                f"annotation {label!r} has {len(parts)} separate parts; each is measured as "
+                "its own ROI"
+            )
+        for part in parts:
+            outer = np.asarray(part.exterior.coords)[:-1, ::-1] * self.mpp
+            holes = [np.asarray(r.coords)[:-1, ::-1] * self.mpp for r in part.interiors]
+            if holes:
                 hole_um2 = sum(Polygon(r).area for r in part.interiors) * self.mpp**2
-                self.holes.append(
-                    f"annotation {name or where!r} has {len(part.interiors)} hole(s) "
-                    f"({hole_um2:.0f} µm²); its ROI is the outer boundary"
+                self.roi_notes.append(
+                    f"annotation {label!r}: {len(holes)} hole(s) ({hole_um2:.0f} µm²) left out "
+                    "of its ROI"
                 )
-            self.rois.append(ROI.polygon(name, outer * self.mpp))
+            self.rois.append(ROI.polygon(name, outer, holes))
 
     def _detection(self, feat, props, kind, name, cls, parent, where) -> None:
         # QuPath writes a cell's nucleus beside its geometry, at Feature level; some tools put it
@@ -184,7 +195,7 @@ class _Reader:
         skipped = [
             f"skipped {n} feature(s) with {kind}" for kind, n in sorted(self.skipped.items())
         ]
-        return skipped + self.holes
+        return skipped + self.roi_notes
 
 
 def _features(data) -> list:

@@ -2,11 +2,13 @@
 
 An ROI is stored in micrometres so that it means the same region at any pyramid level and on a
 virtual stain of a different pixel size; pixels come in only through ``mpp`` when masking.
+An ROI may have holes (QuPath's interior rings, e.g. necrosis left out): they are subtracted
+from its mask and its area.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,11 +32,14 @@ class ROI:
     params : tuple of (y, x) pairs, µm
         polygon: its vertices; rectangle: two opposite corners (axis-aligned);
         ellipse: its centre and its (y, x) radii.
+    holes : tuple of rings of (y, x) pairs, µm
+        Polygons cut out of the region: inside it, not overlapping one another.
     """
 
     name: str
     kind: str
     params: tuple[tuple[float, float], ...]
+    holes: tuple[tuple[tuple[float, float], ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ROI_KINDS:
@@ -49,6 +54,8 @@ class ROI:
             raise ValueError(
                 f"ROI {self.name!r}: a {self.kind} needs {need} points, got {len(pts)}"
             )
+        if self.holes:
+            _check_holes(self)
         if not self.area_um2 > 1e-9:
             raise ValueError(f"ROI {self.name!r} is degenerate: its area is 0 µm²")
 
@@ -64,12 +71,12 @@ class ROI:
         return cls(name, "ellipse", ((cy_um, cx_um), (abs(ry_um), abs(rx_um))))
 
     @classmethod
-    def polygon(cls, name: str, vertices_um) -> ROI:
-        """A polygon from (y, x) vertices in µm (a closing vertex equal to the first is dropped)."""
-        pts = np.asarray(vertices_um, dtype=float)
-        if len(pts) > 3 and np.allclose(pts[0], pts[-1]):
-            pts = pts[:-1]
-        return cls(name, "polygon", tuple(map(tuple, pts.tolist())))
+    def polygon(cls, name: str, vertices_um, holes_um=()) -> ROI:
+        """A polygon from (y, x) vertices in µm, with optional hole rings (also (y, x) µm).
+
+        A closing vertex equal to the first is dropped from each ring.
+        """
+        return cls(name, "polygon", _open_ring(vertices_um), tuple(map(_open_ring, holes_um)))
 
     @classmethod
     def from_pixels(cls, kind: str, points_px, mpp: float, name: str) -> ROI:
@@ -101,17 +108,34 @@ class ROI:
     # -- geometry ---------------------------------------------------------------------------
     @property
     def area_um2(self) -> float:
-        """Area in µm²."""
+        """Area in µm², holes subtracted."""
+        return self.outer_area_um2 - sum(_ring_area(np.asarray(h, float)) for h in self.holes)
+
+    @property
+    def outer_area_um2(self) -> float:
+        """Area inside the outer boundary in µm², holes included."""
         pts = np.asarray(self.params, dtype=float)
         if self.kind == "rectangle":
             return float(abs(np.prod(pts[1] - pts[0])))
         if self.kind == "ellipse":
             return float(np.pi * abs(pts[1, 0] * pts[1, 1]))
-        y, x = pts[:, 0], pts[:, 1]
-        return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
+        return _ring_area(pts)
+
+    def holes_um(self) -> list[np.ndarray]:
+        """Each hole's vertices (N, 2) in µm, (y, x), not closed."""
+        return [np.asarray(h, dtype=float) for h in self.holes]
+
+    def map_points(self, fn, name: str | None = None) -> ROI:
+        """This ROI (outline and holes) through ``fn``, a map of (N, 2) µm (y, x) arrays.
+
+        The result is a polygon (a rectangle or an ellipse is sampled first); for moving ROIs
+        to another slide's frame without losing their holes.
+        """
+        holes = [fn(h) for h in self.holes_um()]
+        return ROI.polygon(self.name if name is None else name, fn(self.polygon_um()), holes)
 
     def polygon_um(self, n_ellipse: int = ELLIPSE_VERTICES) -> np.ndarray:
-        """Vertices (N, 2) in µm, (y, x), not closed."""
+        """Outer boundary vertices (N, 2) in µm, (y, x), not closed (holes: ``holes_um``)."""
         pts = np.asarray(self.params, dtype=float)
         if self.kind == "rectangle":
             (y0, x0), (y1, x1) = pts
@@ -154,10 +178,20 @@ class ROI:
         return clipped
 
     def mask(self, mpp: float, origin_px: tuple[int, int], shape_px: tuple[int, int]) -> np.ndarray:
-        """Boolean mask of the ROI over the pixel window starting at ``origin_px`` (level 0)."""
+        """Boolean mask of the ROI over the pixel window starting at ``origin_px`` (level 0).
+
+        A pixel is in when its centre is inside the outer boundary and not inside a hole.
+        """
+        _check_mpp(mpp)
+        out = self._outer_mask(mpp, origin_px, shape_px)
+        offset = np.array(origin_px, dtype=float) + 0.5  # pixel (i, j) spans [i, i + 1) µm/mpp
+        for hole in self.holes_um():
+            out &= ~_polygon_mask(hole / mpp - offset, shape_px)
+        return out
+
+    def _outer_mask(self, mpp: float, origin_px, shape_px) -> np.ndarray:
         from skimage import draw
 
-        _check_mpp(mpp)
         pts = np.asarray(self.params, dtype=float) / mpp
         oy, ox = origin_px
         if self.kind == "ellipse":
@@ -179,17 +213,76 @@ class ROI:
         return _polygon_mask(self.polygon_um() / mpp - np.array([oy, ox]) - 0.5, shape_px)
 
     def to_dict(self) -> dict:
-        """JSON-ready description (µm)."""
-        return {"name": self.name, "kind": self.kind, "params_um": [list(p) for p in self.params]}
+        """JSON-ready description (µm); ``holes_um`` only when the ROI has holes."""
+        out = {"name": self.name, "kind": self.kind, "params_um": [list(p) for p in self.params]}
+        if self.holes:
+            out["holes_um"] = [[list(p) for p in h] for h in self.holes]
+            out["area_um2"] = self.area_um2
+        return out
+
+
+def _open_ring(vertices) -> tuple[tuple[float, float], ...]:
+    pts = np.asarray(vertices, dtype=float)
+    if pts.ndim == 2 and len(pts) > 3 and np.allclose(pts[0], pts[-1]):
+        pts = pts[:-1]
+    return tuple(map(tuple, pts.tolist()))
+
+
+def _ring_area(pts: np.ndarray) -> float:
+    """Shoelace area of one ring of (y, x) vertices."""
+    y, x = pts[:, 0], pts[:, 1]
+    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
+
+
+def _check_holes(roi: ROI) -> None:
+    """Holes must be rings inside the outline that do not overlap (else areas would be wrong)."""
+    from shapely.geometry import Polygon
+
+    outer = Polygon(roi.polygon_um()[:, ::-1])
+    rings = []
+    for i, hole in enumerate(roi.holes):
+        pts = np.asarray(hole, dtype=float)
+        if pts.ndim != 2 or pts.shape[1:] != (2,) or len(pts) < 3 or not np.isfinite(pts).all():
+            raise ValueError(f"ROI {roi.name!r}: hole {i + 1} needs 3 finite (y, x) points")
+        ring = Polygon(pts[:, ::-1])
+        if not ring.is_valid or ring.area <= 0:
+            raise ValueError(f"ROI {roi.name!r}: hole {i + 1} is not a simple polygon")
+        rings.append(ring)
+    if not outer.is_valid or not Polygon(outer.exterior, [r.exterior for r in rings]).is_valid:
+        raise ValueError(
+            f"ROI {roi.name!r}: its holes must lie inside its outline without overlapping"
+        )
 
 
 def _polygon_mask(poly_yx: np.ndarray, shape_px: tuple[int, int]) -> np.ndarray:
-    """Rasterise a polygon given in pixel-index coordinates (PIL's scanline fill is fast)."""
-    from PIL import Image, ImageDraw
+    """Pixels whose centre is inside a polygon given in pixel-index coordinates (y, x).
 
-    img = Image.new("1", (int(shape_px[1]), int(shape_px[0])), 0)
-    ImageDraw.Draw(img).polygon([(float(x), float(y)) for y, x in poly_yx], fill=1, outline=1)
-    return np.asarray(img, dtype=bool)
+    An even-odd scanline fill, exact at pixel centres (a centre on an edge counts as inside on
+    the top and left edges only), so that an ROI and its holes tile the plane without a pixel
+    counted twice or lost.
+    """
+    h, w = int(shape_px[0]), int(shape_px[1])
+    pts = np.asarray(poly_yx, dtype=float)
+    y0, x0 = pts[:, 0], pts[:, 1]
+    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+    lo, hi = np.minimum(y0, y1), np.maximum(y0, y1)
+    # rows r (centres at r) with lo <= r < hi: half-open, so a vertex is crossed once
+    first = np.clip(np.ceil(lo), 0, h).astype(np.int64)
+    last = np.clip(np.ceil(hi), 0, h).astype(np.int64)
+    counts = last - first
+    keep = counts > 0
+    if not keep.any():
+        return np.zeros((h, w), bool)
+    edge = np.repeat(np.flatnonzero(keep), counts[keep])
+    rows = np.arange(len(edge)) - np.repeat(np.cumsum(counts[keep]) - counts[keep], counts[keep])
+    rows = rows + first[edge]
+    t = (rows - y0[edge]) / (y1[edge] - y0[edge])
+    cols = np.clip(np.ceil(x0[edge] + t * (x1[edge] - x0[edge])), 0, w).astype(np.int64)
+    # Only the parity of the crossings left of a centre matters: uint8 wrapping keeps it.
+    crossings = np.zeros((h, w + 1), np.uint8)
+    np.add.at(crossings, (rows, cols), 1)
+    inside = np.cumsum(crossings, axis=1, dtype=np.uint8)[:, :w] & 1
+    return inside.astype(bool)
 
 
 def _check_mpp(mpp) -> None:
@@ -222,7 +315,7 @@ def name_rois(rois: list[ROI]) -> list[ROI]:
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
             name = f"{name} ({seen[name]})"
-        out.append(roi if name == roi.name else ROI(name, roi.kind, roi.params))
+        out.append(roi if name == roi.name else replace(roi, name=name))
     return out
 
 

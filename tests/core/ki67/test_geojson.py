@@ -255,11 +255,26 @@ def test_holes_multipolygons_and_invalid_outlines():
     }
     objs = read_geojson([holed, bowtie, two_part], 0.5)
     (roi,) = objs.rois
-    assert roi.area_um2 == pytest.approx(100 * 100 * 0.25)  # the outer boundary
-    assert any("1 hole(s) (25 µm²)" in n for n in objs.notes)
+    assert roi.area_um2 == pytest.approx((100 * 100 - 10 * 10) * 0.25)  # the hole is left out
+    assert roi.mask(0.5, (0, 0), (100, 100)).sum() == 100 * 100 - 10 * 10
+    assert any("1 hole(s) (25 µm²) left out" in n for n in objs.notes)
     assert objs.detections[0].area_px == pytest.approx(50.0)
     assert objs.detections[1].area_px == pytest.approx(20.0)
     assert len(objs.detections[1].polygon_px) == 4  # the larger part's outline
+
+
+def test_holes_round_trip_and_multipolygons_are_noted(tmp_path):
+    holed = ROI.polygon("necrosis out", [(0, 0), (0, 50), (50, 50), (50, 0)],
+                        [[(10, 10), (10, 20), (20, 20), (20, 10)]])  # fmt: skip
+    path = write_geojson(tmp_path / "holed.geojson", roi_features([holed], 0.5))
+    ring_counts = [
+        len(f["geometry"]["coordinates"]) for f in json.loads(path.read_text())["features"]
+    ]
+    assert ring_counts == [2]  # outline + one interior ring, as QuPath writes holes
+    (back,) = read_geojson(path, 0.5).rois
+    assert back.area_um2 == pytest.approx(50 * 50 - 10 * 10)
+    objs = read_geojson(QUPATH_04_COLLECTION, 1.0)
+    assert any("'Region*' has 2 separate parts" in n for n in objs.notes)
 
 
 @pytest.mark.parametrize(

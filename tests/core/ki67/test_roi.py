@@ -77,3 +77,53 @@ def test_names_are_unique_and_filled_in():
         ]
     )
     assert [r.name for r in rois] == ["ROI 1", "t", "t (2)"]
+
+
+def _square_um(y, x, side):
+    return [(y, x), (y, x + side), (y + side, x + side), (y + side, x)]
+
+
+def test_holes_leave_the_mask_and_the_area():
+    # 0.5 µm/px: a 40 µm square (80 px) with a 10 µm square hole (20 px), both on pixel edges.
+    roi = ROI.polygon("holed", _square_um(0, 0, 40), [_square_um(10, 10, 10)])
+    assert roi.area_um2 == pytest.approx(40 * 40 - 10 * 10)
+    assert roi.outer_area_um2 == pytest.approx(40 * 40)
+    mask = roi.mask(0.5, (0, 0), (100, 100))
+    assert mask.sum() == 80 * 80 - 20 * 20  # by hand: pixel counts, not an approximation
+    assert not mask[20:40, 20:40].any() and mask[:20, :80].all() and not mask[:, 80:].any()
+    assert mask[19, 19] and not mask[20, 20] and not mask[39, 39] and mask[40, 40]
+    # A window starting inside the hole sees it at its own origin.
+    assert not roi.mask(0.5, (25, 25), (10, 10)).any()
+
+
+def test_an_roi_and_its_hole_tile_the_plane_exactly():
+    # Off-grid vertices: every pixel of the outline is in the ROI or in its hole, never both.
+    outer = [(0.3, 0.7), (0.2, 41.9), (37.1, 39.6), (40.3, 1.1)]
+    hole = [(9.7, 10.3), (11.1, 25.5), (27.4, 22.9)]
+    roi = ROI.polygon("a", outer, [hole])
+    whole = ROI.polygon("whole", outer).mask(0.5, (0, 0), (90, 90))
+    inner = ROI.polygon("hole", hole).mask(0.5, (0, 0), (90, 90))
+    mask = roi.mask(0.5, (0, 0), (90, 90))
+    assert not (mask & inner).any()
+    np.testing.assert_array_equal(mask | inner, whole)
+    assert mask.sum() * 0.25 == pytest.approx(roi.area_um2, rel=0.02)
+
+
+def test_holes_survive_naming_mapping_and_export():
+    roi = ROI.polygon("", _square_um(0, 0, 40), [_square_um(10, 10, 10)])
+    (named,) = name_rois([roi])
+    assert named.name == "ROI 1" and named.holes == roi.holes
+    moved = roi.map_points(lambda p: p + np.array([5.0, 7.0]))
+    assert moved.area_um2 == pytest.approx(roi.area_um2)
+    np.testing.assert_allclose(moved.holes_um()[0][0], [15.0, 17.0])
+    assert roi.to_dict()["holes_um"][0][0] == [10.0, 10.0]
+    assert "holes_um" not in ROI.rectangle("r", 0, 0, 1, 1).to_dict()
+
+
+def test_bad_holes_are_refused():
+    with pytest.raises(ValueError, match="inside its outline"):
+        ROI.polygon("out", _square_um(0, 0, 10), [_square_um(5, 5, 10)])
+    with pytest.raises(ValueError, match="inside its outline"):
+        ROI.polygon("overlap", _square_um(0, 0, 40), [_square_um(5, 5, 10), _square_um(8, 8, 10)])
+    with pytest.raises(ValueError, match="hole 1 needs 3"):
+        ROI.polygon("short", _square_um(0, 0, 40), [[(1, 1), (2, 2)]])
