@@ -72,6 +72,7 @@ def test_residual_layers_for_the_view_render(make_napari_viewer, qtbot, pair, tm
     text = widget.summary.toPlainText()
     assert "SSIM (1 = identical): " in text and " dB" in text and "(built in " in text
     assert "mean |DAB residual|: " in text and text.count(" OD\n") >= 2  # named, with units
+    qtbot.waitUntil(lambda: widget.status.text().startswith("built"), timeout=10_000)
     assert "built 5 layers for a 384 x 384 px region" in widget.status.text()
     # the map is negative where the virtual stain lost its DAB, ~zero where it is untouched
     assert widget.last_result.box.corners == (0, 0, 384, 384)  # the whole image is in view

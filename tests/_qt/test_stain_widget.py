@@ -139,3 +139,27 @@ def test_unknown_mpp_asks_for_it(make_napari_viewer, model_dir):
     assert widget.start() is None
     assert "no pixel size" in widget.status.text()
     assert widget.overlay is None and len(viewer.layers) == 1
+
+
+@pytest.mark.slow
+def test_a_slide_of_the_wrong_stain_is_refused_unless_forced(
+    make_napari_viewer, qtbot, model_dir, tmp_path
+):
+    viewer = make_napari_viewer(show=False)
+    data, kwargs, _ = slide_layer_data(open_slide(sample_path("ki67")))
+    ki67 = viewer.add_image(data, **kwargs)
+    widget = plugin_dock(viewer, "Virtual stain")  # its model is H&E -> Ki-67
+    widget.layer_combo.setCurrentText(ki67.name)
+    widget.model_combo.setEditText(str(model_dir))
+    widget.precision_combo.setCurrentText("fp32")
+    widget.cache_edit.setText(str(tmp_path / "cache"))
+    widget.start()
+    qtbot.waitUntil(lambda: "could not start" in widget.status.text(), timeout=60_000)
+    assert "hematoxylin + DAB" in widget.status.text() and "stain anyway" in widget.status.text()
+    assert widget.overlay is None and len(viewer.layers) == 1 and widget.start_button.isEnabled()
+    widget.force_check.setChecked(True)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.overlay is not None, timeout=60_000)
+    verdict = widget.overlay.layer.metadata["virtualstain"]["source_stain"]
+    assert verdict["forced"] and not verdict["ok"] and verdict["looks_like"] == "hdab"
+    widget.stop()

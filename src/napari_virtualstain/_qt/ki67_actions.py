@@ -65,7 +65,12 @@ class Ki67Actions:
         return best
 
     def import_rois(self, path):
-        """Read QuPath GeoJSON annotations as a Shapes layer on the chosen image; select it."""
+        """Read QuPath GeoJSON annotations as a Shapes layer on the chosen image; select it.
+
+        napari shapes have no holes, so an ROI's interior rings (a necrosis left out in QuPath)
+        cannot stay holes: they go to their own "<layer> holes" layer, for reference only, and
+        the status line says that a ratio computed from the ROI layer counts their nuclei.
+        """
         from napari_virtualstain.core.geojson import read_geojson
 
         from .._napari.ki67_layers import roi_shapes_layer_data
@@ -86,8 +91,33 @@ class Ki67Actions:
         data, kwargs, _ = roi_shapes_layer_data(rois, mpp, layer.scale, layer.translate,
                                                 f"ROIs ({Path(path).name})", layer.units)  # fmt: skip
         shapes = self.viewer.add_shapes(data, **kwargs)
+        note = self._add_holes(rois, mpp, layer, shapes.name)
         self.shapes_combo.setCurrentText(shapes.name)
+        self.status.setText(note or f"{len(rois)} ROI(s) imported as {shapes.name!r}")
         return shapes
+
+    def _add_holes(self, rois, mpp: float, layer, name: str) -> str:
+        """Add the ROIs' holes as a separate Shapes layer; the plain warning ("": no holes)."""
+        from napari_virtualstain.core.roi import ROI
+
+        from .._napari.ki67_layers import roi_shapes_layer_data
+
+        holes = [
+            ROI.polygon(f"{roi.name} hole {k}", ring)
+            for roi in rois
+            for k, ring in enumerate(roi.holes_um(), start=1)
+        ]
+        if not holes:
+            return ""
+        data, kwargs, _ = roi_shapes_layer_data(holes, mpp, layer.scale, layer.translate,
+                                                f"{name} holes", layer.units)  # fmt: skip
+        added = self.viewer.add_shapes(data, **{**kwargs, "edge_color": "red"})
+        owners = sorted({roi.name for roi in rois if roi.holes})
+        return (
+            f"{len(holes)} hole(s) in ROI(s) {', '.join(owners)} not imported as holes (napari "
+            f"shapes have none): a Ki-67 ratio computed from {name!r} counts the nuclei inside "
+            f"them. They are shown in {added.name!r}, for reference only"
+        )
 
     def _ask_import(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import ROIs", "", "GeoJSON (*.geojson *.json)")

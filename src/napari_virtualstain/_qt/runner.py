@@ -23,6 +23,21 @@ from napari_virtualstain.core.progress import Cancelled, Progress
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, Cancelled)
 
 
+def report_if_bug(err: BaseException) -> None:
+    """An error that bad input does not explain goes to napari's notifications, traceback
+    included; expected ones (``EXPECTED_ERRORS``) are for the widget's status line only."""
+    if not isinstance(err, EXPECTED_ERRORS):
+        from napari.utils.notifications import notification_manager
+
+        notification_manager.receive_error(type(err), err, err.__traceback__)
+
+
+def quiet_relay(worker) -> None:
+    """Stop napari relaying ``worker``'s errors as tracebacks: the caller handles them."""
+    with contextlib.suppress(AttributeError, TypeError, RuntimeError):  # not connected
+        worker.errored.disconnect(worker._relay_error)
+
+
 class WorkerRunner:
     """One background job at a time for a widget: start, progress, cancel, done, error.
 
@@ -74,8 +89,7 @@ class WorkerRunner:
         # to a traceback pop-up; anything else is still relayed to napari's notifications
         body = in_background(gen_fn)  # the GUI thread keeps its CPU share; see background.py
         worker = thread_worker(body, start_thread=False, ignore_errors=True)(*args, **kwargs)
-        with contextlib.suppress(AttributeError, TypeError, RuntimeError):  # not connected
-            worker.errored.disconnect(worker._relay_error)
+        quiet_relay(worker)
         self._pbar = progress(total=0, desc=description or getattr(gen_fn, "__name__", "work"))
         worker.yielded.connect(self._on_progress)
         if on_done is not None:
@@ -121,10 +135,7 @@ class WorkerRunner:
         if self.gone:
             return
         self._say(f"error: {err}")
-        if not isinstance(err, EXPECTED_ERRORS):  # a bug: keep napari's report, traceback included
-            from napari.utils.notifications import notification_manager
-
-            notification_manager.receive_error(type(err), err, err.__traceback__)
+        report_if_bug(err)
         if on_failed is not None:
             on_failed(str(err))
 

@@ -30,9 +30,15 @@ from qtpy.QtWidgets import (
 from .._napari.layers import layer_mpp
 from ..core.models.device import PRECISION_CHOICES
 from .background import warm_up_torch
-from .runner import WorkerRunner
+from .runner import WorkerRunner, report_if_bug
 from .viewer_access import unproxied, watch_layers
-from .virtual_overlay import fill_whole_slide, on_new_overlay, open_overlay, overlays_of
+from .virtual_overlay import (
+    checked_source_stain,
+    fill_whole_slide,
+    on_new_overlay,
+    open_overlay,
+    overlays_of,
+)
 
 
 def default_tile_cache() -> str:
@@ -84,6 +90,11 @@ class VirtualStainWidget(QWidget):
         self.opacity.setRange(0, 100)
         self.opacity.setValue(60)
         self.opacity.valueChanged.connect(self._set_opacity)
+        self.force_check = QCheckBox("stain anyway if the slide is not the model's input stain")
+        self.force_check.setToolTip(
+            "Start refuses a slide that does not look like the stain the model expects (a "
+            "Ki-67 slide given to an H&E -> Ki-67 model); ticked, it stains it and notes it"
+        )
         self.start_button = QPushButton("Start")
         self.start_button.clicked.connect(self.start)
         self.stop_button = QPushButton("Stop")
@@ -112,6 +123,7 @@ class VirtualStainWidget(QWidget):
         form.addRow("slide µm/px", self.mpp_spin)
         form.addRow("tiles per view", self.budget_spin)
         form.addRow(self.preview_check, self.preview_level)
+        form.addRow(self.force_check)
         form.addRow("opacity", self.opacity)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -224,6 +236,7 @@ class VirtualStainWidget(QWidget):
             "precision": self.precision_combo.currentText(),
             "cache_dir": self.cache_edit.text().strip() or None,
             "mpp": mpp,
+            "force_source_stain": self.force_check.isChecked(),
         }
         if self.preview_check.isChecked():
             kwargs["preview_level"] = self.preview_level.value()
@@ -286,6 +299,7 @@ class VirtualStainWidget(QWidget):
     def _failed(self, exc: Exception) -> None:
         self._opening = None
         self.status.setText(f"could not start: {exc}")
+        report_if_bug(exc)
         self._source_changed()
 
     def stop(self) -> None:
@@ -359,6 +373,8 @@ def save_slide_progress(slide, model, out, **kwargs):
     from napari_virtualstain.core.engine import stain_slide
     from napari_virtualstain.core.progress import Cancelled
 
+    force = kwargs.pop("force_source_stain", False)
+    checked_source_stain(slide, model, kwargs.get("device", "auto"), force)  # refuses a mismatch
     reports: queue.Queue = queue.Queue()
     stop = threading.Event()
     result: dict = {}

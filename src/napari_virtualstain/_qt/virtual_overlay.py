@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from pathlib import Path
 
 from napari_virtualstain._napari.virtual_layer import (
     OverlayBuffers,
@@ -24,6 +25,7 @@ from napari_virtualstain.core.engine.tiling import Box, map_box, order_centre_ou
 from napari_virtualstain.core.progress import Progress
 
 from .background import in_background
+from .runner import quiet_relay
 from .viewer_access import qt_window, unproxied
 
 log = logging.getLogger(__name__)
@@ -361,12 +363,15 @@ def fill_whole_slide(vs, buffers, centre, on_written=None, batch_tiles: int = 4)
 
 
 def open_overlay(viewer, source_layer, model, on_ready=None, on_error=None, opacity=0.6,
-                 reuse_layer=None, budget_tiles=48, **kwargs):  # fmt: skip
+                 reuse_layer=None, budget_tiles=48, force_source_stain=False, **kwargs):  # fmt: skip
     """Open the virtual stain and its buffers off the GUI thread, then add the overlay.
 
     ``kwargs`` go to :func:`napari_virtualstain.core.engine.lazy.open_virtual_stain` (config
     fields, ``mpp``, ``cache_dir``). Returns the worker; ``on_ready(overlay)`` runs on the GUI
-    thread. ``reuse_layer``: an earlier overlay layer to put the new stain into.
+    thread. ``reuse_layer``: an earlier overlay layer to put the new stain into. A source that
+    does not look like the model's input stain (a Ki-67 slide given to an H&E -> Ki-67 model)
+    is refused with a ``ValueError`` saying what it looks like, unless ``force_source_stain``:
+    then the overlay's provenance keeps the verdict (``metadata["source_stain"]``).
     """
     from napari.qt.threading import create_worker
 
@@ -381,18 +386,46 @@ def open_overlay(viewer, source_layer, model, on_ready=None, on_error=None, opac
         if on_ready is not None:
             on_ready(overlay)
 
-    worker = create_worker(in_background(_open), slide, model, mpp, kwargs)
+    worker = create_worker(
+        in_background(_open), slide, model, mpp, kwargs, force_source_stain,
+        _ignore_errors=on_error is not None,  # else it re-raises in the Qt event loop
+    )  # fmt: skip
     worker.returned.connect(done)
-    if on_error is not None:
+    if on_error is not None:  # the caller shows the error (and reports a bug: report_if_bug)
+        quiet_relay(worker)
         worker.errored.connect(on_error)
     worker.start()
     return worker
 
 
-def _open(slide, model, mpp, kwargs):
+def _open(slide, model, mpp, kwargs, force_source_stain=False):
     from napari_virtualstain.core.engine.lazy import open_virtual_stain
 
+    verdict = checked_source_stain(slide, model, kwargs.get("device", "auto"), force_source_stain)
     vs = open_virtual_stain(slide, model, mpp=mpp, **kwargs)
+    if verdict is not None:
+        vs.metadata["source_stain"] = verdict.to_dict()
     buffers = OverlayBuffers(vs)
     buffers.paint_background()
     return vs, buffers
+
+
+def checked_source_stain(slide, model, device: str = "auto", force: bool = False):
+    """The source-stain verdict on ``slide`` for ``model`` (worker side), or None when the
+    model states no direction; raises ``ValueError`` on a mismatch unless ``force``."""
+    from dataclasses import replace
+
+    from napari_virtualstain.core.engine.lazy import load_model_cached
+    from napari_virtualstain.core.engine.source_stain import check_source_stain, source_overview
+
+    card = getattr(model, "card", None)
+    if card is None and isinstance(model, str | Path):
+        card = load_model_cached(str(model), device).card
+    if card is None or not getattr(card, "direction", ""):
+        return None
+    verdict = check_source_stain(source_overview(slide), card.direction)
+    if verdict.ok:
+        return verdict
+    if not force:
+        raise ValueError(f"{verdict.reason}. Tick 'stain anyway' to stain it regardless")
+    return replace(verdict, forced=True)
