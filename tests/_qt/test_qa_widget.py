@@ -373,3 +373,21 @@ def test_the_pair_defaults_to_a_virtual_stain_and_its_declared_real(make_napari_
     # never a layer against itself by default (it gave SSIM 1, PSNR inf in one click)
     assert widget.combos["virtual"].currentText() == "overlay"
     assert widget.combos["real"].currentText() == "real Ki-67"
+
+
+def test_a_virtual_he_against_a_real_ki67_is_refused(make_napari_viewer, qtbot):
+    from napari_virtualstain.core.samples import sample_path
+
+    he = tifffile.imread(sample_path("he"))[:512, :512]
+    ki67 = tifffile.imread(sample_path("ki67"))[:512, :512]
+    viewer = make_napari_viewer(show=False)
+    viewer.add_image(ki67, name="real Ki-67", rgb=True, metadata={"mpp": MPP})
+    meta = {"mpp": MPP, "virtualstain": {"model": {"direction": "ki67->he"}}}
+    viewer.add_image(he, name="virtual H&E", rgb=True, metadata=meta)
+    widget = plugin_dock(viewer, "QA")
+    assert widget.combos["virtual"].currentText() == "virtual H&E"
+    viewer.reset_view()
+    widget.build()
+    qtbot.waitUntil(lambda: "looks like" in widget.status.text(), timeout=30_000)
+    assert "virtual stain is he" in widget.status.text() and widget.last_result is None
+    assert [lay.name for lay in viewer.layers] == ["real Ki-67", "virtual H&E"]

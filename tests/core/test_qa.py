@@ -186,3 +186,23 @@ def test_lazy_layer_qa_computes_small_levels_in_the_worker(ki67):
 def test_layer_frame_of_layer_values():
     frame = LayerFrame.from_layer_values([(300, 300, 3), (150, 150, 3)], (1, MPP, MPP))
     assert frame.mpp == MPP and frame.level_mpps == [MPP, 2 * MPP]
+
+
+def test_a_real_stain_of_another_stain_than_the_virtual_one_is_refused():
+    from napari_virtualstain.core.qa import LayerPixels, check_real_stain, iter_layer_qa
+    from napari_virtualstain.core.samples import sample_path
+
+    he = tifffile.imread(sample_path("he"))[:1024, :1024]
+    ki67 = tifffile.imread(sample_path("ki67"))[:1024, :1024]
+    real_ki67 = LayerPixels.from_levels("OS-2 Ki-67", [ki67], (0.5, 0.5), mpp=0.5)
+    real_he = LayerPixels.from_levels("OS-1 H&E", [he], (0.5, 0.5), mpp=0.5)
+    check_real_stain(real_he, "ki67->he")  # a virtual H&E against a real H&E: fine
+    check_real_stain(real_ki67, "he->ki67")  # a virtual Ki-67 against a real Ki-67: fine
+    check_real_stain(real_ki67, None)  # no provenance: not checked
+    with pytest.raises(ValueError, match="looks like hematoxylin \\+ DAB.*virtual stain is he"):
+        check_real_stain(real_ki67, "ki67->he")
+    virtual = LayerPixels.from_levels("virtual H&E", [he], (0.5, 0.5), mpp=0.5)
+    gen = iter_layer_qa(virtual, real_ki67, 0, Box(0, 0, 256, 256), virtual_direction="ki67->he")
+    with pytest.raises(ValueError, match="compare it with a real he slide"):
+        for _ in gen:
+            pass

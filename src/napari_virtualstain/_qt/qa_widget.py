@@ -47,6 +47,13 @@ def layer_pixels(layer):
     return LayerPixels.from_levels(layer.name, levels, layer.scale, layer.translate, mpp)
 
 
+def model_direction(layer) -> str | None:
+    """The model direction ("ki67->he") in a virtual stain's provenance, else None."""
+    record = (layer.metadata or {}).get("virtualstain")
+    model = record.get("model") if isinstance(record, dict) else None
+    return model.get("direction") if isinstance(model, dict) else None
+
+
 class QAWidget(QWidget):
     """Residual maps and summary numbers, virtual stain against the (registered) real one."""
 
@@ -188,6 +195,7 @@ class QAWidget(QWidget):
             iter_register_layers,
             layer_pixels(fixed),
             layer_pixels(moving),
+            virtual_direction=model_direction(fixed),
             on_done=self._registered,
             on_failed=self._fail,
             description="registering",
@@ -300,9 +308,10 @@ class QAWidget(QWidget):
             pixels = {"virtual": layer_pixels(virtual), "real": layer_pixels(real)}
             if self.region.currentIndex() == 2:
                 args = (pixels["virtual"], pixels["real"], self._kinds(), self.registration)
-                return self._run(iter_layer_lazy_qa, args, {}, "whole-slide QA")
+                direction = {"virtual_direction": model_direction(virtual)}
+                return self._run(iter_layer_lazy_qa, args, direction, "whole-slide QA")
             level, box, mask = self.region_of_choice(virtual)
-            extra = {}
+            extra = {"virtual_direction": model_direction(virtual)}
             labels = self._layer("labels")
             if labels is not None:
                 extra["labels"] = layer_pixels(labels)

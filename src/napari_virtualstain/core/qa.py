@@ -285,6 +285,29 @@ def _loaded(model):
     return model
 
 
+def check_real_stain(real: LayerPixels, virtual_direction: str | None) -> None:
+    """Refuse a real stain that does not look like the virtual stain's own stain.
+
+    ``virtual_direction`` is the virtual stain's model direction ("ki67->he": a virtual H&E);
+    residuals of a virtual H&E against a real Ki-67 are a difference of stains, not an error
+    of the model (the QA dock gave SSIM 0.76 for one such pair without a word). None (a layer
+    without provenance) is not checked.
+    """
+    from .engine.source_stain import check_source_stain, describe
+
+    if not virtual_direction or "->" not in virtual_direction:
+        return
+    source, target = virtual_direction.split("->", 1)
+    rgb, _ = registration_image(real, 1024)
+    verdict = check_source_stain(rgb, f"{target}->{source}")  # "does it look like target"
+    if not verdict.ok:
+        raise ValueError(
+            f"the real stain {real.name!r} looks like {describe(verdict.looks_like)}, but the "
+            f"virtual stain is {target} (model {virtual_direction}): compare it with a real "
+            f"{target} slide"
+        )
+
+
 def iter_layer_qa(
     virtual: LayerPixels,
     real: LayerPixels,
@@ -297,14 +320,17 @@ def iter_layer_qa(
     source: LayerPixels | None = None,
     forward=None,
     backward=None,
+    virtual_direction: str | None = None,
 ) -> ProgressGenerator[QAResult]:
     """Residual maps of ``box`` at ``level`` of the virtual stain, placed in the world.
 
     ``registration`` (virtual = fixed, real = moving) places the real stain; without one it is
     placed by the layers' world. ``source`` (and ``labels``) are always placed by the world.
     ``forward`` / ``backward`` are loaded models, or names / paths loaded here.
+    ``virtual_direction``: see :func:`check_real_stain`.
     """
     yield Progress(0, 1, "reading the layers")
+    check_real_stain(real, virtual_direction)
     region = np.asarray(virtual.levels[level][box.slices])
     real_region = read_aligned(real, virtual.frame, level, box, registration, what="real stain")
     extra = {}
@@ -336,9 +362,13 @@ def iter_layer_lazy_qa(
     kinds: tuple[str, ...] = RESIDUAL_KINDS,
     registration=None,
     chunk_px: int = 512,
+    virtual_direction: str | None = None,
 ) -> ProgressGenerator[QAResult]:
     """Whole-slide residual pyramids of two layers (see :func:`iter_lazy_qa`), placed in the
-    world; ``real`` is placed by ``registration`` or, without one, by the layers' world."""
+    world; ``real`` is placed by ``registration`` or, without one, by the layers' world.
+    ``virtual_direction``: see :func:`check_real_stain`."""
+    yield Progress(0, 1, "checking the real stain")
+    check_real_stain(real, virtual_direction)
     frame = virtual.frame
     if registration is None:
         if not real.frame.covers(frame, 0, Box.from_shape(frame.shapes_px[0])):
@@ -377,13 +407,19 @@ def registration_image(pixels: LayerPixels, max_side_px: int) -> tuple[np.ndarra
 
 
 def iter_register_layers(
-    fixed: LayerPixels, moving: LayerPixels, config=None, max_side_px: int = 1024
+    fixed: LayerPixels,
+    moving: LayerPixels,
+    config=None,
+    max_side_px: int = 1024,
+    virtual_direction: str | None = None,
 ) -> ProgressGenerator:
     """Register ``moving`` (the real stain) onto ``fixed`` (the virtual stain, RGB or RGBA);
-    returns a :class:`~.registration.Registration` between their level-0 µm frames."""
+    returns a :class:`~.registration.Registration` between their level-0 µm frames.
+    ``virtual_direction``: see :func:`check_real_stain`."""
     from .registration import iter_register
 
     yield Progress(0, 100, "reading the layers")
+    check_real_stain(moving, virtual_direction)
     (f_img, f_mpp), (m_img, m_mpp) = (registration_image(p, max_side_px) for p in (fixed, moving))
     return (
         yield from iter_register(

@@ -108,7 +108,7 @@ def check_source_stain(rgb_overview: np.ndarray, direction: str) -> SourceStainC
     # Hematoxylin alone is a Ki-67 slide with few positive nuclei as far as colour can tell.
     if looks == expected or (expected == "hdab" and hdab.ok):
         return SourceStainCheck(True, "", looks, source)
-    what = _NAMES.get(looks, "neither H&E nor hematoxylin + DAB")
+    what = describe(looks)
     why = hdab.reason or (
         f"no eosin; its second stain is {hdab.second_stain_to_dab_deg:.0f}° from DAB"
     )
@@ -119,6 +119,11 @@ def check_source_stain(rgb_overview: np.ndarray, direction: str) -> SourceStainC
         looks,
         source,
     )
+
+
+def describe(looks_like: str) -> str:
+    """A ``SourceStainCheck.looks_like`` in words ("hematoxylin + DAB (Ki-67 / IHC)", ...)."""
+    return _NAMES.get(looks_like, "neither H&E nor hematoxylin + DAB")
 
 
 def _looks_like(hdab) -> str:
