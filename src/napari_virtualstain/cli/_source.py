@@ -19,13 +19,14 @@ def refuse_foreign_output(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty folder at ``out`` that this tool did not write (no marker inside).
 
     ``--overwrite`` replaces only outputs of this tool: asked to replace anything else, the run
-    is refused (exit 2) and nothing is deleted. Without ``--overwrite`` the engine's own
-    refusal (exit 1) stands, but its hint must not suggest ``--overwrite``.
+    is refused (exit 2) and nothing is deleted; without it, exit 1 with a hint in CLI words.
+    The engine refuses the same folders (``ownership.check_replaceable``), but only after the
+    model and slide are opened; asking here refuses every output of a batch before any work.
     """
-    from napari_virtualstain.core.io.ownership import MARKER_NAME, read_marker
+    from napari_virtualstain.core.io.ownership import MARKER_NAME, is_foreign
 
     out = Path(out)
-    if not out.is_dir() or not any(out.iterdir()) or read_marker(out) is not None:
+    if not is_foreign(out):
         return
     what = f"{out} was not written by virtualstain (no {MARKER_NAME} marker inside)"
     if overwrite:

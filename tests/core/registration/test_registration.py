@@ -163,6 +163,23 @@ def test_geojson_and_rois_map_both_ways():
         reg.map_points(np.zeros((1, 2)), "sideways")
 
 
+@pytest.mark.parametrize("with_field", [False, True])
+def test_mapped_rois_keep_their_holes(with_field):
+    from napari_virtualstain.core.roi import ROI
+
+    reg = _known_registration(with_field)
+    hole = [(40.0, 40.0), (40.0, 60.0), (60.0, 60.0), (60.0, 40.0)]
+    roi = ROI.polygon("tumour", [(20, 20), (20, 90), (90, 90), (90, 20)], [hole])
+    (mapped,) = reg.map_rois([roi])
+    assert mapped.name == "tumour" and len(mapped.holes) == 1
+    assert np.allclose(mapped.holes_um()[0], reg.fixed_to_moving_um(np.asarray(hole)))
+    # the hole's 400 µm² stay out: an outline-only mapping would count 4900 µm² here
+    assert mapped.area_um2 == pytest.approx(4900 - 400, rel=0.05)
+    assert mapped.outer_area_um2 - mapped.area_um2 == pytest.approx(400, rel=0.05)
+    (back,) = reg.map_rois([mapped], "moving_to_fixed")
+    assert np.allclose(back.holes_um()[0], hole, atol=1e-2)
+
+
 def test_warp_is_lazy_and_matches_direct_resampling():
     reg = _known_registration(True)
     rng = np.random.default_rng(1)

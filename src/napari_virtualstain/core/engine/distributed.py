@@ -93,8 +93,9 @@ def is_complete_output(path: Path) -> bool:
 def _check_paths(slide_path: Path | None, out: Path, overwrite: bool) -> str:
     """Decide what to do with ``out``: "fresh", "resume" (our interrupted run) or "replace".
 
-    Only a folder carrying this tool's marker is resumed. Anything else at ``out`` is refused
-    unless ``overwrite``, and even then a folder holding more than an OME-Zarr image is kept.
+    Only a folder carrying this tool's marker is resumed, or replaced with ``overwrite``. A
+    non-empty folder without the marker (the user's own OME-Zarr, picked in a save dialog) is
+    refused even with ``overwrite``, and so is one of ours holding more than an image.
     """
     from ..io.ownership import check_replaceable, read_marker
 
@@ -111,17 +112,16 @@ def _check_paths(slide_path: Path | None, out: Path, overwrite: bool) -> str:
     if marker is not None and marker.get("state") != "complete" and not overwrite:
         return "resume"
     if not overwrite:
-        if marker is not None or is_complete_output(out):
+        if marker is not None:  # ours; a foreign image must not be told to use overwrite
             raise FileExistsError(
                 f"{out} already exists and is complete (use --overwrite, or overwrite=True in "
                 "Python, to redo it)"
             )
         raise FileExistsError(
-            f"{out} exists and was not written by virtualstain; refusing to touch it. Choose "
-            "another output, or use --overwrite (replaces it only if it holds nothing but an "
-            "OME-Zarr image)"
+            f"{out} exists and was not written by virtualstain; refusing to touch it, even with "
+            "overwrite. Choose another output"
         )
-    check_replaceable(out)
+    check_replaceable(out)  # refuses (deleting nothing) a folder without our marker
     return "replace"
 
 
@@ -183,8 +183,8 @@ def stain_slide(
     out : path
         The ``.zarr`` folder to write. Never the input; a finished one is refused unless
         ``overwrite``; a partial one written by this tool (an interrupted run) is resumed;
-        a folder this tool did not write is refused (with ``overwrite``, replaced only when
-        it holds nothing but an OME-Zarr image).
+        a non-empty folder this tool did not write (no marker) is refused, even with
+        ``overwrite``, and nothing in it is deleted.
     cache_dir : path, optional
         Tile cache shared with the viewer, never deleted. Default: a new folder
         ``OUT.tiles-XXXX`` beside ``out``, removed after success unless ``keep_cache`` and

@@ -1,9 +1,9 @@
 """What this tool may touch: output markers, a one-writer lock, and safe replacement.
 
 A folder is only ever resumed or deleted when this tool wrote it, recognised by a marker file
-inside it, or when it holds nothing but an OME-Zarr image (and the user asked to overwrite).
-A folder holding anything else (labels, a bioformats2raw layout, the user's notes) is never
-deleted.
+inside it (and, to delete it, only when the user asked to overwrite). A folder without the
+marker (the user's own OME-Zarr image, labels, a bioformats2raw layout, notes) is never deleted,
+and neither is one of ours that has since gained files that are not part of an image.
 """
 
 from __future__ import annotations
@@ -70,8 +70,18 @@ def _is_plain_array(folder: Path) -> bool:
     return True
 
 
+def is_foreign(folder: Path) -> bool:
+    """Whether ``folder`` is a non-empty folder that this tool did not write (no marker)."""
+    folder = Path(folder)
+    return folder.is_dir() and any(folder.iterdir()) and read_marker(folder) is None
+
+
 def check_replaceable(path: Path) -> None:
-    """Raise unless deleting ``path`` can lose nothing but an image this tool may rewrite."""
+    """Raise unless deleting ``path`` can lose nothing but an image this tool wrote.
+
+    An OME-Zarr image without this tool's marker is refused too: it may be the only copy of
+    someone's data (a save dialog pointed at it), and nothing tells it from a regenerable one.
+    """
     path = Path(path)
     if not path.exists():
         return
@@ -79,13 +89,15 @@ def check_replaceable(path: Path) -> None:
         raise SlideWriteError(
             path, "exists and is a file, not an OME-Zarr folder; refusing to replace it"
         )
-    if not any(path.iterdir()):
-        return  # an empty folder: nothing to lose
-    if read_marker(path) is None and not any(
-        (path / m).is_file() for m in (".zgroup", "zarr.json")
-    ):
-        raise SlideWriteError(path, "exists and is not a zarr group; refusing to delete it")
-    unknown = unknown_entries(path)
+    if is_foreign(path):
+        zarr = any((path / m).is_file() for m in (".zgroup", "zarr.json"))
+        raise SlideWriteError(
+            path,
+            f"exists{'' if zarr else ', is not a zarr group'} and was not written by virtualstain "
+            f"(no {MARKER_NAME} marker inside); overwrite replaces only outputs of this tool, "
+            "so nothing was deleted. Choose another output",
+        )
+    unknown = unknown_entries(path) if any(path.iterdir()) else []
     if unknown:
         raise SlideWriteError(
             path,

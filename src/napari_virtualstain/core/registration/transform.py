@@ -116,13 +116,14 @@ class Registration:
 
     # -- ROIs ---------------------------------------------------------------------------------
     def map_rois(self, rois: list, direction: str = "fixed_to_moving") -> list:
-        """:class:`~napari_virtualstain.core.roi.ROI` s (µm) of one slide as polygons on the other."""
-        from ..roi import ROI
+        """:class:`~napari_virtualstain.core.roi.ROI` s (µm) of one slide as polygons on the other.
 
-        fn = self.fixed_to_moving_um if direction == "fixed_to_moving" else self.moving_to_fixed_um
+        Holes (a necrosis left out of the count) are mapped with their outline and stay holes.
+        """
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        return [ROI.polygon(r.name, fn(r.polygon_um())) for r in rois]
+        fn = self.fixed_to_moving_um if direction == "fixed_to_moving" else self.moving_to_fixed_um
+        return [r.map_points(fn) for r in rois]
 
     def map_geojson(self, geojson: dict, direction: str = "fixed_to_moving") -> dict:
         """Map a GeoJSON object whose coordinates are level-0 pixels [x, y] (QuPath's layout)."""
