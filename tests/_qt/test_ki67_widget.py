@@ -149,6 +149,7 @@ def test_rois_from_shapes_and_virtual_beside_real_only_for_a_declared_pair(qtbot
     assert widget.runs["registered"].measurements[0].roi.params[0][0] == pytest.approx(-16, abs=0.5)
     viewer.layers.remove("registered")
     widget.runs.pop("registered")
+    widget.kept.pop(("registered", "rois"))  # results stay in the table until dropped
     # The same ROI name drawn elsewhere is not the same region: no Δ.
     shapes = viewer.layers["rois"]
     shapes.data = [np.array([[0, 64], [0, 128], [128, 128], [128, 64]])]
@@ -381,7 +382,7 @@ def test_a_renamed_roi_layer_stays_chosen_under_its_new_name(qtbot, scene):
     assert widget.image_combo.currentText() == "ki67 slide"
 
 
-def test_a_second_roi_layer_on_the_same_image_says_it_replaces_the_first(qtbot, scene):
+def test_results_of_two_roi_layers_on_one_image_stay_side_by_side(qtbot, scene):
     viewer, widget, syn = scene
     for name, x0 in (("left", 0), ("right", 64)):
         viewer.add_shapes(
@@ -390,7 +391,11 @@ def test_a_second_roi_layer_on_the_same_image_says_it_replaces_the_first(qtbot, 
         )  # fmt: skip
     widget.shapes_combo.setCurrentText("left")
     _run(qtbot, widget)
-    assert "replace" not in widget.status.text()
     widget.shapes_combo.setCurrentText("right")
     _run(qtbot, widget)
-    assert "replace the results of 'left' on 'ki67'" in widget.status.text()
+    rows = [(r["Image"], r["ROI"], r["Nuclei"]) for r in widget.table_rows()]
+    # both kept (they used to replace each other silently); the same default name told apart
+    assert rows == [("ki67", "ROI 1", "32"), ("ki67", "ROI 1 (right)", "32")]
+    widget.shapes_combo.setCurrentText("left")  # measured again: its own rows are replaced
+    _run(qtbot, widget)
+    assert len(widget.table_rows()) == 2

@@ -43,19 +43,16 @@ class ResultsTable(QTableWidget):
         for j, name in enumerate(COLUMNS):
             self.horizontalHeaderItem(j).setToolTip(tips.get(name, name))
 
-    def show_runs(
-        self, runs: dict, deltas: dict[str, dict[str, float]], virtual: set[str] = frozenset()
-    ) -> None:
-        """``runs``: image name -> RatioRun; ``deltas``: image name -> ROI name -> Δ index;
-        ``virtual``: the image names that are virtual stains."""
+    def show_runs(self, entries) -> None:
+        """``entries``: (image name, RatioRun, ROI name -> Δ index, is virtual) per run."""
         rows = []
-        for image, run in runs.items():
+        for image, run, deltas, virtual in entries:
             for r in run.results:
-                d = deltas.get(image, {}).get(r.name)
+                d = deltas.get(r.name)
                 rows.append(
                     {
                         "ROI": r.name,
-                        "Stain": "virtual" if image in virtual else "real",
+                        "Stain": "virtual" if virtual else "real",
                         "Index %": f"{100 * r.labelling_index:.1f}",
                         "Bin": r.bin or "",
                         "WHO": r.who_grade or "",

@@ -42,6 +42,9 @@ class Ki67Widget(Ki67Actions, QWidget):
         self.histograms: dict[str, list] = {}
         self.outlines: dict[str, dict] = {}
         self.roi_sources: dict[str, str] = {}  # image layer name -> the ROI layer of its run
+        # (image, ROI layer) -> (run, outlines): every run's results stay in the table, while
+        # the nuclei layer, flips and exports follow each image's latest run (``runs``)
+        self.kept: dict[tuple[str, str], tuple] = {}
         self._mpp_layer = ""  # the layer whose pixel size the spin box shows
         self._job = None
         self._showing = None  # the results being shown, over several event-loop turns
@@ -187,10 +190,11 @@ class Ki67Widget(Ki67Actions, QWidget):
             return None
         from .._napari.ki67_layers import world_outlines
 
+        roi_source = self.shapes_combo.currentText() or WHOLE_IMAGE
+        rois = self._distinct_names(layer.name, roi_source, rois)
         outlines = world_outlines(rois, layer, mpp)
         self.status.setText("Computing…")
         self._showing = None  # an earlier run still being shown stops there
-        roi_source = self.shapes_combo.currentText() or WHOLE_IMAGE
         self._job = self.runner.run(
             iter_ki67_layers, image, mpp, rois, scale=tuple(layer.scale),
             translate=tuple(layer.translate), units=getattr(layer, "units", None),
@@ -223,6 +227,21 @@ class Ki67Widget(Ki67Actions, QWidget):
             if not rois:
                 raise ValueError("the ROI layer has no shapes")
         return layer, image, mpp, rois, config_cls(thresholds=self.thresholds())
+
+    def _distinct_names(self, image: str, source: str, rois):
+        """``rois`` with a name another ROI layer's results on ``image`` already use given
+        " (<ROI layer>)", so the table's rows of the two layers stay apart."""
+        from dataclasses import replace
+
+        taken = {
+            r.name
+            for (img, src), (run, _) in self.kept.items()
+            if img == image and src != source
+            for r in run.results
+        }
+        if not rois or not taken:
+            return rois
+        return [replace(r, name=f"{r.name} ({source})") if r.name in taken else r for r in rois]
 
     def _segment_route(self, layer, image):
         """The image to segment and the extra arguments for seed 003's route (if chosen)."""
@@ -272,9 +291,8 @@ class Ki67Widget(Ki67Actions, QWidget):
         """
         from qtpy.QtCore import QTimer
 
-        earlier = self.roi_sources.get(image_name)
-        replaced = earlier if earlier not in (None, roi_source) else None
         self.roi_sources[image_name] = roi_source
+        self.kept[(image_name, roi_source)] = (out.run, outlines)
         self.runs[image_name] = out.run
         self.outlines[image_name] = outlines  # ROIs in world coordinates, for "same region"
         self.histograms[image_name] = out.histograms
@@ -282,7 +300,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         steps = [
             lambda: self._add_prepared(image_name, out.labels, self.viewer.add_labels),
             lambda: self._add_prepared(image_name, out.points, self.viewer.add_points),
-            lambda: self._show_summary(image_name, out, replaced),
+            lambda: self._show_summary(image_name, out),
         ]
 
         def next_step() -> None:
@@ -308,7 +326,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         if not points:
             added.mouse_double_click_callbacks.append(self._on_double_click)
 
-    def _show_summary(self, image_name: str, out, replaced: str | None = None) -> None:
+    def _show_summary(self, image_name: str, out) -> None:
         run = out.run
         self._fill_table()
         self.histogram.show_histograms(out.histograms, image_name)
@@ -319,11 +337,6 @@ class Ki67Widget(Ki67Actions, QWidget):
             text += f", {ungraded} without bin or grade (see Note)"
         if not run.stain_verified:
             text += f". {run.stain_check.reason}"
-        if replaced:  # one run per image: say so, never drop results silently
-            text += (
-                f". These replace the results of {replaced!r} on {image_name!r} (export a run "
-                "before measuring another ROI layer on the same image to keep both)"
-            )
         self.status.setText(" ".join([text + ".", out.note]).strip())
         self.status.setToolTip("\n".join(w for r in run.results for w in r.warnings))
         self._showing = None
@@ -351,6 +364,9 @@ class Ki67Widget(Ki67Actions, QWidget):
             if label in m.nuclei.label:
                 run = run.replace_measurement(i, m.flip(label))
         self.runs[image_name] = run
+        key = (image_name, self.roi_sources.get(image_name, ""))
+        if key in self.kept:
+            self.kept[key] = (run, self.kept[key][1])
         name = f"Nuclei ({image_name})"
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
@@ -374,15 +390,18 @@ class Ki67Widget(Ki67Actions, QWidget):
         )
 
         metadata = {ly.name: dict(ly.metadata or {}) for ly in self.viewer.layers}
-        deltas = {}
-        for name, run in self.runs.items():
+        entries = []
+        for (name, source), (run, outlines) in self.kept.items():
+            deltas = {}
             real = declared_real(name, metadata)
-            if real is not None and real in self.runs:
-                deltas[name] = same_region_differences(
-                    self.runs[real], run, self.outlines.get(real), self.outlines.get(name)
-                )
-        virtual = {name for name in self.runs if is_virtual(metadata.get(name))}
-        self.table.show_runs(self.runs, deltas, virtual)
+            # the real image's run on the same ROI layer, else its latest one
+            real_run, real_outlines = self.kept.get((real, source), (None, None))
+            if real_run is None and real in self.runs:
+                real_run, real_outlines = self.runs[real], self.outlines.get(real)
+            if real_run is not None:
+                deltas = same_region_differences(real_run, run, real_outlines, outlines)
+            entries.append((name, run, deltas, is_virtual(metadata.get(name))))
+        self.table.show_runs(entries)
 
     def table_rows(self) -> list[dict[str, str]]:
         """The results table as text, one dict (column -> cell) per row."""
