@@ -122,6 +122,19 @@ def test_default_tile_grows_until_the_halo_is_a_third_of_the_work():
     assert engine.batch_size == 1  # CPU default
 
 
+@pytest.mark.parametrize("stated_rf", [None, 300])
+def test_self_attention_keeps_the_card_tile_and_cross_fades(stated_rf):
+    torch.manual_seed(0)
+    kwargs = {"ngf": 4, "n_blocks": 2, "attention": True}
+    card = ModelCard(name="att", arch="pyramid_pix2pix", arch_kwargs=kwargs, mpp=0.5,
+                     tile_px=64, receptive_field_px=stated_rf)  # fmt: skip
+    loaded = LoadedModel(build_generator("pyramid_pix2pix", **kwargs), card, None)
+    plan = make_plan(slide(0.5), StainEngine(loaded, StainConfig(device="cpu")))
+    # global context: no halo makes tiles exact, and grown tiles made attention explode
+    assert plan.model_tile_px == 64 and plan.mode == "blend" and plan.model_halo_px == 16
+    assert "self-attention" in plan.statement
+
+
 def test_unknown_mpp_is_refused_with_the_slide_name_or_given_explicitly():
     engine = StainEngine(tiny(mpp=0.5), StainConfig(device="cpu"))
     with pytest.raises(MppUnknownError, match="synthetic.*--mpp"):

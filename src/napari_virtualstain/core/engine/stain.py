@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -279,9 +280,19 @@ def make_plan(
     card, config = engine.card, engine.config
     level, scale, level_mpp, preview, statement = _choose_level(slide, card, config, mpp)
     m = engine.stride_px
-    rf = card.receptive_field_px or _receptive_field(card)
+    if card.receptive_field_px:  # stated: self-attention's figure is only a lower bound
+        rf, bounded = card.receptive_field_px, not card.arch_kwargs.get("attention", False)
+    else:
+        rf, bounded = _rf(card)
     model_tile = round_up(config.tile_px or card.tile_px, m)
     crop_halo = round_up(np.ceil(rf / 2), m)
+    if not bounded and config.halo_px is None:
+        # Self-attention sees the whole input: no halo makes tiles exact, and growing them (up
+        # to 1024 px + a whole-input halo) made attention's cost explode: a pix2pix with
+        # attention ran for minutes on a 1024 px slide without a tile. Its card's tiles
+        # (what it was trained on), cross-faded over a quarter tile, with a say-so.
+        config = replace(config, blend="blend", halo_px=round_up(model_tile // 4, m))
+        statement += "; self-attention (global context): card tiles cross-faded, not exact"
     if config.halo_px is None:
         mode = "blend" if config.blend == "blend" else "crop"
         radius = card.effective_radius_px or int(np.ceil(rf / 4))
@@ -291,7 +302,7 @@ def make_plan(
         mode = (
             config.blend if config.blend != "auto" else ("crop" if halo >= crop_halo else "blend")
         )
-    if config.tile_px is None and config.norm == "slide":
+    if config.tile_px is None and config.norm == "slide" and bounded:
         want = 2 * halo / (HALO_OVERHEAD**0.5 - 1)
         model_tile = max(model_tile, round_up(min(want, AUTO_TILE_MAX_PX), m))
     if scale == 1.0:
@@ -323,17 +334,19 @@ def make_plan(
     )
 
 
-def _receptive_field(card) -> int:
+def _rf(card) -> tuple[int, bool]:
+    """(receptive field px, bounded) of the card's architecture (unbounded: self-attention)."""
     return _arch_receptive_field(card.arch, json.dumps(card.arch_kwargs, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=32)
-def _arch_receptive_field(arch: str, kwargs_json: str) -> int:
+def _arch_receptive_field(arch: str, kwargs_json: str) -> tuple[int, bool]:
     from ..models import arch_receptive_field
 
     # The support depends on the architecture, not the weights: measured once per process on
     # a width-4 copy.
-    return int(arch_receptive_field(arch, **json.loads(kwargs_json)).rf_px)
+    field = arch_receptive_field(arch, **json.loads(kwargs_json))
+    return int(field.rf_px), bool(field.bounded)
 
 
 def _choose_level(slide, card, config: StainConfig, mpp: float | None):
