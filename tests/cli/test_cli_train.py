@@ -88,3 +88,97 @@ def test_train_pix2pix_command(tmp_path, paired, monkeypatch, one_thread):
     assert (tmp_path / "models" / "p2p-he2ki67" / "weights.safetensors").is_file()
     bad = CliRunner().invoke(main, ["train", "pix2pix", "--data", str(tmp_path), "--out", "x"])
     assert bad.exit_code != 0 and "HE/train" in bad.output
+
+
+def index_folder(folder, files, mpp):
+    """An index.csv for ``files`` (48 px tiles side by side, one slide), as ``tiles`` writes."""
+    from napari_virtualstain.core.train.tiles_out import INDEX_FIELDS
+
+    rows = [f"{p.name},{folder.name}.svs,0,0,{i * 48},48,{mpp},1.0" for i, p in enumerate(files)]
+    (folder / "index.csv").write_text("\n".join([",".join(INDEX_FIELDS), *rows]) + "\n")
+    return folder
+
+
+TINY_ARGS = ["--variant", "plain", "--epochs", "1", "--steps-per-epoch", "2", "--tile-px", "32",
+             "--batch-size", "2", "--ngf", "4", "--n-blocks", "1", "--ndf", "4", "--device",
+             "cpu", "--no-register", "-q"]  # fmt: skip
+
+
+def cyclegan_args(a, b, out, *extra):
+    return ["train", "cyclegan", "--a", str(a), "--b", str(b), "--out", str(out), *TINY_ARGS,
+            *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lambda-cycle", "inf"], "lambda_cycle must be a finite number"),
+        (["--lr", "nan"], "lr must be a finite number"),
+        (["--tile-px", "0"], "tile_px must be >= 24"),
+        (["--tile-px", "64"], "smaller than the 64 px training crop"),
+    ],
+)
+def test_train_refuses_bad_settings_as_usage_errors(tmp_path, unpaired, extra, message):
+    a, b = unpaired.train_a[0].parent, unpaired.train_b[0].parent
+    result = CliRunner().invoke(main, cyclegan_args(a, b, tmp_path / "run", *extra))
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "please report" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_takes_the_pixel_size_from_the_tile_index(tmp_path, unpaired, one_thread):
+    from napari_virtualstain.core.models import ModelCard
+
+    a = index_folder(unpaired.train_a[0].parent, unpaired.train_a, 1.0)
+    b = index_folder(unpaired.train_b[0].parent, unpaired.train_b, 1.0)
+    wrong = CliRunner().invoke(main, cyclegan_args(a, b, tmp_path / "r0", "--mpp", "0.5"))
+    assert wrong.exit_code == 2 and "contradicts" in wrong.output
+    result = CliRunner().invoke(main, cyclegan_args(a, b, tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    card = ModelCard.from_json(tmp_path / "run" / "best" / "he2ki67" / "card.json")
+    assert card.mpp == 1.0
+    assert "held out by spatial blocks" in card.training_data and "trainA.svs" in card.training_data
+    index_folder(b, unpaired.train_b, 0.5)
+    mixed = CliRunner().invoke(main, cyclegan_args(a, b, tmp_path / "r2"))
+    assert mixed.exit_code == 2 and "different pixel sizes" in mixed.output
+
+
+def test_a_diverging_run_fails_and_saves_no_weights(tmp_path, unpaired, monkeypatch, one_thread):
+    from napari_virtualstain.core.train.cyclegan import CycleGANTrainer
+
+    step = CycleGANTrainer.train_step
+
+    def diverging(self, *batches):
+        return {**step(self, *batches), "cycle": float("nan")}
+
+    monkeypatch.setattr(CycleGANTrainer, "train_step", diverging)
+    a, b = unpaired.train_a[0].parent, unpaired.train_b[0].parent
+    result = CliRunner().invoke(main, cyclegan_args(a, b, tmp_path / "run"))
+    assert result.exit_code == 1, result.output
+    assert "diverged at epoch 1, step 1" in result.output and "cycle=nan" in result.output
+    assert not (tmp_path / "run" / "best").exists()
+
+
+def test_ctrl_c_saves_the_step_and_the_rerun_continues_there(
+    tmp_path, unpaired, monkeypatch, one_thread
+):
+    import signal
+
+    from napari_virtualstain.core.train.cyclegan import CycleGANTrainer
+
+    step = CycleGANTrainer.train_step
+
+    def interrupted(self, *batches):
+        if self.global_step == 1:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C during the second step
+        return step(self, *batches)
+
+    monkeypatch.setattr(CycleGANTrainer, "train_step", interrupted)
+    a, b = unpaired.train_a[0].parent, unpaired.train_b[0].parent
+    args = cyclegan_args(a, b, tmp_path / "run", "--steps-per-epoch", "3")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "interrupted at epoch 1, step 2" in result.output
+    monkeypatch.setattr(CycleGANTrainer, "train_step", step)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert "resuming" in again.output and "epoch 1, step 2" in again.output

@@ -2,8 +2,10 @@
 
 A run folder holds ``epochs/``, ``best/`` and ``last/`` (safetensors + model card per generator,
 ``last/state.pt`` to resume), ``metrics.csv`` and ``metrics.png``. Re-running the same command
-on the same ``--out`` resumes where it stopped. At the end the best checkpoint is registered
-under its card name, so the viewer and ``virtualstain stain --model`` can pick it.
+on the same ``--out`` resumes where it stopped (after Ctrl-C, at the step it stopped at). A run
+whose loss becomes NaN or infinite stops with exit 1 and saves nothing of it. At the end the
+best checkpoint is registered under its card name, so the viewer and ``virtualstain stain
+--model`` can pick it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ _COMMON = [
     click.option("--ngf", type=int, help="Generator width (default: the architecture's)."),
     click.option("--n-blocks", type=int, help="Residual blocks (default: the architecture's)."),
     click.option("--ndf", type=int, default=64, show_default=True, help="Discriminator width."),
-    click.option("--mpp", type=MPP, default=0.5, show_default=True, help="Tiles' µm/px."),
+    click.option(
+        "--mpp",
+        type=MPP,
+        help="Tiles' µm/px (default: the one their index.csv / pairs.csv states).",
+    ),  # fmt: skip
     click.option("--name", help="Model name prefix (default: the run folder's name)."),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps."),
@@ -64,6 +70,53 @@ def _precision(precision: str, device: str) -> tuple[str, object]:
     return (best_precision(dev) if dev.type == "cuda" else "fp32"), dev
 
 
+def _mpp(given: float | None, stated: dict) -> float | None:
+    """The run's pixel size: the tile folders' stated one (checked against ``given``)."""
+    from napari_virtualstain.core.train.sources import resolve_mpp
+
+    mpp = resolve_mpp(given, stated)
+    if mpp is None:
+        click.echo("pixel size unknown (no index.csv states it): the model card records none; "
+                   "pass --mpp to record it")  # fmt: skip
+    elif given is None:
+        click.echo(f"pixel size {mpp} µm/px (stated by the tiles' index)")
+    return mpp
+
+
+class _StopAsked(Exception):
+    """The first Ctrl-C: stop after the running step."""
+
+
+def _drain_until_ctrl_c(fit, on_progress) -> None:
+    """Drain ``fit``; the first Ctrl-C stops it after the running step (the trainer saves its
+    state when closed between steps), a second one at once."""
+    import signal
+    import threading
+
+    from napari_virtualstain.core.progress import drain
+
+    asked: list[bool] = []
+
+    def ask(signum, frame) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(True)
+        click.echo("\nstopping after this step (Ctrl-C again to stop at once, unsaved)", err=True)
+
+    def check(p) -> None:
+        on_progress(p)
+        if asked:
+            raise _StopAsked
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, ask) if main else None
+    try:
+        drain(fit, check)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _run(trainer, out: Path, register: bool, quiet: bool) -> None:
     """Drive ``trainer.fit()`` with the CLI's progress bar, then register the best checkpoint."""
     import sys
@@ -71,22 +124,32 @@ def _run(trainer, out: Path, register: bool, quiet: bool) -> None:
     from tqdm import tqdm
 
     from napari_virtualstain.cli.progress import tqdm_progress
-    from napari_virtualstain.core.progress import drain
     from napari_virtualstain.core.train.publish import register_best
+    from napari_virtualstain.core.train.runner import TrainingDiverged
 
     if trainer.resume_if_possible():
         click.echo(f"resuming {out} at epoch {trainer.epoch + 1}, step {trainer.step}")
-    with tqdm_progress("training", quiet) as show:
+    fit = trainer.fit()
+    try:
+        with tqdm_progress("training", quiet) as show:
 
-        def on_progress(p) -> None:
-            show(p)
-            if p.phase == "epoch":  # the epoch's held-out metrics stay on screen
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in p.metrics.items() if k != "epoch")
-                line = f"epoch {p.epoch + 1}: {shown}"
-                # above the bar (tqdm.write), not glued to it; the same stdout either way
-                tqdm.write(line, file=sys.stdout) if not quiet else click.echo(line)
+            def on_progress(p) -> None:
+                show(p)
+                if p.phase == "epoch":  # the epoch's held-out metrics stay on screen
+                    shown = ", ".join(f"{k}={v:.4g}" for k, v in p.metrics.items() if k != "epoch")
+                    line = f"epoch {p.epoch + 1}: {shown}"
+                    # above the bar (tqdm.write), not glued to it; the same stdout either way
+                    tqdm.write(line, file=sys.stdout) if not quiet else click.echo(line)
 
-        drain(trainer.fit(), on_progress)
+            _drain_until_ctrl_c(fit, on_progress)
+    except TrainingDiverged as err:
+        raise click.ClickException(str(err)) from err
+    except _StopAsked:
+        fit.close()  # saves the state between two steps
+        raise click.ClickException(
+            f"interrupted at epoch {trainer.epoch + 1}, step {trainer.step}; the state is in "
+            f"{out / 'last'}. Rerun the same command to resume there"
+        ) from None
     click.echo(f"run folder: {out} (metrics.csv, metrics.png, best/, last/)")
     if register and (out / "best").is_dir():
         try:
@@ -115,7 +178,9 @@ def train() -> None:
 @click.option("--lambda-cycle", type=float, default=5.0, show_default=True)
 @click.option("--beta-ssim", type=float, default=5.0, show_default=True)
 @click.option("--lambda-identity", type=float, default=0.0, show_default=True)
-@click.option("--test-fraction", type=float, default=0.1, show_default=True)
+@click.option("--test-fraction", type=float, default=0.1, show_default=True,
+              help="Held out of --a/--b: by slide, else spatial blocks with overlapping tiles "
+                   "dropped (needs the folders' index.csv; else by file name).")  # fmt: skip
 @click.option("--phash-weights", default="imagenet", show_default=True,
               help="ResNet-18 weights for the P-hash when held-out B references exist.")  # fmt: skip
 @common_options
@@ -125,6 +190,7 @@ def cyclegan(a_dir, b_dir, data, variant, tile_px, batch_size, lambda_cycle, bet
     """Unpaired H&E <-> IHC CycleGAN (seed 000: skip connections + SSIM loss, λ = β = 5)."""
     from napari_virtualstain.core.train.cyclegan import CycleGANConfig, CycleGANTrainer
     from napari_virtualstain.core.train.layouts import load_unpaired_layout, unpaired_from_folders
+    from napari_virtualstain.core.train.sources import folder_mpp
 
     if (data is None) == (a_dir is None or b_dir is None):
         raise click.UsageError("give either --data ROOT or both --a DIR and --b DIR")
@@ -134,6 +200,9 @@ def cyclegan(a_dir, b_dir, data, variant, tile_px, batch_size, lambda_cycle, bet
             if data
             else unpaired_from_folders(a_dir, b_dir, test_fraction)
         )
+        folders = (data / "trainA", data / "trainB") if data else (a_dir, b_dir)
+        mpp = _mpp(mpp, {str(f): folder_mpp(f) for f in folders})
+        click.echo(f"data: {split.description}")
         precision, dev = _precision(precision, device)
         config = CycleGANConfig(
             variant=variant, tile_px=tile_px, batch_size=batch_size, lambda_cycle=lambda_cycle,
@@ -162,10 +231,13 @@ def pix2pix(data, attention, tile_px, batch_size, pyramid_weights, out, epochs, 
     """Paired Pyramid pix2pix (BCI), with or without self-attention."""
     from napari_virtualstain.core.train.layouts import load_bci_layout
     from napari_virtualstain.core.train.pix2pix import Pix2PixConfig, Pix2PixTrainer
+    from napari_virtualstain.core.train.sources import pairs_mpp
 
     try:
         weights = tuple(float(w) for w in pyramid_weights.split(","))
         split = load_bci_layout(data)
+        mpp = _mpp(mpp, {str(data / "pairs.csv"): pairs_mpp(data)})
+        click.echo(f"data: {split.description}")
         precision, dev = _precision(precision, device)
         config = Pix2PixConfig(
             attention=attention, tile_px=tile_px, batch_size=batch_size, pyramid_weights=weights,

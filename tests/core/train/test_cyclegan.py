@@ -112,6 +112,13 @@ def test_config_validates():
         CycleGANConfig(variant="attention")
     with pytest.raises(ValueError, match="multiple of 8"):
         CycleGANConfig(tile_px=100)
+    for tile_px in (0, -8, 16):  # 0 crashed inside the network, 16 in the discriminator
+        with pytest.raises(ValueError, match=">= 24"):
+            CycleGANConfig(tile_px=tile_px)
+    for field in ("lambda_cycle", "beta_ssim", "lambda_identity", "lr", "beta1"):
+        for bad in (float("inf"), float("nan")):
+            with pytest.raises(ValueError, match=f"{field} must be a finite number"):
+                CycleGANConfig(**{field: bad})
     config = CycleGANConfig()
     assert (config.lambda_cycle, config.beta_ssim, config.batch_size, config.tile_px) == (
         5,
@@ -120,3 +127,66 @@ def test_config_validates():
         288,
     )
     assert (config.decay_rate, config.decay_every_epochs, config.lr) == (0.9, 2, 2e-4)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_finite_checkpoint(
+    tmp_path, unpaired, one_thread
+):
+    from napari_virtualstain.core.train.common import load_state
+    from napari_virtualstain.core.train.runner import TrainingDiverged
+
+    config = CycleGANConfig(epochs=2, steps_per_epoch=2, **TINY)
+    trainer = CycleGANTrainer(config, unpaired, tmp_path / "run", "cpu")
+    step = trainer.train_step
+
+    def diverging(*batches):
+        losses = step(*batches)
+        if trainer.global_step == 3:  # epoch 2, step 2
+            losses["cycle"] = float("inf")
+        return losses
+
+    trainer.train_step = diverging
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2 .*cycle=inf") as err:
+        list(trainer.fit())
+    assert "epoch 1, step 0" in str(err.value)  # names the checkpoint that is kept
+    assert int(load_state(tmp_path / "run" / "last")["epoch"]) == 1
+    assert not (tmp_path / "run" / "epochs" / "epoch_0002").exists()
+
+
+def test_non_finite_weights_are_never_saved(tmp_path, unpaired, one_thread):
+    import torch
+
+    from napari_virtualstain.core.train.runner import TrainingDiverged
+
+    config = CycleGANConfig(epochs=1, steps_per_epoch=1, **TINY)
+    trainer = CycleGANTrainer(config, unpaired, tmp_path / "run", "cpu")
+    step = trainer.train_step
+
+    def poisoned(*batches):
+        losses = step(*batches)  # finite losses, but the update overflowed
+        with torch.no_grad():
+            next(trainer.g_ab.parameters()).fill_(float("nan"))
+        return losses
+
+    trainer.train_step = poisoned
+    with pytest.raises(TrainingDiverged, match="g_ab.* not finite.*No checkpoint"):
+        list(trainer.fit())
+    assert not (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "last").exists()
+    assert trainer.save_if_finite() is None  # what a cancel would save: nothing
+    assert not (tmp_path / "run" / "last").exists()
+
+
+def test_a_run_closed_between_steps_resumes_at_that_step(tmp_path, unpaired, one_thread):
+    config = CycleGANConfig(epochs=1, steps_per_epoch=4, **TINY)
+    whole = CycleGANTrainer(config, unpaired, tmp_path / "whole", "cpu")
+    expected = [p for p in whole.fit() if p.phase == "train"]
+    stopped = CycleGANTrainer(config, unpaired, tmp_path / "run", "cpu")
+    _, fit = run_steps(stopped, 2)
+    fit.close()  # Ctrl-C in the CLI, cancel in a widget
+    resumed = CycleGANTrainer(config, unpaired, tmp_path / "run", "cpu")
+    assert resumed.resume_if_possible()
+    assert (resumed.epoch, resumed.step) == (0, 2)
+    got = next(resumed.fit())
+    assert got.step == 3
+    for key, value in expected[2].losses.items():
+        assert got.losses[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

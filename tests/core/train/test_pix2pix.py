@@ -72,6 +72,14 @@ def test_config_validates():
     with pytest.raises(ValueError, match="pyramid_weights"):
         Pix2PixConfig(pyramid_weights=())
     with pytest.raises(ValueError, match="pyramid levels"):
-        Pix2PixConfig(tile_px=4, pyramid_weights=(1, 1, 1, 1))
+        Pix2PixConfig(tile_px=24, pyramid_weights=(1,) * 6)
     with pytest.raises(ValueError, match="multiple of 4"):
         Pix2PixConfig(tile_px=30)
+    for tile_px in (0, -8, 16):  # 0 crashed inside the network
+        with pytest.raises(ValueError, match=">= 24"):
+            Pix2PixConfig(tile_px=tile_px)
+    for field in ("lr", "lambda_gan", "beta1", "decay_rate"):
+        with pytest.raises(ValueError, match=f"{field} must be a finite number"):
+            Pix2PixConfig(**{field: float("inf")})
+    with pytest.raises(ValueError, match="pyramid_weights must be a finite number"):
+        Pix2PixConfig(pyramid_weights=(25.0, float("nan")))

@@ -17,7 +17,7 @@ from ..checks import check_fields
 from .common import ImagePool, TileSource
 from .evaluation import make_hasher
 from .layouts import UnpairedSplit
-from .runner import Trainer, check_gan_config
+from .runner import MIN_TILE_PX, Trainer, check_gan_config, check_tile_px, check_tile_sizes
 
 VARIANTS = {  # name -> (skip connections, SSIM loss)
     "plain": (False, False),
@@ -65,10 +65,7 @@ class CycleGANConfig:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
-        if self.tile_px % 8:
-            raise ValueError(
-                f"tile_px must be a multiple of 8 (3 stride-2 stages), got {self.tile_px}"
-            )
+        check_tile_px(self.tile_px, 8)
         if self.n_blocks < 0 or self.pool_size < 0:
             raise ValueError("n_blocks and pool_size must be >= 0")
         check_fields(self, ("lambda_cycle", "beta_ssim", "lambda_identity"), ">= 0")
@@ -108,6 +105,8 @@ class CycleGANTrainer(Trainer):
 
         super().__init__(config, run_dir, device)
         self.data = data
+        check_tile_sizes(data.train_a + data.train_b, config.tile_px, "training crop (tile_px)")
+        check_tile_sizes(data.test_a + data.test_b, MIN_TILE_PX, "the networks need")
         self.source_a = TileSource(data.train_a, config.tile_px)
         self.source_b = TileSource(data.train_b, config.tile_px)
         torch.manual_seed(config.seed)
@@ -154,11 +153,10 @@ class CycleGANTrainer(Trainer):
         return "paper", {"ngf": c.ngf, "n_blocks": c.n_blocks, "skip": c.skip}
 
     def training_data(self) -> str:
-        d = self.data
-        return (
-            f"unpaired {self.config.stain_a}: {len(d.train_a)} train / {len(d.test_a)} held-out "
-            f"tiles; {self.config.stain_b}: {len(d.train_b)} train / {len(d.test_b)} held-out"
-        )
+        d, c = self.data, self.config
+        counts = (f"unpaired {c.stain_a}: {len(d.train_a)} train / {len(d.test_a)} held-out "
+                  f"tiles; {c.stain_b}: {len(d.train_b)} train / {len(d.test_b)} held-out")  # fmt: skip
+        return f"{counts}. {d.description}" if d.description else counts
 
     # -- one optimisation step --------------------------------------------------------------
     def train_step(self, real_a_uint8: np.ndarray, real_b_uint8: np.ndarray) -> dict[str, float]:

@@ -29,6 +29,7 @@ class UnpairedSplit:
     train_b: tuple[Path, ...]
     test_a: tuple[Path, ...]
     test_b: tuple[Path, ...]
+    description: str = ""  # where the tiles come from and how they were split (model cards)
 
     def __post_init__(self) -> None:
         for name in ("train_a", "train_b"):
@@ -42,6 +43,7 @@ class PairedSplit:
 
     train: tuple[tuple[Path, Path], ...]
     test: tuple[tuple[Path, Path], ...]
+    description: str = ""  # where the pairs come from and how they were split (model cards)
 
     def __post_init__(self) -> None:
         if not self.train:
@@ -89,18 +91,24 @@ def load_unpaired_layout(root: str | Path) -> UnpairedSplit:
         train_b=list_images(root / "trainB"),
         test_a=test["testA"],
         test_b=test["testB"],
+        description=f"{root}: split as given by its folders (overlap not checked)",
     )
 
 
 def unpaired_from_folders(a_dir: str | Path, b_dir: str | Path, test_fraction: float = 0.1):
     """An :class:`UnpairedSplit` from two folders of tiles (e.g. two ``virtualstain tiles`` runs).
 
-    A folder that is itself an unpaired layout root is not accepted here; use
-    :func:`load_unpaired_layout` for that.
+    Each folder is split by ``sources.split_folder``: with an ``index.csv`` no held-out tile
+    shares a pixel with a training tile (by slide, else spatial blocks and a guard band); a plain
+    folder is split by file name. A folder that is itself an unpaired layout root is not
+    accepted here; use :func:`load_unpaired_layout` for that.
     """
-    train_a, test_a = split_files(list_images(a_dir), test_fraction)
-    train_b, test_b = split_files(list_images(b_dir), test_fraction)
-    return UnpairedSplit(train_a, train_b, test_a, test_b)
+    from .sources import split_folder
+
+    a, b = split_folder(a_dir, test_fraction), split_folder(b_dir, test_fraction)
+    return UnpairedSplit(
+        a.train, b.train, a.test, b.test, description=f"A: {a.description}. B: {b.description}"
+    )
 
 
 def _match_by_name(he_dir: Path, ihc_dir: Path) -> tuple[tuple[Path, Path], ...]:
@@ -128,7 +136,21 @@ def load_bci_layout(root: str | Path) -> PairedSplit:
     return PairedSplit(
         train=_match_by_name(root / "HE" / "train", root / "IHC" / "train"),
         test=_match_by_name(root / "HE" / "test", root / "IHC" / "test"),
+        description=_split_note(root),
     )
+
+
+def _split_note(root: Path) -> str:
+    """How a layout was split: ``split.json`` of a ``pairs`` run, else the folders as given."""
+    import json
+
+    note = root / "split.json"
+    if note.is_file():
+        try:
+            return f"{root}: {json.loads(note.read_text())['description']}"
+        except (ValueError, KeyError, TypeError):
+            pass
+    return f"{root}: split as given by its folders (overlap not checked)"
 
 
 def _copy_into(files: Sequence[Path], folder: Path, names: Sequence[str] | None = None) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..progress import Progress, ProgressGenerator
-from .layouts import is_test_file
+from .split import Footprint, plan_split
 from .tiles import (
     TileSpec,
     grid_starts,
@@ -28,6 +28,8 @@ from .tiles import (
 )
 
 PAIRS_INDEX = "pairs.csv"
+SPLIT_NOTE = "split.json"
+PAIRS_FIELDS = ["file", "part", "y", "x", "mpp", "ssim", "tissue_fraction"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,8 @@ class PairSpec:
     ssim_min : float
         Keep a pair only if the grey-level SSIM of its tiles is greater than this.
     test_fraction : float
-        Fraction of kept pairs written to ``test`` (by a hash of the name, so it is stable).
+        About this fraction of kept pairs goes to ``test``: spatial blocks of the slide, with
+        every pair that overlaps a held-out pair dropped from training (``split.plan_split``).
     """
 
     tiles: TileSpec = TileSpec()
@@ -135,8 +138,10 @@ def iter_make_pairs(
     warped onto the H&E grid; without one the slides are taken as given (same origin, same
     physical pixel size after resampling to ``spec.tiles.mpp``). Yields ``Progress`` per grid
     position (``details["kept"]``: pairs kept so far) and returns the number of pairs kept; close
-    the generator to cancel. Writes ``out_dir/HE/{train,test}``, ``out_dir/IHC/{train,
-    test}`` and ``out_dir/pairs.csv``.
+    the generator to cancel. Pairs are written to ``out_dir/{HE,IHC}/pending`` and split at the
+    end (:func:`split_pairs`) into ``train``, ``test`` and ``guard`` (pairs that overlap a
+    held-out pair, kept out of training); ``out_dir/pairs.csv`` lists them with their part and
+    ``out_dir/split.json`` says how the split was made.
     """
     from ..io import open_slide
 
@@ -146,7 +151,7 @@ def iter_make_pairs(
     index = out_dir / PAIRS_INDEX
     if index.exists():
         raise FileExistsError(f"{index} exists; choose another output folder")
-    for sub in ("HE/train", "HE/test", "IHC/train", "IHC/test"):
+    for sub in ("HE/pending", "IHC/pending"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     if registration is not None and spec.tiles.mpp is None:
         raise ValueError("registered pairs need an output mpp (spec.tiles.mpp)")
@@ -154,10 +159,10 @@ def iter_make_pairs(
         he_slide, ihc_slide, spec.tiles, registration is not None
     )
     read_ihc = _ihc_reader(ihc_slide, ihc_at, registration, spec.tiles, out_shape)
-    tile_px, kept = spec.tiles.tile_px, 0
+    tile_px, rows = spec.tiles.tile_px, []
     with open(index, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "part", "y", "x", "mpp", "ssim", "tissue_fraction"])
+        writer.writerow(PAIRS_FIELDS)
         for done, (ty, tx) in enumerate(grid, start=1):
             _, _, he = read_tile(he_slide, *he_at, ty, tx, tile_px)
             fraction = tissue_fraction(he, spec.tiles.white_level)
@@ -166,11 +171,40 @@ def iter_make_pairs(
                 score = pair_ssim(he, ihc)
                 if score > spec.ssim_min:
                     name = f"{he_slide.name}_y{ty}_x{tx}.png"
-                    part = "test" if is_test_file(name, spec.test_fraction) else "train"
-                    save_png(out_dir / "HE" / part / name, he)
-                    save_png(out_dir / "IHC" / part / name, ihc)
-                    writer.writerow([name, part, ty, tx, spec.tiles.mpp, round(score, 4), fraction])
+                    save_png(out_dir / "HE" / "pending" / name, he)
+                    save_png(out_dir / "IHC" / "pending" / name, ihc)
+                    row = [name, "pending", ty, tx, spec.tiles.mpp, round(score, 4), fraction]
+                    writer.writerow(row)
                     handle.flush()
-                    kept += 1
-            yield Progress(done, len(grid), f"{kept} kept", {"kept": kept})
-    return kept
+                    rows.append(row)
+            yield Progress(done, len(grid), f"{len(rows)} kept", {"kept": len(rows)})
+    plan = split_pairs(out_dir, rows, he_slide.name, tile_px, spec.test_fraction)
+    counts = {part: plan.count(part) for part in ("train", "test", "guard")}
+    yield Progress(len(grid), len(grid), plan.describe(), {"kept": len(rows), **counts})
+    return len(rows)
+
+
+def split_pairs(out_dir: Path, rows: list[list], slide: str, tile_px: int, test_fraction: float):
+    """Move the pending pairs into ``train`` / ``test`` / ``guard``, rewrite ``pairs.csv`` with
+    each pair's part and write ``split.json``; returns the ``split.SplitPlan``.
+
+    Pairs are cut on one output grid, so their footprints are (y, x, tile_px) in output pixels.
+    """
+    import json
+
+    from ..io.atomic import atomic_open, write_json_atomic
+
+    plan = plan_split([Footprint(slide, 0, r[2], r[3], tile_px) for r in rows], test_fraction)
+    for stain in ("HE", "IHC"):
+        for part in ("train", "test", "guard"):
+            (out_dir / stain / part).mkdir(parents=True, exist_ok=True)
+        for row, part in zip(rows, plan.parts, strict=True):
+            (out_dir / stain / "pending" / row[0]).replace(out_dir / stain / part / row[0])
+        (out_dir / stain / "pending").rmdir()
+    with atomic_open(out_dir / PAIRS_INDEX, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PAIRS_FIELDS)
+        writer.writerows([r[0], part, *r[2:]] for r, part in zip(rows, plan.parts, strict=True))
+    note = {"method": plan.method, "description": f"{plan.describe()}; slide {slide}"}
+    write_json_atomic(out_dir / SPLIT_NOTE, json.loads(json.dumps(note)))
+    return plan

@@ -15,7 +15,7 @@ import numpy as np
 
 from .common import crop_and_augment
 from .layouts import PairedSplit
-from .runner import Trainer, check_gan_config
+from .runner import MIN_TILE_PX, Trainer, check_gan_config, check_tile_px, check_tile_sizes
 from .tiles import load_png
 
 
@@ -50,10 +50,7 @@ class Pix2PixConfig:
     name: str = "pix2pix"
 
     def __post_init__(self) -> None:
-        if self.tile_px % 4:
-            raise ValueError(
-                f"tile_px must be a multiple of 4 (2 stride-2 stages), got {self.tile_px}"
-            )
+        check_tile_px(self.tile_px, 4)
         if not self.pyramid_weights or any(w < 0 for w in self.pyramid_weights):
             raise ValueError(
                 f"pyramid_weights must be non-empty and >= 0, got {self.pyramid_weights}"
@@ -62,6 +59,8 @@ class Pix2PixConfig:
             raise ValueError(f"{len(self.pyramid_weights)} pyramid levels need tiles >= "
                              f"{2 ** (len(self.pyramid_weights) - 1)} px")  # fmt: skip
         check_gan_config(self)
+        if not self.lambda_gan >= 0:
+            raise ValueError(f"lambda_gan must be >= 0, got {self.lambda_gan}")
 
 
 class Pix2PixTrainer(Trainer):
@@ -78,6 +77,9 @@ class Pix2PixTrainer(Trainer):
 
         super().__init__(config, run_dir, device)
         self.data = data
+        train_files = [p for pair in data.train for p in pair]
+        check_tile_sizes(train_files, config.tile_px, "training crop (tile_px)")
+        check_tile_sizes([p for pair in data.test for p in pair], MIN_TILE_PX, "the networks need")
         torch.manual_seed(config.seed)
         self.generator = build_generator("pyramid_pix2pix", **self.arch_kwargs()[1])
         self.generator = self.generator.train().to(self.device)
@@ -113,7 +115,8 @@ class Pix2PixTrainer(Trainer):
         return "pyramid_pix2pix", kwargs
 
     def training_data(self) -> str:
-        return f"paired: {len(self.data.train)} train / {len(self.data.test)} test pairs"
+        counts = f"paired: {len(self.data.train)} train / {len(self.data.test)} test pairs"
+        return f"{counts}. {self.data.description}" if self.data.description else counts
 
     def pyramid_l1(self, fake, real):
         """Weighted L1 over the Gaussian pyramid levels of generated and real targets."""

@@ -3,16 +3,19 @@
 A subclass provides the networks (``modules``, ``optimizers``, ``pools``), the batch order of an
 epoch, one ``train_step`` and ``evaluate``. This class runs epochs as a generator of
 :class:`TrainProgress` (a ``core.progress.Progress``), so the CLI's tqdm bar shows it, a widget
-runs it in a worker and cancels by closing it. Everything that influences the next step (weights, Adam moments, LR schedule,
+runs it in a worker and cancels by closing it; closing it between two steps saves the resume
+state there. Everything that influences the next step (weights, Adam moments, LR schedule,
 gradient scalers, image pools, numpy and torch RNG, epoch order and position) is in the resume
-state, so a resumed run takes the same next step as an uninterrupted one.
+state, so a resumed run takes the same next step as an uninterrupted one. A NaN or infinite
+loss or weight stops the run (:class:`TrainingDiverged`) before anything of it is saved.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +36,58 @@ from .tiles import load_png
 # Config fields that may change when a run is resumed (more epochs, another evaluation size).
 RESUMABLE_CHANGES = ("epochs", "max_eval_tiles")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# The 70 x 70 PatchGAN halves a tile 3 times and then needs >= 3 px for its 4 x 4 stride-1
+# convolutions (and instance norm more than 1 px): smaller crops fail inside the network.
+MIN_TILE_PX = 24
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss or a weight became NaN or infinite; nothing of it was saved."""
+
+
+def check_finite(config) -> None:
+    """Every float field (and tuple of floats) of ``config`` must be finite: an infinite loss
+    weight or learning rate makes NaN weights, not a usable model."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{f.name} must be a finite number, got {value}")
+
+
+def check_tile_px(tile_px: int, multiple: int) -> None:
+    if tile_px < MIN_TILE_PX or tile_px % multiple:
+        raise ValueError(
+            f"tile_px must be >= {MIN_TILE_PX} and a multiple of {multiple} (the networks' "
+            f"stride-2 stages), got {tile_px}"
+        )
+
+
+def check_tile_sizes(files, min_px: int, what: str) -> None:
+    """Raise ``ValueError`` naming the first file smaller than ``min_px`` on a side (only the
+    image headers are read)."""
+    from PIL import Image
+
+    for path in files:
+        with Image.open(path) as image:
+            width, height = image.size
+        if min(width, height) < min_px:
+            raise ValueError(
+                f"{path}: tile is {height}x{width} px, smaller than the {min_px} px {what}"
+            )
 
 
 def check_gan_config(config) -> None:
-    """The checks both GAN trainers' configs share: network widths, batch and schedule sizes,
-    learning rate and decay, precision and the optional fixed epoch length."""
+    """The checks both GAN trainers' configs share: finite numbers, network widths, batch and
+    schedule sizes, learning rate, Adam's beta1 and decay, precision and the optional fixed epoch
+    length."""
+    check_finite(config)
     counts = ("ngf", "ndf", "batch_size", "epochs", "decay_every_epochs", "max_eval_tiles")
     check_fields(config, counts, ">= 1")
     check_fields(config, ("lr", "decay_rate"), "> 0")
+    if not 0.0 <= config.beta1 < 1.0:
+        raise ValueError(f"beta1 must be in [0, 1), got {config.beta1}")
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {config.precision!r}")
     if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
@@ -134,13 +181,51 @@ class Trainer:
                 self.order = self.epoch_order()
             while self.step < n_steps:
                 losses = self.train_step(*self.step_batches(self.order, self.step))
+                self.check_losses(losses)
                 for key, value in losses.items():
                     self.loss_sums[key] = self.loss_sums.get(key, 0.0) + value
                 self.step += 1
                 self.global_step += 1
-                yield TrainProgress.at("train", self.epoch, epochs, self.step, n_steps, losses)
+                try:
+                    yield TrainProgress.at("train", self.epoch, epochs, self.step, n_steps, losses)
+                except GeneratorExit:  # cancelled between two steps: a consistent state
+                    self.save_if_finite()
+                    raise
             metrics = self.end_epoch()
             yield TrainProgress.at("epoch", self.epoch - 1, epochs, n_steps, n_steps, {}, metrics)
+
+    def check_losses(self, losses: dict[str, float]) -> None:
+        """Raise :class:`TrainingDiverged` naming the step and the non-finite losses."""
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            shown = ", ".join(f"{k}={v}" for k, v in bad.items())
+            raise TrainingDiverged(
+                f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} (step "
+                f"{self.global_step + 1} of the run): loss {shown}. {self.last_saved()} Lower "
+                "the learning rate or the loss weights, or train in fp32"
+            )
+
+    def non_finite_weight(self) -> str | None:
+        """The first module parameter or buffer holding NaN or inf, as "module.name"."""
+        import torch
+
+        for key, module in self.modules().items():
+            for name, tensor in module.state_dict().items():
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    return f"{key}.{name}"
+        return None
+
+    def last_saved(self) -> str:
+        state = self.run_dir / "last" / STATE_NAME
+        if not state.is_file():
+            return "No checkpoint was written."
+        saved = load_state(state)
+        return (f"The last finite checkpoint is {self.run_dir / 'last'} (epoch "
+                f"{int(saved['epoch'])}, step {int(saved['step'])}); nothing later was saved.")  # fmt: skip
+
+    def save_if_finite(self) -> Path | None:
+        """Write the resume state unless a weight is NaN or inf."""
+        return None if self.non_finite_weight() else self.save()
 
     def end_epoch(self) -> dict[str, float]:
         """Decay the LR, evaluate, log and write checkpoints; returns the epoch's metrics."""
@@ -168,6 +253,12 @@ class Trainer:
         return value > self.best if self.best_mode == "max" else value < self.best
 
     def write_checkpoints(self, metrics: dict[str, float]) -> None:
+        bad = self.non_finite_weight()
+        if bad is not None:  # a finite loss can still follow an overflowing update
+            raise TrainingDiverged(
+                f"training diverged in epoch {self.epoch}: weight {bad} is not finite. "
+                f"{self.last_saved()} Lower the learning rate or the loss weights"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.save_generators(self.run_dir / "epochs" / f"epoch_{self.epoch:04d}", metrics)
         self.save_generators(self.run_dir / "last", metrics, overwrite=True)
