@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.support.badinput import assert_refused, checksums, invoke
+from tests.support.badinput import assert_refused, checksums, invoke, write_ki67_tiff
 from tests.support.slides import write_slide
 
 torch = pytest.importorskip("torch")
@@ -125,3 +125,122 @@ def test_models_download_validates_the_card_name(tmp_path, monkeypatch, name):
     res = invoke("models", "download", card)
     assert_refused(res, 1, card, "folder-safe name")
     assert checksums(tmp_path) == before  # nothing written in or outside the models folder
+
+
+class _Exploit:
+    """Pickles into a call of os.system: running it would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _not_a_checkpoint(path, kind):
+    """Bytes that torch.load fails on in different ways (seed 0: an UnpicklingError)."""
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        torch.save(ResnetGenerator(ngf=2, n_blocks=6).state_dict(), path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(np.random.default_rng(int(kind.removeprefix("random"))).bytes(4096))
+    return path
+
+
+UNREADABLE = "is not a readable checkpoint (corrupt or not a PyTorch/safetensors file)"
+
+
+def _assert_unreadable(res, path):
+    assert_refused(res, 1, f"{path} {UNREADABLE}")
+    assert "weights_only" not in res.output and "pickle code" not in res.output
+
+
+@pytest.mark.parametrize("kind", ["random0", "random17", "empty", "truncated"])
+def test_a_pth_that_is_no_checkpoint_is_named_as_such(tmp_path, kind):
+    path = _not_a_checkpoint(tmp_path / "latest_net_G.pth", kind)
+    with pytest.raises(CheckpointError) as err:
+        load_model(path, device="cpu")
+    assert str(err.value) == f"{path} {UNREADABLE}"
+    slide = write_slide(tmp_path / "he.ome.tif")
+    before = checksums(tmp_path)
+    res = invoke("stain", slide, "-m", path, "-o", tmp_path / "v.zarr", "--device", "cpu", "-q")
+    _assert_unreadable(res, path)
+    assert checksums(tmp_path) == before
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_pickle_with_code_is_still_refused_as_such(tmp_path, protocol):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "latest_net_G.pth"
+    path.write_bytes(pickle.dumps({"evil": _Exploit(marker)}, protocol=protocol))
+    with pytest.raises(CheckpointError, match="needs pickle code execution") as err:
+        load_model(path, device="cpu")
+    assert str(path) in str(err.value) and "weights_only=False" not in str(err.value)
+    assert not marker.exists()
+
+
+def _nucleus_model_copy(folder):
+    import shutil
+
+    from napari_virtualstain.core.segmentation.learned import package_model_dir
+
+    shutil.copytree(package_model_dir(), folder)
+    return folder
+
+
+def test_a_corrupt_nucleus_model_names_its_weights(tmp_path):
+    folder = _nucleus_model_copy(tmp_path / "nuclei")
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(np.random.default_rng(0).bytes(3000))
+    image = write_ki67_tiff(tmp_path / "ki67.ome.tif")
+    before = checksums(tmp_path)
+    res = invoke("segment", image, "--segmenter", "learned", "--model-dir", folder,
+                 "--csv", tmp_path / "n.csv", "--quiet")  # fmt: skip
+    _assert_unreadable(res, weights)
+    assert checksums(tmp_path) == before
+
+
+def test_nucleus_weights_of_another_network_are_named(tmp_path):
+    from safetensors.torch import save_file
+
+    folder = _nucleus_model_copy(tmp_path / "nuclei")
+    save_file({"w": torch.zeros(3)}, str(folder / "weights.safetensors"))
+    image = write_ki67_tiff(tmp_path / "ki67.ome.tif")
+    res = invoke("segment", image, "--segmenter", "learned", "--model-dir", folder,
+                 "--csv", tmp_path / "n.csv", "--quiet")  # fmt: skip
+    assert_refused(res, 1, folder / "weights.safetensors", "does not fit nucleus-card.json")
+
+
+@pytest.mark.parametrize("kind", ["random0", "empty", "folder", "other", "code"])
+def test_a_bad_cellpose_model_file_is_one_clear_line(tmp_path, kind):
+    pytest.importorskip("cellpose")
+    models = tmp_path / "cp"
+    models.mkdir()
+    path = models / "model.pth"
+    if kind == "other":  # a PyTorch file, but not a Cellpose network
+        torch.save({"w": torch.zeros(3)}, path)
+    elif kind == "code":
+        import pickle
+
+        path.write_bytes(pickle.dumps(_Exploit(tmp_path / "pwned"), protocol=2))
+    else:
+        _not_a_checkpoint(path, "empty" if kind == "empty" else "random0")
+    image = write_ki67_tiff(tmp_path / "ki67.ome.tif")
+    before = checksums(tmp_path)
+    given = models if kind == "folder" else path  # --model-dir may name the file's folder
+    res = invoke("segment", image, "--segmenter", "cellpose", "--model-dir", given,
+                 "--csv", tmp_path / "n.csv", "--quiet")  # fmt: skip
+    if kind == "other":
+        assert_refused(res, 1, path, "not a Cellpose 3 model")
+    elif kind == "code":
+        assert_refused(res, 1, path, "needs pickle code execution")
+        assert not (tmp_path / "pwned").exists()
+    else:
+        _assert_unreadable(res, path)
+    assert checksums(tmp_path) == before

@@ -171,3 +171,42 @@ def test_a_full_disk_during_stain_is_one_line_and_keeps_other_files(tmp_path, mo
         assert_refused(res, 1, disk, "no space left")
         after = checksums(disk)
         assert {k: after[k] for k in before} == before
+
+
+@pytest.mark.parametrize(("dies_at", "says"), [(1, "nothing to resume"), (4, "is partial")])
+def test_an_interruption_says_what_it_left(tmp_path, model_dir, monkeypatch, dies_at, says):
+    from napari_virtualstain.core.engine.stain import StainEngine
+
+    real, calls = StainEngine.stain_batch, []
+
+    def interrupted(self, tiles, cancel=None):
+        calls.append(len(tiles))
+        if len(calls) == dies_at:  # the first call stains the glass-colour tile
+            raise KeyboardInterrupt
+        return real(self, tiles, cancel)
+
+    monkeypatch.setattr(StainEngine, "stain_batch", interrupted)
+    slide = write_slide(tmp_path / "he.ome.tif")
+    out = tmp_path / "v.zarr"
+    res = _stain(slide, model_dir, out, "--batch-size", "1", "--tile-px", "64")
+    assert_refused(res, 1, out, "interrupted", says)
+    if dies_at == 1:
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["he.ome.tif"]  # truly nothing
+    else:
+        assert out.is_dir() and list(tmp_path.glob("v.zarr.tiles-*"))
+
+
+def test_ctrl_c_while_python_shuts_down_exits_130_quietly(tmp_path):
+    slide = write_slide(tmp_path / "he.ome.tif")
+    # atexit runs in reverse order: this one runs last, as Ctrl-C landing during shutdown.
+    code = (
+        "import atexit, os, signal, sys, time\n"
+        "from napari_virtualstain.cli import main\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(10)))\n"
+        f"sys.argv = ['virtualstain', 'info', {str(slide)!r}]\n"
+        "main()\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert res.stderr == "" and "Traceback" not in res.stdout
+    assert "he.ome.tif" in res.stdout or "levels" in res.stdout.lower()  # the output came out

@@ -71,7 +71,7 @@ def test_segment_in_blocks_counts_each_nucleus_once(tmp_path):
 def test_segment_needs_a_pixel_size_and_an_output(tmp_path, tile):
     path, _ = tile
     result = CliRunner().invoke(main, ["segment", str(path), "--csv", str(tmp_path / "x.csv")])
-    assert result.exit_code == 1 and "pass --mpp" in result.output
+    assert result.exit_code == 2 and "pass --mpp" in result.output  # a usage error
     result = CliRunner().invoke(main, ["segment", str(path), "--mpp", "0.5"])
     assert result.exit_code == 2 and "at least one output" in result.output
     assert not (tmp_path / "x.csv").exists()

@@ -9,6 +9,13 @@ from pathlib import Path
 import click
 
 
+class UsageFailure(click.ClickException):
+    """A usage error that shows only once the input is open (the slide has no pixel size, no such
+    level): exit 2 like click's, in one line, without the usage text."""
+
+    exit_code = 2
+
+
 class MppType(click.ParamType):
     """Microns per pixel: a finite number > 0 (0, negatives, nan and inf are usage errors)."""
 
@@ -109,7 +116,53 @@ class OutputFolder(click.ParamType):
         return path
 
 
+class SchedulerType(click.ParamType):
+    """``local:N`` (N >= 1 local worker processes) or a dask scheduler's ``[tcp://]host:port``."""
+
+    name = "address"
+    SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        if text.startswith("local:"):
+            n = text.removeprefix("local:")
+            if not n.isdigit() or int(n) < 1:
+                self.fail(f"{value!r}: local:N needs a whole number N >= 1", param, ctx)
+            return text
+        scheme, _, rest = text.rpartition("://")
+        if scheme and scheme not in self.SCHEMES:
+            self.fail(
+                f"{value!r}: unknown protocol {scheme!r} ({', '.join(self.SCHEMES)})", param, ctx
+            )
+        host, _, port = rest.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail(
+                f"{value!r} is not a scheduler address: give local:N or host:port "
+                "(e.g. tcp://10.0.0.5:8786)",
+                param,
+                ctx,
+            )
+        return text
+
+
+def check_thresholds(ctx, param, value: tuple[float, ...]) -> tuple[float, ...]:
+    """``--threshold``: one or three finite DAB OD values > 0, increasing (``Ki67Config``'s rule)."""
+    if not value:
+        return value
+    from napari_virtualstain.core.ki67.measure import Ki67Config
+
+    for v in value:
+        if not math.isfinite(v):
+            raise click.BadParameter(f"{v} is not a DAB optical density", ctx, param)
+    try:
+        Ki67Config(thresholds=tuple(value))
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
+    return value
+
+
 MPP = MppType()
+SCHEDULER = SchedulerType()
 DEVICE = DeviceType()
 OUTPUT_FILE = OutputFile()
 OUTPUT_FOLDER = OutputFolder()

@@ -17,6 +17,8 @@ def info(slides: tuple[Path, ...], as_json: bool) -> None:
     from napari_virtualstain.core.io import SlideReadError, open_slide
     from napari_virtualstain.core.io.formatting import format_summary
 
+    from . import show_traceback
+
     failures = 0
     results = []
     for path in slides:
@@ -24,9 +26,9 @@ def info(slides: tuple[Path, ...], as_json: bool) -> None:
         try:
             slide = open_slide(path)
         except (SlideReadError, OSError) as exc:  # one bad file does not stop the others
-            click.echo(
-                f"error: {path}: {exc}" if str(path) not in str(exc) else f"error: {exc}", err=True
-            )
+            show_traceback(exc)
+            what = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            click.echo(f"Error: {what}", err=True)  # click's word, as the other commands
             failures += 1
             continue
         summary = slide.summary()

@@ -31,7 +31,14 @@ import click
 
 from napari_virtualstain.core.ki67.export import JSON_KEYS  # noqa: F401 - the contract's keys
 
-from ._params import MPP, OUTPUT_FILE, build_segmenter, segmenter_options
+from ._params import (
+    MPP,
+    OUTPUT_FILE,
+    UsageFailure,
+    build_segmenter,
+    check_thresholds,
+    segmenter_options,
+)
 
 
 @click.command()
@@ -44,6 +51,7 @@ from ._params import MPP, OUTPUT_FILE, build_segmenter, segmenter_options
     "thresholds",
     type=float,
     multiple=True,
+    callback=check_thresholds,
     help="DAB OD threshold (default 0.2); give it three times for 1+/2+/3+.",
 )
 @click.option(
@@ -78,7 +86,7 @@ def ratio(
         raise click.ClickException(str(err)) from err
     mpp = mpp if mpp is not None else slide.mpp
     if mpp is None or mpp <= 0:
-        raise click.ClickException(f"{image}: the pixel size is unknown; pass --mpp (µm/px)")
+        raise UsageFailure(f"{image}: the pixel size is unknown; pass --mpp (µm/px)")
     _refuse_greyscale(slide, image)  # even with --force: no colour, no DAB to measure
     virtual = _virtual_input(image)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from ._params import MPP, OUTPUT_FILE
+from ._params import MPP, OUTPUT_FILE, UsageFailure
 from .progress import tqdm_progress
 
 
@@ -61,7 +61,7 @@ def register(
             slide = slide.with_mpp(override)
         if slide.mpp is None:
             flag = "--mpp" if name == "moving" else "--fixed-mpp"
-            raise click.ClickException(f"{path}: the pixel size is unknown; pass {flag} (µm/px)")
+            raise UsageFailure(f"{path}: the pixel size is unknown; pass {flag} (µm/px)")
         slides[name] = slide
     config = RegistrationConfig(nonrigid=not rigid)
     with tqdm_progress("register", quiet, unit="%") as on_progress:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from ._params import MPP, OUTPUT_FILE, build_segmenter, segmenter_options
+from ._params import MPP, OUTPUT_FILE, UsageFailure, build_segmenter, segmenter_options
 from .progress import tqdm_progress
 
 MAX_LABEL_PX = 2**31  # 8 GiB of uint32
@@ -53,7 +53,7 @@ def segment(
     slide = open_slide(image)
     mpp = mpp if mpp is not None else slide.mpp
     if mpp is None:
-        raise click.ClickException(f"{image}: the pixel size is unknown; pass --mpp (µm/px)")
+        raise UsageFailure(f"{image}: the pixel size is unknown; pass --mpp (µm/px)")
     h, w = slide.shape
     if labels_out and h * w > MAX_LABEL_PX:
         raise click.ClickException(

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..core.models.device import PRECISION_CHOICES
-from ._params import DEVICE, MPP, OUTPUT_FOLDER
+from ._params import DEVICE, MPP, OUTPUT_FOLDER, SCHEDULER, UsageFailure
 from ._source import (
     check_slide_source,
     model_direction,
@@ -48,10 +48,18 @@ from ._source import (
 @click.option("--blend", type=click.Choice(["auto", "crop", "blend"]), default="auto")
 @click.option("--norm", type=click.Choice(["slide", "tile"]), default="slide", show_default=True)
 @click.option("--no-tissue-mask", is_flag=True, help="Stain background tiles too.")
-@click.option("--preview-level", type=int, help="Run on this coarser level (labelled preview).")
+@click.option(
+    "--preview-level",
+    type=click.IntRange(min=0),
+    help="Run on this coarser level (labelled preview).",
+)
 @click.option("--cache", "cache_dir", type=OUTPUT_FOLDER, help="Tile cache folder (kept).")
 @click.option("--keep-cache", is_flag=True, help="Keep the OUT.tiles-* scratch after success.")
-@click.option("--scheduler", help="dask.distributed address, or local:N for N local processes.")
+@click.option(
+    "--scheduler",
+    type=SCHEDULER,
+    help="dask.distributed address (host:port), or local:N for N local processes.",
+)
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the generator.")
 @click.option(
     "--overwrite",
@@ -114,6 +122,8 @@ def stain(
         raise click.UsageError(str(err)) from err
     from .progress import tqdm_progress
 
+    if preview_level is not None:
+        _check_preview_level(slides, preview_level)
     if out_dir is not None or len(slides) > 1:
         from .stain_many import stain_many
 
@@ -143,11 +153,38 @@ def stain(
                 on_event=lambda msg: click.echo(f"warning: {msg}", err=True),
             )  # fmt: skip
     except MppUnknownError as err:
-        raise click.UsageError(str(err)) from err
-    except KeyboardInterrupt:
-        raise click.ClickException(
-            f"interrupted; {out} is partial. Rerun the same command to resume from the tiles "
-            "already computed"
-        ) from None
+        raise UsageFailure(str(err)) from err
+    except KeyboardInterrupt as err:
+        raise click.ClickException(_interrupted(out)) from err
     record_source_check(out, check)
     click.echo(result.summary())
+
+
+def _check_preview_level(slides, level: int) -> None:
+    """Refuse a --preview-level that a slide does not have, before any model is loaded."""
+    from napari_virtualstain.core.io import SlideReadError, open_slide
+
+    for path in slides:
+        try:
+            n = len(open_slide(path).levels)
+        except (SlideReadError, OSError):
+            continue  # the run itself reports an unreadable slide, in its own words
+        if level >= n:
+            raise UsageFailure(
+                f"--preview-level {level}: {path} has {n} level(s), 0 to {n - 1} (0 = full "
+                "resolution)"
+            )
+
+
+def _interrupted(out: Path) -> str:
+    """What an interruption left: an output to resume, or (interrupted early) nothing at all.
+
+    The engine keeps an output only when it names a scratch holding tiles; otherwise it removes
+    the fresh output with its scratch.
+    """
+    if out.is_dir() and any(out.iterdir()):
+        return (
+            f"interrupted; {out} is partial. Rerun the same command to resume from the tiles "
+            "already computed"
+        )
+    return f"interrupted before any tile was written; nothing to resume at {out}"

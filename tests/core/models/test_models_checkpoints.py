@@ -117,7 +117,7 @@ def test_truncated_pth_is_a_clear_error(tmp_path):
     path = tmp_path / "latest_net_G.pth"
     torch.save(build_generator("resnet_6blocks", ngf=2).state_dict(), path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated"):
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_model(path, device="cpu")
 
 
@@ -128,7 +128,7 @@ def test_truncated_safetensors_is_a_clear_error(saved):
     (folder / "card.json").write_text(json.dumps(card))
     weights = folder / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="truncated or not a safetensors"):
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_model(folder, device="cpu")
 
 

@@ -54,26 +54,94 @@ def _read_pth(path: Path) -> Any:
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f" (it references {found[1]})" if found else ""
-        raise CheckpointError(
-            f"refused to load {path}: it needs pickle code execution{what}. Only plain tensor "
-            "checkpoints are loaded (torch.load weights_only=True). If you trust the file, "
-            "re-save its state_dict or convert it to safetensors."
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint: {err}") from None
+    except PermissionError:
+        raise
+    except Exception as err:  # noqa: BLE001 - garbage fails in many ways: one message for all
+        raise pth_load_error(path, err) from None
 
 
 def _read_safetensors(path: Path) -> dict:
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is truncated or not a safetensors file: {err}") from None
+    except PermissionError:
+        raise
+    except Exception:  # noqa: BLE001 - SafetensorError, OSError, ValueError...
+        raise unreadable_checkpoint(path) from None
+
+
+def unreadable_checkpoint(path: str | Path) -> CheckpointError:
+    """The error for a file that is not a checkpoint at all (or no longer: cut short, damaged)."""
+    return CheckpointError(
+        f"{path} is not a readable checkpoint (corrupt or not a PyTorch/safetensors file)"
+    )
+
+
+def pth_load_error(path: str | Path, err: BaseException) -> CheckpointError:
+    """The error for a ``.pth`` that ``torch.load(weights_only=True)`` failed on.
+
+    A well-formed pickle that names code (a class, a function) is refused as such; anything
+    else (random bytes, an empty or truncated file) is simply not a checkpoint. Neither message
+    suggests ``weights_only=False``.
+    """
+    if _is_torchscript(Path(path)):
+        return CheckpointError(
+            f"{path} is a TorchScript archive (torch.jit.save), not a checkpoint of weights; "
+            "save the model's state_dict with torch.save instead"
+        )
+    names = _pickle_globals(Path(path)) if isinstance(err, pickle.UnpicklingError) else []
+    if not names:
+        return unreadable_checkpoint(path)
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return CheckpointError(
+        f"refused to load {path}: it needs pickle code execution (it references "
+        f"{found[1] if found else names[0]}). Only plain tensor checkpoints are loaded (torch.load "
+        "weights_only=True). If you trust the file, re-save its state_dict or convert it to "
+        "safetensors."
+    )
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("/constants.pkl") for n in zf.namelist())
+    except Exception:  # noqa: BLE001 - not a zip at all
+        return False
+
+
+def _pickle_globals(path: Path, limit: int = 64 << 20) -> list[str]:
+    """The globals named by the well-formed pickles of ``path``; nothing is unpickled.
+
+    A torch zip holds one pickle (``*/data.pkl``); the legacy format a few in a row, then raw
+    tensor bytes. Parsing stops at the first malformed opcode, so random bytes name nothing.
+    """
+    import io
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                member = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+                data = zf.open(member).read(limit) if member else b""
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(limit)
+    except Exception:  # noqa: BLE001 - an unreadable zip: not a checkpoint either
+        return []
+    stream, names = io.BytesIO(data), []
+    while stream.tell() < len(data):
+        found = []
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":  # protocol 4+: the name was pushed before
+                    found.append("a global named on the stack")
+        except Exception:  # noqa: BLE001 - not (or no longer) a pickle
+            break
+        names += found
+    return names
 
 
 def unwrap_state_dict(obj: Any, path: Path) -> dict:

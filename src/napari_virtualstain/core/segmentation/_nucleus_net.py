@@ -182,8 +182,22 @@ def load_model(folder: str | Path) -> tuple[NucleusUNet, NucleusCard]:
             raise FileNotFoundError(f"{folder} is not a nucleus model folder: {path.name} missing")
     card = NucleusCard.from_json(card_path)
     module = NucleusUNet(card.widths)
-    state = {
-        k: (v.float() if v.is_floating_point() else v) for k, v in load_file(weights_path).items()
-    }
-    module.load_state_dict(state, strict=True)
+    try:
+        weights = load_file(weights_path)
+    except PermissionError:
+        raise
+    except Exception:  # noqa: BLE001 - SafetensorError, OSError...: not a weights file
+        from ..models.checkpoints import unreadable_checkpoint
+
+        raise unreadable_checkpoint(weights_path) from None
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in weights.items()}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # missing / unexpected keys or shapes
+        from ..models.checkpoints import CheckpointError
+
+        raise CheckpointError(
+            f"{weights_path} does not fit {card_path.name}: these are not the weights of a "
+            f"nucleus network with widths {list(card.widths)}"
+        ) from err
     return module.eval(), card

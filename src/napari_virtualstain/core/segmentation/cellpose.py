@@ -149,8 +149,16 @@ def _load_cellpose_model(model: str | Path, device: str):
     if device not in ("auto", "cpu"):
         kwargs["device"] = torch.device(device)
     path = Path(model).expanduser()
+    if path.is_dir():
+        path = _model_file_in(path)
     if path.is_file():
-        return models.CellposeModel(pretrained_model=str(path), **kwargs)
+        try:
+            return models.CellposeModel(pretrained_model=str(path), **kwargs)
+        except Exception as err:
+            clear = _file_error(path, err)
+            if clear is None:
+                raise
+            raise clear from err
     name = str(model)
     # Cellpose falls back to cyto3 without an error for unknown names and missing files.
     if name not in models.MODEL_NAMES:
@@ -164,3 +172,35 @@ def _load_cellpose_model(model: str | Path, device: str):
             f"could not download the Cellpose model {name!r} (no internet?). Pass a local "
             f"Cellpose 3 model file instead.\n{err}"
         ) from err
+
+
+def _model_file_in(folder: Path) -> Path:
+    """The one model file of ``folder`` (``--model-dir`` may name the folder that holds it)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if len(files) != 1:
+        names = ", ".join(p.name for p in files[:5]) or "none"
+        raise ValueError(
+            f"{folder} is a folder; a Cellpose model is one file: give the file itself "
+            f"(files there: {names})"
+        )
+    return files[0]
+
+
+def _file_error(path: Path, err: Exception) -> Exception | None:
+    """One line for a model file Cellpose could not load: corrupt, code, or not Cellpose's.
+
+    None when the file is a readable checkpoint and the error is something else (a device...).
+    """
+    import torch
+
+    from ..models.checkpoints import CheckpointError, pth_load_error
+
+    if isinstance(err, PermissionError):
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as load_err:  # noqa: BLE001 - not a readable tensor file
+        return pth_load_error(path, load_err)
+    if isinstance(err, KeyError) or (isinstance(err, RuntimeError) and "state_dict" in str(err)):
+        return CheckpointError(f"{path} is a PyTorch checkpoint but not a Cellpose 3 model")
+    return None
