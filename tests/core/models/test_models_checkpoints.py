@@ -74,6 +74,25 @@ def test_save_refuses_a_card_that_does_not_describe_the_module(tmp_path):
     assert not (tmp_path / "wrong").exists()
 
 
+def test_nan_weights_are_neither_saved_nor_loaded(saved, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    module, folder = saved
+    with torch.no_grad():
+        next(module.parameters()).fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        save_model(module, small_card(), tmp_path / "diverged")
+    assert not (tmp_path / "diverged").exists()
+    # a file written by another tool (or an older version) is refused when read
+    weights = folder / "weights.safetensors"
+    state = load_file(str(weights))
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = torch.full_like(state[key], float("inf"))
+    save_file(state, str(weights))
+    with pytest.raises(CheckpointError, match=f"{key}.*NaN or infinite"):
+        load_model(folder)
+
+
 def test_tampered_weights_fail_the_sha256_check(saved):
     _, folder = saved
     weights = folder / "weights.safetensors"

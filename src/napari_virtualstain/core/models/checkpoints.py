@@ -188,12 +188,37 @@ def read_state_dict(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
-        return clean_state_dict(_read_safetensors(path))
-    if path.suffix in PTH_SUFFIXES:
-        return clean_state_dict(unwrap_state_dict(_read_pth(path), path))
+        state_dict = clean_state_dict(_read_safetensors(path))
+    elif path.suffix in PTH_SUFFIXES:
+        state_dict = clean_state_dict(unwrap_state_dict(_read_pth(path), path))
+    else:
+        state_dict = None
+    if state_dict is not None:
+        check_finite(state_dict, path)
+        return state_dict
     raise CheckpointError(
         f"{path}: unknown checkpoint type {path.suffix!r}; expected .safetensors or {PTH_SUFFIXES}"
     )
+
+
+def check_finite(state_dict: dict, path) -> None:
+    """Raise ``CheckpointError`` when a floating-point tensor holds NaN or infinity.
+
+    A training run that diverged once saved NaN weights, which staining turned into a black
+    slide with exit 0.
+    """
+    import torch
+
+    for key, value in state_dict.items():
+        if (
+            torch.is_tensor(value)
+            and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ):
+            raise CheckpointError(
+                f"{path}: weight {key!r} holds NaN or infinite values (a training run that "
+                "diverged?); this model cannot stain"
+            )
 
 
 def check_state_dict(module, state_dict: dict, path: Path) -> None:
@@ -408,6 +433,7 @@ def save_model(
         reference = build_generator(card.arch, **card.arch_kwargs)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     check_state_dict(reference, state_dict, folder)
+    check_finite(state_dict, folder)
     card = _measured_card(module, card, precision_tiles, measure_receptive_field)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_NAME
