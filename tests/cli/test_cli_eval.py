@@ -74,6 +74,17 @@ def test_stain_paired(tiles, tmp_path):
     _png_ok(tmp_path / "o/paired_metrics.png")
 
 
+def test_identical_images_give_the_same_counts_in_the_table_and_the_json(tiles, tmp_path):
+    _, ref = tiles
+    res = _eval_stain(ref, ref, "--paired", "--out", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    assert "n/a (n=0, 3 inf)" in res.output  # PSNR of identical images
+    psnr_summary = json.loads((tmp_path / "o/metrics.json").read_text())["summary"]["psnr_db"]
+    # numbers, never the strings "nan" / "inf"; the counts agree with the printed table
+    assert psnr_summary["mean"] is None and psnr_summary["n"] == 0
+    assert psnr_summary["n_inf"] == 3 and "dB" in psnr_summary["unit"]
+
+
 def test_stain_unpaired_states_the_weights(tiles, tmp_path):
     pytest.importorskip("torch")
     gen, ref = tiles

@@ -50,7 +50,7 @@ def _write_json(out: Path, payload: dict) -> Path:
 
     def clean(v):
         if isinstance(v, float) and not math.isfinite(v):
-            return str(v)  # JSON has no inf / nan
+            return None  # JSON has no inf / nan: null (summaries count them in n_inf)
         if isinstance(v, dict):
             return {k: clean(x) for k, x in v.items()}
         if isinstance(v, list | tuple):

@@ -59,14 +59,30 @@ def _image_quality(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"ssim": ssim(a, b), "ms_ssim": ms, "psnr_db": psnr(a, b), "mae": mae(a, b)}
 
 
+METRIC_UNITS = {
+    "ssim": "1 = identical (Gaussian window, sigma 1.5, per channel)",
+    "ms_ssim": "1 = identical",
+    "psnr_db": "dB, peak 255 (infinite for identical images: counted in n_inf)",
+    "mae": "grey levels of 255",
+}
+
+
 def _summary_table(per_item: dict[str, dict[str, float]], metrics: list[str]) -> tuple[str, dict]:
     from napari_virtualstain.core.metrics.report import fmt_mean_sd, format_table, mean_sd
+
+    import math
 
     rows, summary = [], {}
     for m in metrics:
         vals = [d[m] for d in per_item.values()]
         mean, sd = mean_sd(vals)
-        summary[m] = {"mean": mean, "sd": sd, "n": len(vals)}
+        n_inf = sum(1 for v in vals if v is not None and math.isinf(v))
+        n = sum(1 for v in vals if v is not None and math.isfinite(v))
+        # the same counts as the printed table: the mean is over the finite values only
+        summary[m] = {"mean": mean, "sd": sd, "n": n, "n_inf": n_inf,
+                      "n_missing": len(vals) - n - n_inf}  # fmt: skip
+        if m in METRIC_UNITS:
+            summary[m]["unit"] = METRIC_UNITS[m]
         rows.append([m, fmt_mean_sd(vals)])
     return format_table(["metric", "mean ± sd"], rows), summary
 
