@@ -68,9 +68,9 @@ METRIC_UNITS = {
 
 
 def _summary_table(per_item: dict[str, dict[str, float]], metrics: list[str]) -> tuple[str, dict]:
-    from napari_virtualstain.core.metrics.report import fmt_mean_sd, format_table, mean_sd
-
     import math
+
+    from napari_virtualstain.core.metrics.report import fmt_mean_sd, format_table, mean_sd
 
     rows, summary = [], {}
     for m in metrics:
