@@ -35,7 +35,14 @@ def _writers(tmp_path):
         "json": (tmp_path / "r.json", lambda p: atomic.write_json_atomic(p, {"a": 1})),
         "csv": (tmp_path / "n.csv", lambda p: atomic.write_text_atomic(p, "a,b\n")),
         "tif": (tmp_path / "l.tif", with_path),
+        "model card": (tmp_path / "card.json", lambda p: _card().to_json(p)),
     }
+
+
+def _card():
+    from napari_virtualstain.core.models import ModelCard
+
+    return ModelCard(name="m", arch="resnet_6blocks", arch_kwargs={"ngf": 4}, mpp=0.5, tile_px=64)
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])

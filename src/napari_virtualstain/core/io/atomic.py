@@ -11,14 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-_UMASK_LOCK = threading.Lock()
+from ..filemode import current_umask, final_mode  # noqa: F401 - current_umask re-exported
 
 
 @contextlib.contextmanager
@@ -42,7 +40,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, _final_mode(path))
+        os.chmod(tmp, final_mode(path))
         os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(OSError):
@@ -50,31 +48,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if isinstance(err, OSError) and str(path) not in str(err):
             raise _naming(err, path) from err
         raise
-
-
-def _final_mode(path: Path) -> int:
-    """The permission bits ``path`` should end with: those it has, else what ``open()`` gives."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        return 0o666 & ~current_umask()
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where Linux's /proc tells it."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    # Elsewhere the only way is to set it and put it back; 0o022 (not 0) is what another
-    # thread creating a file in that instant would get.
-    with _UMASK_LOCK:
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
 
 
 def _naming(err: OSError, path: Path) -> OSError:

@@ -193,10 +193,13 @@ def _write_atomic(path: Path, text: str) -> None:
     import os
     import tempfile
 
+    from ..filemode import final_mode
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, final_mode(path))  # mkstemp's 0600 would stay otherwise
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

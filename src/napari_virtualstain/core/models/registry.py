@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..filemode import final_mode
 from .card import ModelCard, ModelCardError
 
 ENV_VAR = "NAPARI_VIRTUALSTAIN_MODELS"
@@ -187,6 +188,7 @@ def download_file(url: str, sha256: str, dest: str | Path, timeout_s: float = 10
             raise ModelDownloadError(
                 f"{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}"
             )
+        os.chmod(tmp_name, final_mode(dest))  # mkstemp's 0600 would stay otherwise
         shutil.move(tmp_name, dest)
     except (urllib.error.URLError, OSError) as err:
         if isinstance(err, ModelDownloadError):
