@@ -60,9 +60,12 @@ def download_stardist_model(name: str, timeout_s: float = 600) -> Path:
     try:
         out = run_tf_worker(["download", name], timeout_s=timeout_s)
     except RuntimeError as err:
-        raise RuntimeError(
-            f"could not download the StarDist model {name!r} (no internet?). Pass a local "
-            f"folder with config.json, thresholds.json and weights_best.h5 instead.\n{err}"
+        from ..models.registry import ModelDownloadError
+
+        last = [ln for ln in str(err).splitlines() if ln.strip()][-1:] or [""]
+        raise ModelDownloadError(
+            f"could not download the StarDist model {name!r} (no internet?): pass a local "
+            f"folder with config.json, thresholds.json and weights_best.h5 instead ({last[0]})"
         ) from err
     lines = [ln for ln in out.splitlines() if ln.startswith("MODEL_DIR=")]
     if not lines:

@@ -168,9 +168,11 @@ def _load_cellpose_model(model: str | Path, device: str):
     try:
         return models.CellposeModel(model_type=name, **kwargs)
     except OSError as err:  # URLError, name resolution, read-only cache...
-        raise RuntimeError(
-            f"could not download the Cellpose model {name!r} (no internet?). Pass a local "
-            f"Cellpose 3 model file instead.\n{err}"
+        from ..models.registry import ModelDownloadError
+
+        raise ModelDownloadError(
+            f"could not download the Cellpose model {name!r} (no internet?): pass a local "
+            f"Cellpose 3 model file instead ({str(err).splitlines()[0] if str(err) else err!r})"
         ) from err
 
 
