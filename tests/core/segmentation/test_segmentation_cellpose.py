@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_virtualstain.core.models.registry import ModelDownloadError  # noqa: E402
 from napari_virtualstain.core.segmentation import get_segmenter
 from napari_virtualstain.core.segmentation.cellpose import CellposeConfig, CellposeSegmenter
 from tests.support.segmenter_contract import background_regions
@@ -110,7 +111,7 @@ def test_builtin_name_downloads_or_fails_clearly():
     seg = CellposeSegmenter(model="nuclei", device="cpu")
     try:
         seg.load()
-    except RuntimeError as err:
+    except ModelDownloadError as err:  # an OSError: the CLI gives it one line
         assert "nuclei" in str(err) and "local" in str(err)
     else:  # online, or already in ~/.cellpose/models
         assert seg.diam_mean_px == pytest.approx(17.0)
