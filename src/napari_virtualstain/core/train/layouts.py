@@ -11,13 +11,14 @@ Paired (BCI, matched by file name)::
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# the file-level split lives with the other splits; kept importable from here
+from .split import IMAGE_SUFFIXES, is_test_file, list_images, split_files  # noqa: F401
+
 UNPAIRED_DIRS = ("trainA", "trainB", "testA", "testB")
 
 
@@ -48,33 +49,6 @@ class PairedSplit:
     def __post_init__(self) -> None:
         if not self.train:
             raise ValueError("paired training set has no train pairs")
-
-
-def list_images(folder: str | Path) -> tuple[Path, ...]:
-    """Image files directly in ``folder``, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"tile folder not found: {folder}")
-    return tuple(sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
-
-
-def is_test_file(name: str, test_fraction: float) -> bool:
-    """Deterministic hold-out by a hash of the file name (stable across runs and machines)."""
-    digest = hashlib.sha256(name.encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < test_fraction
-
-
-def split_files(
-    files: Sequence[Path], test_fraction: float
-) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
-    """Split files into (train, test) by :func:`is_test_file`; keeps at least one train file."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    test = tuple(f for f in files if is_test_file(Path(f).name, test_fraction))
-    train = tuple(f for f in files if f not in test)
-    if not train and test:
-        train, test = test[:1], test[1:]
-    return train, test
 
 
 def load_unpaired_layout(root: str | Path) -> UnpairedSplit:

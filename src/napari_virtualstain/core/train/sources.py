@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from .layouts import list_images, split_files
-from .split import Footprint, plan_split
+from .split import Footprint, list_images, plan_split, split_files
 from .tiles_out import INDEX_NAME
 
 MPP_REL_TOL = 0.01
