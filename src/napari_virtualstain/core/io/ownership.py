@@ -24,13 +24,14 @@ _ZARR_META = {".zgroup", ".zattrs", ".zarray", ".zmetadata", "zarr.json"}
 _CHUNK_NAME = re.compile(r"^(c|\d+)([./]\d+)*$")
 
 
-def read_marker(folder: Path) -> dict | None:
-    """The marker this tool wrote into ``folder``, or None (absent or not ours)."""
+def read_marker(folder: Path, name: str = MARKER_NAME, tool: str = TOOL) -> dict | None:
+    """The marker ``name`` that ``tool`` wrote into ``folder``, or None (absent or not ours);
+    the tiles command keeps its own (``core.train.tiles_out``)."""
     try:
-        data = json.loads((Path(folder) / MARKER_NAME).read_text(encoding="utf-8"))
+        data = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("tool") == TOOL else None
+    return data if isinstance(data, dict) and data.get("tool") == tool else None
 
 
 def write_marker(folder: Path, state: str, **extra) -> None:

@@ -89,11 +89,10 @@ def check_unique_names(slides: Sequence) -> None:
 
 
 def read_marker(folder: Path) -> dict | None:
-    try:
-        data = json.loads((Path(folder) / MARKER_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("tool") == TOOL else None
+    """This folder's tiles marker, or None (absent or not ours)."""
+    from ..io.ownership import read_marker as read_tool_marker
+
+    return read_tool_marker(folder, MARKER_NAME, TOOL)
 
 
 def prepare_folder(out_dir: Path, plan: dict, overwrite: bool) -> TilesFolder:
