@@ -13,7 +13,7 @@ then, through their docks as a user would:
 
 4. a Ki-67 run: a ~1000 x 1000 px rectangle ROI on a tissue blob, Compute, until the nuclei
    layers are added (and 2 s more);
-5. a QA build: the phase-1 overlay (virtual) against the slide (real), the current view,
+5. a QA build: the slide against the phase-1 overlay, the current view,
    until the residual layers are added (and 2 s more).
 
 A 50 ms QTimer probe records when the event loop runs; for each phase the worst and the 95th
@@ -204,15 +204,17 @@ def ki67_phase(app, probe, viewer, source, centre_px, cap_s: float) -> None:
 
 
 def qa_phase(app, probe, viewer, source, overlay, cap_s: float) -> None:
-    """Phase 5: the QA dock builds residual layers for the current view, virtual stain (the
-    overlay of phase 1) against the source slide, unregistered (both share one world); the
-    maps mean little (Ki-67 against H&E), the timing is the point."""
+    """Phase 5: the QA dock builds residual layers for the current view, the source slide
+    against the overlay of phase 1, unregistered (both share one world). The maps mean little
+    (H&E against Ki-67), the timing is the point; the roles are swapped because the dock
+    refuses a virtual Ki-67 against a real slide that is not Ki-67 (the source slide
+    carries no provenance, so as "virtual" it is not checked)."""
     from napari_virtualstain._qt.qa_widget import QAWidget
 
     widget = QAWidget(viewer)
     viewer.window.add_dock_widget(widget, name="QA")
-    widget.combos["virtual"].setCurrentText(overlay.layer.name)
-    widget.combos["real"].setCurrentText(source.name)
+    widget.combos["virtual"].setCurrentText(source.name)
+    widget.combos["real"].setCurrentText(overlay.layer.name)
     gaps, took_s, state = press(app, probe, widget, widget.build_button, cap_s)
     result = widget.last_result
     if result is not None:
