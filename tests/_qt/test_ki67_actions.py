@@ -1,4 +1,4 @@
-"""The Ki-67 dock's ROI import: QuPath holes are never dropped without a word."""
+"""The Ki-67 dock's ROI import: QuPath holes stay left out of the ratio (Exclude)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _write(path, rings_by_name):
     return path
 
 
-def test_holes_go_to_their_own_layer_and_the_status_says_the_ratio_counts_them(dock, tmp_path):
+def test_holes_go_to_their_own_layer_and_stay_left_out_of_the_ratio(dock, tmp_path):
     viewer, widget = dock
     path = _write(tmp_path / "necrosis.geojson", {
         "tumour": [_square(0, 0, 200, 200), _square(80, 80, 120, 120), _square(20, 20, 40, 60)],
@@ -54,11 +54,17 @@ def test_holes_go_to_their_own_layer_and_the_status_says_the_ratio_counts_them(d
     assert second.min(axis=0) == pytest.approx([19.5, 19.5])
     assert second.max(axis=0) == pytest.approx([59.5, 39.5])
     assert tuple(holes.scale) == tuple(viewer.layers["ki67"].scale)
-    # the ratio is computed from the outline layer, never from the reference holes
+    # the ROIs are the outlines, the holes layer is chosen under Exclude
     assert widget.shapes_combo.currentText() == shapes.name
+    assert widget.exclude_combo.currentText() == holes.name
     text = widget.status.text()
-    assert "2 hole(s)" in text and "tumour" in text and "stroma" not in text
-    assert "counts the nuclei inside" in text and holes.name in text
+    assert "2 hole(s) of tumour" in text and holes.name in text and "left out" in text
+    from napari_virtualstain.core.ki67 import Ki67Config
+
+    *_, rois, _ = widget._inputs(Ki67Config)
+    areas = {r.name: r.area_um2 for r in rois}  # µm² at 0.5 µm/px: 0.25 µm² a pixel
+    assert areas["tumour"] == pytest.approx(0.25 * (200 * 200 - 40 * 40 - 20 * 40), rel=1e-6)
+    assert areas["stroma"] == pytest.approx(0.25 * 40 * 100, rel=1e-6)  # untouched
 
 
 def test_rois_without_holes_add_no_holes_layer(dock, tmp_path):

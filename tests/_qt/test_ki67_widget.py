@@ -399,3 +399,21 @@ def test_results_of_two_roi_layers_on_one_image_stay_side_by_side(qtbot, scene):
     widget.shapes_combo.setCurrentText("left")  # measured again: its own rows are replaced
     _run(qtbot, widget)
     assert len(widget.table_rows()) == 2
+
+
+def test_an_exclude_layer_leaves_its_nuclei_and_area_out(qtbot, scene):
+    viewer, widget, syn = scene
+    viewer.add_shapes(
+        [np.array([[0, 0], [0, 64], [128, 64], [128, 0]])], shape_type="rectangle", name="left"
+    )
+    widget.shapes_combo.setCurrentText("left")
+    _run(qtbot, widget)
+    (before,) = widget.table_rows()
+    necrosis = np.array([[0, 0], [0, 64], [64, 64], [64, 0]])  # the top half of the ROI
+    viewer.add_shapes([necrosis], shape_type="rectangle", name="necrosis")
+    widget.exclude_combo.setCurrentText("necrosis")
+    _run(qtbot, widget)
+    (after,) = widget.table_rows()
+    assert int(after["Nuclei"]) < int(before["Nuclei"]) and int(after["Nuclei"]) > 0
+    run = widget.runs["ki67"]
+    assert run.results[0].roi_area_um2 == pytest.approx(64 * 64, rel=0.01)  # half of 128 x 64

@@ -68,8 +68,8 @@ class Ki67Actions:
         """Read QuPath GeoJSON annotations as a Shapes layer on the chosen image; select it.
 
         napari shapes have no holes, so an ROI's interior rings (a necrosis left out in QuPath)
-        cannot stay holes: they go to their own "<layer> holes" layer, for reference only, and
-        the status line says that a ratio computed from the ROI layer counts their nuclei.
+        go to their own "<layer> holes" layer, chosen as the dock's "Exclude" layer: their
+        nuclei and area stay left out of the ratio, as in QuPath.
         """
         from napari_virtualstain.core.geojson import read_geojson
 
@@ -93,6 +93,7 @@ class Ki67Actions:
         shapes = self.viewer.add_shapes(data, **kwargs)
         note = self._add_holes(rois, mpp, layer, shapes.name)
         self.shapes_combo.setCurrentText(shapes.name)
+        self.exclude_combo.setCurrentText(f"{shapes.name} holes" if note else "")
         self.status.setText(note or f"{len(rois)} ROI(s) imported as {shapes.name!r}")
         return shapes
 
@@ -114,9 +115,9 @@ class Ki67Actions:
         added = self.viewer.add_shapes(data, **{**kwargs, "edge_color": "red"})
         owners = sorted({roi.name for roi in rois if roi.holes})
         return (
-            f"{len(holes)} hole(s) in ROI(s) {', '.join(owners)} not imported as holes (napari "
-            f"shapes have none): a Ki-67 ratio computed from {name!r} counts the nuclei inside "
-            f"them. They are shown in {added.name!r}, for reference only"
+            f"{len(rois)} ROI(s) imported as {name!r}; the {len(holes)} hole(s) of "
+            f"{', '.join(owners)} are in {added.name!r}, chosen under Exclude: their nuclei and "
+            "area are left out, as in QuPath"
         )
 
     def _ask_import(self) -> None:

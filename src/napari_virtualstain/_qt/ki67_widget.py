@@ -30,6 +30,7 @@ from .viewer_access import unproxied, watch_layers
 
 WHOLE_IMAGE = "(whole image)"
 SAME_LAYER = "— (the measured layer)"
+NOTHING = "— (nothing)"
 
 
 class Ki67Widget(Ki67Actions, QWidget):
@@ -68,6 +69,11 @@ class Ki67Widget(Ki67Actions, QWidget):
         self.image_combo = QComboBox()
         self.image_combo.currentTextChanged.connect(self._mpp_from_layer)
         self.shapes_combo = QComboBox()
+        self.exclude_combo = QComboBox()
+        self.exclude_combo.setToolTip(
+            "A Shapes layer of regions to leave out of every ROI (necrosis, folds): their "
+            "nuclei and area are not counted (imported GeoJSON holes land here)"
+        )
         self.segment_on_combo = QComboBox()
         self.segment_on_combo.setToolTip(
             "Segment nuclei on another RGB layer of the same size (e.g. a virtual H&E made from "
@@ -94,6 +100,7 @@ class Ki67Widget(Ki67Actions, QWidget):
         form = QFormLayout()
         for label, widget in (
             ("Image", self.image_combo), ("ROIs", self.shapes_combo),
+            ("Exclude", self.exclude_combo),
             ("Segment nuclei on", self.segment_on_combo),
             ("Segmenter", self.segmenter_combo), ("Model", self.model_edit),
             ("DAB thresholds", self.threshold_edit), ("Stain vectors", self.stains_combo),
@@ -147,11 +154,14 @@ class Ki67Widget(Ki67Actions, QWidget):
         self.image_combo.blockSignals(False)
         self.segment_on_combo.clear()
         self.segment_on_combo.addItems([SAME_LAYER] + rgb_names)
+        keep_exclude = self.exclude_combo.currentText()
+        shapes = [ly.name for ly in self.viewer.layers if isinstance(ly, Shapes)]
         self.shapes_combo.clear()
-        self.shapes_combo.addItems(
-            [WHOLE_IMAGE] + [ly.name for ly in self.viewer.layers if isinstance(ly, Shapes)]
-        )
+        self.shapes_combo.addItems([WHOLE_IMAGE] + shapes)
         self.shapes_combo.setCurrentText(keep_shapes)
+        self.exclude_combo.clear()
+        self.exclude_combo.addItems([NOTHING] + shapes)
+        self.exclude_combo.setCurrentText(keep_exclude)
         self.segment_on_combo.setCurrentText(keep_segment)
         if self.image_combo.currentText() != self._mpp_layer:
             self._mpp_from_layer(self.image_combo.currentText())
@@ -219,13 +229,20 @@ class Ki67Widget(Ki67Actions, QWidget):
         if mpp <= 0:
             raise ValueError(f"the pixel size of {name!r} is unknown: set it (µm/px)")
         self._typed_mpp[name] = mpp  # typed for a layer without one: kept for that layer only
+        from .._napari.ki67_layers import rois_from_shapes
+
         rois = None
         if self.shapes_combo.currentText() not in ("", WHOLE_IMAGE):
-            from .._napari.ki67_layers import rois_from_shapes
-
             rois = rois_from_shapes(self.viewer.layers[self.shapes_combo.currentText()], layer, mpp)
             if not rois:
                 raise ValueError("the ROI layer has no shapes")
+        excluded = self.exclude_combo.currentText()
+        if excluded not in ("", NOTHING) and excluded in self.viewer.layers:
+            from napari_virtualstain.core.roi import ROI, exclude
+
+            if rois is None:
+                rois = [ROI.whole_image(tuple(image.shape[:2]), mpp)]
+            rois = exclude(rois, rois_from_shapes(self.viewer.layers[excluded], layer, mpp))
         return layer, image, mpp, rois, config_cls(thresholds=self.thresholds())
 
     def _distinct_names(self, image: str, source: str, rois):

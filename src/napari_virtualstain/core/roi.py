@@ -234,6 +234,41 @@ def _ring_area(pts: np.ndarray) -> float:
     return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
 
 
+def exclude(rois: list[ROI], exclusions: list[ROI]) -> list[ROI]:
+    """``rois`` less the ``exclusions`` (necrosis, folds, artefacts drawn to be left out).
+
+    Each ROI that an exclusion overlaps becomes a polygon whose holes (or cut outline) leave
+    it out, so its nuclei and area are not counted; ROIs it does not touch stay as they are.
+    An exclusion cutting an ROI in two, or covering it whole, is refused: the ratio of such an
+    ROI is not what was drawn.
+    """
+    from shapely.geometry import Polygon
+    from shapely.ops import unary_union
+
+    if not exclusions:
+        return list(rois)
+    cut = unary_union([Polygon(e.polygon_um()[:, ::-1]).buffer(0) for e in exclusions])
+    out = []
+    for roi in rois:
+        poly = Polygon(roi.polygon_um()[:, ::-1], [h[:, ::-1] for h in roi.holes_um()])
+        if not poly.intersects(cut):
+            out.append(roi)
+            continue
+        rest = poly.difference(cut)
+        if rest.is_empty:
+            raise ValueError(f"ROI {roi.name!r} lies entirely inside the excluded regions")
+        if rest.geom_type != "Polygon":
+            parts = len(getattr(rest, "geoms", ()))
+            raise ValueError(
+                f"the excluded regions cut ROI {roi.name!r} into {parts} parts: draw each part "
+                "as its own ROI"
+            )
+        outline = np.asarray(rest.exterior.coords)[:-1, ::-1]
+        holes = [np.asarray(ring.coords)[:-1, ::-1] for ring in rest.interiors]
+        out.append(ROI.polygon(roi.name, outline, holes))
+    return out
+
+
 def _check_holes(roi: ROI) -> None:
     """Holes must be rings inside the outline that do not overlap (else areas would be wrong)."""
     from shapely.geometry import Polygon

@@ -127,3 +127,23 @@ def test_bad_holes_are_refused():
         ROI.polygon("overlap", _square_um(0, 0, 40), [_square_um(5, 5, 10), _square_um(8, 8, 10)])
     with pytest.raises(ValueError, match="hole 1 needs 3"):
         ROI.polygon("short", _square_um(0, 0, 40), [[(1, 1), (2, 2)]])
+
+
+def test_exclusions_become_holes_or_cut_the_outline():
+    from napari_virtualstain.core.roi import exclude
+
+    square = ROI.rectangle("tumour", 0, 0, 100, 100)
+    away = ROI.rectangle("x", 200, 200, 10, 10)
+    inside = ROI.rectangle("necrosis", 20, 20, 30, 30)
+    edge = ROI.rectangle("fold", 90, -10, 20, 120)  # across the bottom edge
+    assert exclude([square], [away]) == [square]  # untouched
+    (holed,) = exclude([square], [inside])
+    assert holed.area_um2 == pytest.approx(100 * 100 - 30 * 30) and len(holed.holes) == 1
+    (cut,) = exclude([square], [inside, edge])
+    assert cut.area_um2 == pytest.approx(100 * 90 - 30 * 30)
+    mask = cut.mask(1.0, (0, 0), (100, 100))
+    assert not mask[25:45, 25:45].any() and not mask[92:].any() and mask[5:15, 5:15].all()
+    with pytest.raises(ValueError, match="cut ROI 'tumour' into 2 parts"):
+        exclude([square], [ROI.rectangle("band", 40, -10, 10, 120)])
+    with pytest.raises(ValueError, match="entirely inside"):
+        exclude([square], [ROI.rectangle("all", -5, -5, 110, 110)])
