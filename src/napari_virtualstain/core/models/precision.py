@@ -22,11 +22,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CACHE_FILE = "precision.json"
-METHOD = "layer-v4"  # in the key: a changed measurement is not answered from old entries
+METHOD = "layer-v5"  # in the key: a changed measurement is not answered from old entries
 # The layer comparison runs on a feature map this size (see _time_layer_at_work_size).
 LAYER_MAP_PX = 128
-# A small whole-model pass may be at most this much slower in the reduced precision.
+# A small whole-model pass may be at most this much slower in the reduced precision ...
 MODEL_GUARD = 1.5
+# ... on an input this size. At 64 px fixed costs decided: the demo generator's bf16 measured
+# 1.2 to 1.7x slower there (over the guard under load, so fp32 was kept and cached) where it is
+# x1.1 faster at 128 px and x1.5 to 1.7 at 256 to 512 px; a ResNet-9 pass at 128 px costs
+# 0.1 to 0.2 s more than at 64 px.
+MODEL_GUARD_PX = 128
 # Reduced precision must beat fp32 by this factor on the whole model to be chosen.
 MIN_GAIN = 1.1
 # The layer probe rejects a reduced precision this many times slower than fp32: emulated bf16
@@ -202,7 +207,7 @@ def _measure(module, device, candidate: str, stride_px: int, machine: str) -> Pr
         where = "a 128 px pass"
     # The whole model, small, as a guard against other layers that are slow in the reduced
     # precision (small passes are mostly fixed cost, so only a clear loss counts).
-    side = max(64, -(-64 // stride_px) * stride_px)
+    side = -(-MODEL_GUARD_PX // stride_px) * stride_px
     f_model, r_model = _time_models(module, device, dtype, side, rounds=1)
     if r_ms * MIN_GAIN <= f_ms and r_model <= MODEL_GUARD * f_model:
         reason = f"{candidate} measured {f_ms / r_ms:.2f}x faster than fp32 on {where}"
