@@ -160,6 +160,16 @@ def test_a_slide_of_the_wrong_stain_is_refused_unless_forced(
     widget.force_check.setChecked(True)
     widget.start()
     qtbot.waitUntil(lambda: widget.overlay is not None, timeout=60_000)
-    verdict = widget.overlay.layer.metadata["virtualstain"]["source_stain"]
+    verdict = widget.overlay.layer.metadata["virtualstain"]["source_stain_check"]
     assert verdict["forced"] and not verdict["ok"] and verdict["looks_like"] == "hdab"
     widget.stop()
+    # Save runs the same check, and the forced verdict goes into the output's provenance
+    # (where `ratio` reads it and gives no grade)
+    from napari_virtualstain.core.ki67.virtual_input import read_provenance
+
+    widget.save(str(tmp_path / "forced.zarr"))
+    qtbot.waitUntil(lambda: "saved" in widget.job_status.text(), timeout=240_000)
+    provenance = read_provenance(tmp_path / "forced.zarr")
+    assert (
+        provenance["source_stain_check"]["forced"] and "--force" in provenance["source_stain_note"]
+    )

@@ -374,7 +374,8 @@ def save_slide_progress(slide, model, out, **kwargs):
     from napari_virtualstain.core.progress import Cancelled
 
     force = kwargs.pop("force_source_stain", False)
-    checked_source_stain(slide, model, kwargs.get("device", "auto"), force)  # refuses a mismatch
+    # refuses a mismatch; a forced verdict goes into the output's provenance
+    kwargs["source_check"] = checked_source_stain(slide, model, kwargs.get("device", "auto"), force)
     reports: queue.Queue = queue.Queue()
     stop = threading.Event()
     result: dict = {}

@@ -371,7 +371,7 @@ def open_overlay(viewer, source_layer, model, on_ready=None, on_error=None, opac
     thread. ``reuse_layer``: an earlier overlay layer to put the new stain into. A source that
     does not look like the model's input stain (a Ki-67 slide given to an H&E -> Ki-67 model)
     is refused with a ``ValueError`` saying what it looks like, unless ``force_source_stain``:
-    then the overlay's provenance keeps the verdict (``metadata["source_stain"]``).
+    then the overlay's provenance keeps the verdict (``source_stain_check``, as ``stain`` does).
     """
     from napari.qt.threading import create_worker
 
@@ -400,32 +400,29 @@ def open_overlay(viewer, source_layer, model, on_ready=None, on_error=None, opac
 
 def _open(slide, model, mpp, kwargs, force_source_stain=False):
     from napari_virtualstain.core.engine.lazy import open_virtual_stain
+    from napari_virtualstain.core.engine.source_stain import provenance_of
 
     verdict = checked_source_stain(slide, model, kwargs.get("device", "auto"), force_source_stain)
     vs = open_virtual_stain(slide, model, mpp=mpp, **kwargs)
-    if verdict is not None:
-        vs.metadata["source_stain"] = verdict.to_dict()
+    vs.metadata.update(provenance_of(verdict))
     buffers = OverlayBuffers(vs)
     buffers.paint_background()
     return vs, buffers
 
 
 def checked_source_stain(slide, model, device: str = "auto", force: bool = False):
-    """The source-stain verdict on ``slide`` for ``model`` (worker side), or None when the
-    model states no direction; raises ``ValueError`` on a mismatch unless ``force``."""
-    from dataclasses import replace
-
+    """``source_stain.verify_source_stain`` for ``model`` (worker side): the verdict, or None;
+    a mismatch is a ``ValueError`` that says how to go on, unless ``force``."""
     from napari_virtualstain.core.engine.lazy import load_model_cached
-    from napari_virtualstain.core.engine.source_stain import check_source_stain, source_overview
+    from napari_virtualstain.core.engine.source_stain import (
+        SourceStainError,
+        verify_source_stain,
+    )
 
     card = getattr(model, "card", None)
     if card is None and isinstance(model, str | Path):
         card = load_model_cached(str(model), device).card
-    if card is None or not getattr(card, "direction", ""):
-        return None
-    verdict = check_source_stain(source_overview(slide), card.direction)
-    if verdict.ok:
-        return verdict
-    if not force:
-        raise ValueError(f"{verdict.reason}. Tick 'stain anyway' to stain it regardless")
-    return replace(verdict, forced=True)
+    try:
+        return verify_source_stain(slide, getattr(card, "direction", None), force)
+    except SourceStainError as err:
+        raise ValueError(f"{err}. Tick 'stain anyway' to stain it regardless") from None

@@ -3,7 +3,6 @@ looks like the model's input stain. Both refusals exit 2 with one line and touch
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -51,54 +50,23 @@ def model_direction(model: str) -> str | None:
     return None
 
 
-def check_slide_source(slide_path: Path, direction: str | None):
-    """The source-stain verdict on one slide, or None when it cannot be checked here.
-
-    Greyscale slides are left to the engine's own refusal ("no colour"); a model without a
-    card has no stated direction.
-    """
-    from napari_virtualstain.core.engine.source_stain import check_source_stain, source_overview
+def checked_source(slide_path: Path, direction: str | None, force: bool):
+    """The source-stain verdict on one slide (``core.engine.source_stain``), or None when
+    there is nothing to check; a mismatch is ``Refused`` (exit 2) unless ``force``."""
+    from napari_virtualstain.core.engine.source_stain import (
+        SourceStainError,
+        verify_source_stain,
+    )
     from napari_virtualstain.core.io import open_slide
-    from napari_virtualstain.core.io.pixels import is_colourless
 
     if direction is None:
         return None
-    slide = open_slide(slide_path)
-    if "greyscale" in slide.notes or is_colourless(slide):
-        return None
-    return check_source_stain(source_overview(slide), direction)
-
-
-def refuse_mismatch(slide_path: Path, check, force: bool):
-    """Raise ``Refused`` for a slide that does not look like the model's input, unless forced.
-
-    Returns the check to record (marked ``forced`` when it was overridden), or None.
-    """
-    from dataclasses import replace
-
-    if check is None or check.ok:
-        return check
-    if not force:
+    try:
+        check = verify_source_stain(open_slide(slide_path), direction, force)
+    except SourceStainError as err:
         raise Refused(
-            f"{slide_path}: {check.reason}. Stain anyway with --force (noted in the output's "
-            "provenance)"
-        )
-    click.echo(f"warning: {slide_path}: {check.reason}; staining anyway (--force)", err=True)
-    return replace(check, forced=True)
-
-
-def record_source_check(out: Path, check) -> None:
-    """Add the source-stain verdict to the provenance of a finished ``out`` (atomically)."""
-    from napari_virtualstain.core.io import PROVENANCE_KEY
-    from napari_virtualstain.core.io.atomic import write_json_atomic
-
-    attrs_path = Path(out) / ".zattrs"  # write_ome_zarr writes zarr v2
-    if check is None or not attrs_path.is_file():
-        return
-    attrs = json.loads(attrs_path.read_text(encoding="utf-8"))
-    prov = dict(attrs.get(PROVENANCE_KEY) or {})
-    prov["source_stain_check"] = check.to_dict()
-    if check.forced:
-        prov["source_stain_note"] = f"stained with --force although {check.reason}"
-    attrs[PROVENANCE_KEY] = prov
-    write_json_atomic(attrs_path, attrs)
+            f"{slide_path}: {err}. Stain anyway with --force (noted in the output's provenance)"
+        ) from None
+    if check is not None and check.forced:
+        click.echo(f"warning: {slide_path}: {check.reason}; staining anyway (--force)", err=True)
+    return check

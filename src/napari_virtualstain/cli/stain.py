@@ -9,13 +9,7 @@ import click
 
 from ..core.models.device import PRECISION_CHOICES
 from ._params import DEVICE, MPP, OUTPUT_FOLDER, SCHEDULER, UsageFailure
-from ._source import (
-    check_slide_source,
-    model_direction,
-    record_source_check,
-    refuse_foreign_output,
-    refuse_mismatch,
-)
+from ._source import checked_source, model_direction, refuse_foreign_output
 
 
 @click.command()
@@ -135,7 +129,7 @@ def stain(
         raise click.UsageError("give --out OUT.zarr (or --out-dir DIR for several slides)")
     slide = slides[0]
     refuse_foreign_output(out, overwrite)
-    check = refuse_mismatch(slide, check_slide_source(slide, model_direction(model)), force)
+    check = checked_source(slide, model_direction(model), force)
     bar = contextlib.ExitStack()
     shown = []
 
@@ -149,14 +143,13 @@ def stain(
             result = stain_slide(
                 slide, model, out, config=config, mpp=mpp, cache_dir=cache_dir,
                 keep_cache=keep_cache, scheduler=scheduler, overwrite=overwrite,
-                progress=on_progress,
+                progress=on_progress, source_check=check,
                 on_event=lambda msg: click.echo(f"warning: {msg}", err=True),
             )  # fmt: skip
     except MppUnknownError as err:
         raise UsageFailure(str(err)) from err
     except KeyboardInterrupt as err:
         raise click.ClickException(_interrupted(out)) from err
-    record_source_check(out, check)
     click.echo(result.summary())
 
 

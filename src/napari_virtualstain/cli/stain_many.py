@@ -40,7 +40,6 @@ def stain_many(slides, out_dir: Path | None, model: str, config, *, mpp, cache_d
     from napari_virtualstain.core.io.slide import display_name
 
     from . import describe_error
-    from ._source import record_source_check
 
     if out_dir is None:
         raise click.UsageError("several slides need --out-dir DIR (one NAME.zarr each)")
@@ -62,7 +61,7 @@ def stain_many(slides, out_dir: Path | None, model: str, config, *, mpp, cache_d
                         slide, model, out, config=config, mpp=mpp,
                         cache_dir=None if cache_dir is None else Path(cache_dir) / out.stem,
                         keep_cache=keep_cache, scheduler=address, overwrite=overwrite,
-                        progress=on_progress,
+                        progress=on_progress, source_check=check,
                         on_event=lambda msg, s=slide: click.echo(f"warning: {s}: {msg}", err=True),
                     )  # fmt: skip
             except KeyboardInterrupt:
@@ -74,7 +73,6 @@ def stain_many(slides, out_dir: Path | None, model: str, config, *, mpp, cache_d
                 rows.append(SlideRow(str(slide), "-", time.perf_counter() - t0, str(out),
                                      f"failed: {describe_error(err)}"))  # fmt: skip
                 continue
-            record_source_check(out, check)
             tiles = f"{result.tiles_total - result.tiles_background}/{result.tiles_total}"
             resumed = (
                 f", {result.tiles_cached_before} resumed" if result.tiles_cached_before else ""
@@ -89,12 +87,7 @@ def stain_many(slides, out_dir: Path | None, model: str, config, *, mpp, cache_d
 
 def _check_all(slides, outs, model, overwrite: bool, force: bool) -> list:
     """Refuse foreign outputs and mismatched slides up front; the source checks, per slide."""
-    from ._source import (
-        check_slide_source,
-        model_direction,
-        refuse_foreign_output,
-        refuse_mismatch,
-    )
+    from ._source import Refused, checked_source, model_direction, refuse_foreign_output
 
     for out in outs:
         refuse_foreign_output(out, overwrite)
@@ -102,10 +95,11 @@ def _check_all(slides, outs, model, overwrite: bool, force: bool) -> list:
     checks = []
     for slide in slides:
         try:
-            check = check_slide_source(Path(slide), direction)
+            checks.append(checked_source(Path(slide), direction, force))
+        except Refused:
+            raise
         except Exception:  # noqa: BLE001 - an unreadable slide fails in its own row later
-            check = None
-        checks.append(refuse_mismatch(Path(slide), check, force))
+            checks.append(None)
     return checks
 
 

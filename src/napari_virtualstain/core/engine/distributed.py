@@ -171,9 +171,13 @@ def stain_slide(
     memory_budget_bytes: int = 256 << 20,
     progress: Callable[[Progress], None] | None = None,
     on_event: Callable[[str], None] | None = None,
+    source_check=None,
     **overrides,
 ) -> StainResult:
     """Stain every tissue tile of ``slide`` and write an OME-Zarr pyramid with provenance.
+
+    ``source_check``: the verdict of ``source_stain.verify_source_stain``, kept in the
+    output's provenance.
 
     Parameters
     ----------
@@ -198,6 +202,7 @@ def stain_slide(
 
     from ..io import open_slide
     from ..io.ownership import output_lock
+    from .source_stain import provenance_of
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -221,6 +226,7 @@ def stain_slide(
                 memory_budget_bytes, progress, on_event, overrides, t0,
                 marker={"scratch": cache_dir.name} if own_cache else {},
                 clean_scratch=own_cache and not keep_cache,
+                provenance=provenance_of(source_check),
             )  # fmt: skip
         except BaseException as err:
             _tidy_after_failure(out, state, cache_dir if own_cache else None)
@@ -251,7 +257,7 @@ def _tidy_after_failure(out: Path, state: str, scratch: Path | None) -> None:
 
 def _run(
     slide, model, out, config, mpp, cache_dir, scheduler, n_levels, memory_budget_bytes,
-    progress, on_event, overrides, t0, marker, clean_scratch,
+    progress, on_event, overrides, t0, marker, clean_scratch, provenance,
 ) -> StainResult:  # fmt: skip
     import dask
 
@@ -270,7 +276,7 @@ def _run(
     cached_before = cache.disk.count(vs.namespace, vs.plan.level)
     n_bg = vs.metadata["tiles"]["background"]
     mpp_out = vs.plan.level_mpp
-    metadata = {**vs.metadata, "resumed_tiles": cached_before, "scheduler": scheduler}
+    metadata = {**vs.metadata, "resumed_tiles": cached_before, "scheduler": scheduler, **provenance}
     with _scheduler(scheduler):
         write_ome_zarr(
             out, vs.levels[0], mpp=mpp_out, name=vs.name, metadata=metadata,

@@ -16,7 +16,7 @@ Too little tissue to tell passes with a note, as does a source stain this module
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -119,6 +119,50 @@ def check_source_stain(rgb_overview: np.ndarray, direction: str) -> SourceStainC
         looks,
         source,
     )
+
+
+class SourceStainError(ValueError):
+    """The slide does not look like the model's input stain (``check`` says what it looks like)."""
+
+    def __init__(self, check: SourceStainCheck) -> None:
+        self.check = check
+        super().__init__(check.reason)
+
+
+def verify_source_stain(slide, direction: str | None, force: bool = False):
+    """The check before staining ``slide`` with a model of ``direction``: the one the CLI, the
+    viewer's overlay and its Save all run.
+
+    Returns None when there is nothing to check (no stated direction; a colourless slide,
+    which the engine refuses itself), else the verdict. A mismatch raises
+    ``SourceStainError`` unless ``force``: then the verdict comes back marked ``forced``.
+    """
+    from ..io.pixels import is_colourless
+
+    if not direction or "greyscale" in (getattr(slide, "notes", "") or ""):
+        return None
+    if is_colourless(slide):
+        return None
+    check = check_source_stain(source_overview(slide), direction)
+    if check.ok:
+        return check
+    if not force:
+        raise SourceStainError(check)
+    return replace(check, forced=True)
+
+
+def provenance_of(check: SourceStainCheck | None) -> dict:
+    """The provenance entries of a verdict (``{}`` for none): ``source_stain_check``, and a
+    ``source_stain_note`` when the slide was stained although refused (``ratio`` then gives
+    no grade on the output)."""
+    if check is None:
+        return {}
+    out = {"source_stain_check": check.to_dict()}
+    if check.forced:
+        out["source_stain_note"] = (
+            f"stained anyway (--force, or the viewer's 'stain anyway') although {check.reason}"
+        )
+    return out
 
 
 def describe(looks_like: str) -> str:
